@@ -1,0 +1,414 @@
+"""The per-connection authorization decision: `decide(snapshot, source, destination, port)`.
+
+This is what the inbound proxy runs for every new connection after the TLS handshake,
+what the agent's `/v1/agent/connect/authorize` answers from, and what
+`tether intention check --explain` prints. It combines server policy (core/policy.py,
+Linkerd's model) with intentions (core/intentions.py, Consul's model) in four steps:
+
+  1. Probe rule. A connection the edge marks as the local agent's health probe
+     (`Source.probe`) and that comes from a probe network (loopback by default) is
+     allowed, whatever the policy: a deny default must never make a service fail its
+     own health checks (Linkerd's kubelet-probe problem, linkerd2 #7050).
+  2. Server policy. The most specific policy applies: the one for (service, port), else
+     the one for the service, else the mesh default. No merging between levels.
+  3. Authorizations. If one of that policy's authorizations matches the caller
+     (identity and/or network), the connection is allowed and intentions are NOT
+     consulted: an authorization names a port and its clients, the most specific
+     statement Tether has. Otherwise the policy's default classifies the caller
+     (deny / all-authenticated / cluster-authenticated / ...) and may refuse it here.
+  4. Intentions. A caller with a service identity in this mesh's trust domain is
+     judged by the highest-precedence intention that matches (source service,
+     destination); with none, by the default intention. A caller without such an
+     identity (unauthenticated, or from another trust domain) matches no intention,
+     not even `*`, so the default intention decides it.
+
+Under `audit` a denial from step 4 becomes allowed with `audit=True`. The snapshot
+precomputes every index and every Decision at build time, so `decide` is a few dict
+lookups and returns a shared, immutable Decision; `explain=True` takes a slower,
+separate path that records every rule considered (and must agree with the fast one:
+tests/core/test_decide.py checks that with hypothesis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.core.cidr import LOOPBACK_NETWORKS, NetworkMatch, NetworkSet, parse_network_match
+from tether.core.errors import InvalidInput
+from tether.core.intentions import ALLOW, DENY, WILDCARD, Intention, sort_key
+from tether.core.policy import (
+    Authorization,
+    CallerClass,
+    DefaultPolicy,
+    MeshPolicy,
+    PatternKind,
+    ServerPolicy,
+    default_admits,
+    match_identity,
+    parse_action,
+    parse_default_policy,
+)
+from tether.core.spiffe import validate_trust_domain
+
+PROBE_AUTHORIZATION_NAME = "agent-probe"
+_CLUSTER_UNAUTHENTICATED = DefaultPolicy.CLUSTER_UNAUTHENTICATED
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Who is calling: the verified SPIFFE ID (None when unauthenticated) and the peer IP.
+
+    `probe` is set by the I/O edge only for the local agent's own health checks.
+    """
+
+    identity: Any = None  # tether.core.spiffe.SpiffeId | None
+    ip: Any = None  # str | ipaddress.IPv4Address | IPv6Address | None
+    probe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Consideration:
+    """One rule `explain` looked at and why it did or did not match."""
+
+    step: str  # probe | server-policy | authorization | default-policy | intention | default-intention
+    rule: Any
+    matched: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one connection; `rule` is the Intention or Authorization that
+    decided, or None when a default did."""
+
+    allowed: bool
+    audit: bool
+    rule: Intention | Authorization | None
+    reason: str
+    considered: tuple[Consideration, ...] = ()
+
+
+class _Auth:
+    """An Authorization compiled for matching: local service names in a set, networks as ranges."""
+
+    __slots__ = ("auth", "any", "services", "others", "networks", "decision")
+
+    def __init__(self, auth: Authorization, trust_domain: str, label: str) -> None:
+        self.auth = auth
+        self.any = auth.unauthenticated or any(p.kind is PatternKind.ANY for p in auth.identities)
+        self.services = frozenset(p.service for p in auth.identities if p.kind is PatternKind.SERVICE)
+        self.others = tuple(p for p in auth.identities if p.kind in (PatternKind.SPIFFE, PatternKind.SUFFIX))
+        self.networks = NetworkSet(auth.networks) if auth.networks else None
+        self.decision = Decision(True, False, auth, f"authorization {auth.name} of {label}")
+
+    def match(self, identity: Any, ip: Any, trust_domain: str) -> bool:
+        if self.networks is not None and not self.networks.match(ip):
+            return False
+        if self.auth.unauthenticated:
+            return True
+        if identity is None:
+            return False
+        if self.any:
+            return True
+        if identity.trust_domain == trust_domain and identity.service in self.services:
+            return True
+        return any(match_identity(p, identity, trust_domain) for p in self.others)
+
+    def why(self, identity: Any, ip: Any, trust_domain: str) -> str:
+        if self.networks is not None and not self.networks.match(ip):
+            return f"peer address {ip} is outside {'; '.join(str(n) for n in self.auth.networks)}"
+        if self.auth.unauthenticated:
+            return "grants any caller" + (f" from {ip}" if self.networks is not None else "")
+        if identity is None:
+            return "caller is unauthenticated; this authorization needs an identity"
+        if self.match(identity, ip, trust_domain):
+            return f"identity {identity} matches {', '.join(p.text for p in self.auth.identities)}"
+        return f"identity {identity} matches none of {', '.join(p.text for p in self.auth.identities)}"
+
+
+class _Policy:
+    """A ServerPolicy (or the mesh default) with its refusal Decisions prebuilt."""
+
+    __slots__ = ("policy", "label", "mode", "audit", "admits_all", "auths", "refusals")
+
+    def __init__(self, policy: ServerPolicy | None, mode: DefaultPolicy, trust_domain: str) -> None:
+        self.policy = policy
+        self.label = f"server policy {policy.name} ({policy.scope})" if policy else "the mesh default policy"
+        self.mode = mode
+        self.audit = mode is DefaultPolicy.AUDIT
+        self.admits_all = mode in (DefaultPolicy.ALL_UNAUTHENTICATED, DefaultPolicy.AUDIT)
+        self.auths = tuple(_Auth(a, trust_domain, self.label) for a in (policy.authorizations if policy else ()))
+        self.refusals = {c: Decision(False, False, None, self._refusal(c)) for c in CallerClass}
+
+    def _refusal(self, caller: CallerClass) -> str:
+        head = f"{self.label} is {self.mode.value}"
+        if self.mode is DefaultPolicy.DENY:
+            return f"{head} and no authorization matched"
+        if self.mode is DefaultPolicy.CLUSTER_UNAUTHENTICATED:
+            return f"{head}: refuses {caller.value} callers outside the cluster networks"
+        return f"{head}: refuses {caller.value} callers"
+
+
+_Pair = tuple[Decision, Decision]  # (decision, the same under audit)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PolicySnapshot:
+    """Everything `decide` needs, indexed at build time. Immutable: the agent builds a
+    new one on every change and swaps the reference (one atomic assignment)."""
+
+    trust_domain: str
+    intentions: tuple[Intention, ...]  # in evaluation order (Consul's /match order)
+    policies: tuple[ServerPolicy, ...]
+    mesh: MeshPolicy
+    index: int | None = None  # the store revision this snapshot reflects, if known
+    _exact: dict[tuple[str, str], _Pair] = field(default_factory=dict, repr=False)
+    _any_to: dict[str, _Pair] = field(default_factory=dict, repr=False)  # `*` -> dst
+    _from_any: dict[str, _Pair] = field(default_factory=dict, repr=False)  # src -> `*`
+    _star: _Pair | None = field(default=None, repr=False)  # `*` -> `*`
+    _by_dst: dict[str, tuple[Intention, ...]] = field(default_factory=dict, repr=False)
+    _policies: dict[tuple[str, int | None], _Policy] = field(default_factory=dict, repr=False)
+    _mesh: _Policy | None = field(default=None, repr=False)
+    _default: _Pair | None = field(default=None, repr=False)
+    _default_nosvc: _Pair | None = field(default=None, repr=False)
+    _cluster: NetworkSet = field(default_factory=NetworkSet, repr=False)
+    _probe: NetworkSet = field(default_factory=NetworkSet, repr=False)
+    _probe_decision: Decision | None = field(default=None, repr=False)
+
+    def match_destination(self, destination: str) -> tuple[Intention, ...]:
+        """Intentions that can apply to `destination`, in evaluation order (Consul's
+        `/v1/connect/intentions/match?by=destination`)."""
+        return tuple(sorted(self._by_dst.get(destination, ()) + self._by_dst.get(WILDCARD, ()), key=sort_key))
+
+    def server_policy(self, service: str, port: int | None) -> ServerPolicy | None:
+        """The ServerPolicy that governs (service, port), or None when the mesh default does."""
+        pol = self._policies.get((service, port)) or self._policies.get((service, None))
+        return pol.policy if pol else None
+
+
+def build_snapshot(
+    intentions: Iterable[Intention],
+    policies: Iterable[ServerPolicy],
+    default_intention: str,
+    mesh_default_policy: str,
+    trust_domain: str,
+    *,
+    cluster_networks: Iterable[NetworkMatch | str] = (),
+    probe_networks: Iterable[NetworkMatch | str] = LOOPBACK_NETWORKS,
+    index: int | None = None,
+) -> PolicySnapshot:
+    """Validate and index everything once; raise InvalidInput listing every problem.
+
+    Duplicate intentions for one (source, destination) are tolerated here (the store
+    refuses them): deny wins, as at equal precedence. Two server policies for the
+    same (service, port) are an error, as overlapping Linkerd Servers are.
+    """
+    errors: list[str] = []
+    td = _check(errors, validate_trust_domain, trust_domain)
+    action = _check(errors, parse_action, default_intention)
+    mode = _check(errors, lambda v: parse_default_policy(v, field="mesh default policy"), mesh_default_policy)
+    cluster = _networks(errors, cluster_networks, "cluster networks")
+    probe = _networks(errors, probe_networks, "probe networks")
+    ordered = _check_intentions(errors, intentions)
+    pols = tuple(policies)
+    compiled = _compile_policies(errors, pols, td or "")
+    if errors:
+        raise InvalidInput("cannot build policy snapshot: " + "; ".join(errors))
+    mesh = MeshPolicy(mode, action, cluster, probe)
+    probe_auth = Authorization(PROBE_AUTHORIZATION_NAME, unauthenticated=True, networks=probe)
+    exact, any_to, from_any, star, by_dst = _index(ordered)
+    return PolicySnapshot(
+        td, ordered, pols, mesh, index, exact, any_to, from_any, star, by_dst, compiled,
+        _mesh=_Policy(None, mode, td),
+        _default=_default_pair(action, "no intention matched"),
+        _default_nosvc=_default_pair(action, "caller has no service identity in this mesh, so no intention applies"),
+        _cluster=NetworkSet(cluster),
+        _probe=NetworkSet(probe),
+        _probe_decision=Decision(True, False, probe_auth, "agent health probe from a probe network is always allowed"),
+    )
+
+
+def decide(snapshot: PolicySnapshot, source: Source, destination: str, port: int | None, *, explain: bool = False) -> Decision:
+    """Allow or deny one new connection from `source` to `destination`:`port` (steps in
+    the module docstring). With `explain=True` the Decision lists every rule considered."""
+    if explain:
+        return _explain(snapshot, source, destination, port)
+    ip = source.ip
+    if source.probe and snapshot._probe.match(ip):
+        return snapshot._probe_decision  # type: ignore[return-value]
+    policies = snapshot._policies
+    pol = (policies.get((destination, port)) or policies.get((destination, None))) if policies else None
+    if pol is None:
+        pol = snapshot._mesh
+    identity = source.identity
+    td = snapshot.trust_domain
+    for auth in pol.auths:
+        if auth.match(identity, ip, td):
+            return auth.decision
+    if identity is None:
+        caller = CallerClass.UNAUTHENTICATED
+    elif identity.trust_domain == td:
+        caller = CallerClass.LOCAL
+    else:
+        caller = CallerClass.FOREIGN
+    if not pol.admits_all:
+        in_cluster = pol.mode is _CLUSTER_UNAUTHENTICATED and caller is not CallerClass.LOCAL and snapshot._cluster.match(ip)
+        if not default_admits(pol.mode, caller, in_cluster):
+            return pol.refusals[caller]
+    service = identity.service if caller is CallerClass.LOCAL else ""
+    if service:
+        pair = (
+            snapshot._exact.get((service, destination))
+            or snapshot._any_to.get(destination)
+            or snapshot._from_any.get(service)
+            or snapshot._star
+            or snapshot._default
+        )
+    else:
+        pair = snapshot._default_nosvc
+    return pair[1] if pol.audit else pair[0]  # type: ignore[index]
+
+
+# --- explain: the slow path --------------------------------------------------------------------
+# A straightforward re-statement of the four steps over plain lists (no indexes, no prebuilt
+# Decisions), recording each rule looked at. Tests hold it equal to the fast path above.
+
+
+def _explain(snapshot: PolicySnapshot, source: Source, destination: str, port: int | None) -> Decision:
+    seen: list[Consideration] = []
+    outcome = _explain_steps(snapshot, source, destination, port, seen)
+    return Decision(outcome.allowed, outcome.audit, outcome.rule, outcome.reason, tuple(seen))
+
+
+def _explain_steps(snap: PolicySnapshot, source: Source, dst: str, port: int | None, seen: list[Consideration]) -> Decision:
+    ident, ip, td = source.identity, source.ip, snap.trust_domain
+    # 1. probe rule
+    if source.probe:
+        hit = snap._probe.match(ip)
+        why = f"peer {ip} is {'in' if hit else 'outside'} the probe networks"
+        seen.append(Consideration("probe", snap._probe_decision.rule, hit, why))  # type: ignore[union-attr]
+        if hit:
+            return snap._probe_decision  # type: ignore[return-value]
+    # 2. server policy
+    pol = snap._policies.get((dst, port)) or snap._policies.get((dst, None)) or snap._mesh
+    assert pol is not None
+    where = "applies" if pol.policy else f"applies: no server policy covers {dst}:{port} or {dst}"
+    seen.append(Consideration("server-policy", pol.policy, True, f"{pol.label} ({pol.mode.value}) {where}"))
+    # 3. authorizations, then the policy's default
+    for auth in pol.auths:
+        hit = auth.match(ident, ip, td)
+        seen.append(Consideration("authorization", auth.auth, hit, auth.why(ident, ip, td)))
+        if hit:
+            return auth.decision
+    caller = CallerClass.UNAUTHENTICATED if ident is None else CallerClass.LOCAL if ident.trust_domain == td else CallerClass.FOREIGN
+    in_cluster = caller is not CallerClass.LOCAL and snap._cluster.match(ip)
+    admitted = default_admits(pol.mode, caller, in_cluster)
+    cls = caller.value + (" from the cluster networks" if in_cluster else "")
+    seen.append(Consideration("default-policy", None, admitted, f"{pol.mode.value} {'admits' if admitted else 'refuses'} {cls} callers"))
+    if not admitted:
+        return pol.refusals[caller]
+    # 4. intentions, in evaluation order, first match decides
+    service = ident.service if caller is CallerClass.LOCAL else ""
+    decided: Intention | None = None
+    for i in snap.match_destination(dst) if service else ():
+        hit = i.source_name in (WILDCARD, service)
+        if decided is not None:
+            why = f"not reached: {decided} decided first" if hit else f"source {service} is not {i.source_name}"
+        else:
+            why = f"source {service} matches {i.source_name}" if hit else f"source {service} is not {i.source_name}"
+        seen.append(Consideration("intention", i, hit and decided is None, why))
+        if hit and decided is None:
+            decided = i
+    if decided is not None:
+        pair = _intention_pair(decided)
+    else:
+        pair = snap._default if service else snap._default_nosvc  # type: ignore[assignment]
+        seen.append(Consideration("default-intention", None, True, pair[0].reason))
+    return pair[1] if pol.audit else pair[0]
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def _check(errors: list[str], check: Any, value: Any) -> Any:
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        errors.append(exc.message)
+        return None
+
+
+def _networks(errors: list[str], values: Iterable[NetworkMatch | str], what: str) -> tuple[NetworkMatch, ...]:
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, NetworkMatch):
+            out.append(v)
+        else:
+            got = _check(errors, lambda x: parse_network_match(x, field=f"{what}[{i}]"), v)
+            if got is not None:
+                out.append(got)
+    return tuple(out)
+
+
+def _check_intentions(errors: list[str], intentions: Iterable[Intention]) -> tuple[Intention, ...]:
+    good = []
+    for i, item in enumerate(intentions):
+        if isinstance(item, Intention):
+            good.append(item)
+        else:
+            errors.append(f"intentions[{i}]: {item!r} is not an Intention")
+    return tuple(sorted(good, key=sort_key))
+
+
+def _compile_policies(errors: list[str], policies: tuple[ServerPolicy, ...], td: str) -> dict[tuple[str, int | None], _Policy]:
+    out: dict[tuple[str, int | None], _Policy] = {}
+    for i, pol in enumerate(policies):
+        if not isinstance(pol, ServerPolicy):
+            errors.append(f"policies[{i}]: {pol!r} is not a ServerPolicy")
+            continue
+        key = (pol.service, pol.port)
+        if key in out:
+            errors.append(f"server policies {out[key].policy.name!r} and {pol.name!r} both cover {pol.scope}; keep one")  # type: ignore[union-attr]
+            continue
+        out[key] = _Policy(pol, pol.default_policy, td)
+    return out
+
+
+def _index(ordered: tuple[Intention, ...]) -> tuple[Any, ...]:
+    exact: dict[tuple[str, str], _Pair] = {}
+    any_to: dict[str, _Pair] = {}
+    from_any: dict[str, _Pair] = {}
+    star: _Pair | None = None
+    by_dst: dict[str, list[Intention]] = {}
+    # `ordered` is in evaluation order (deny before allow at equal precedence), so the
+    # first intention seen for a key is the one that decides: setdefault keeps it.
+    for i in ordered:
+        pair = _intention_pair(i)
+        src, dst = i.source_name, i.destination_name
+        by_dst.setdefault(dst, []).append(i)
+        if src != WILDCARD and dst != WILDCARD:
+            exact.setdefault((src, dst), pair)
+        elif dst != WILDCARD:
+            any_to.setdefault(dst, pair)
+        elif src != WILDCARD:
+            from_any.setdefault(src, pair)
+        elif star is None:
+            star = pair
+    return exact, any_to, from_any, star, {k: tuple(v) for k, v in by_dst.items()}
+
+
+def _intention_pair(i: Intention) -> _Pair:
+    reason = f"intention {i.source_name} -> {i.destination_name} ({i.action}, precedence {i.precedence})"
+    decision = Decision(i.action == ALLOW, False, i, reason)
+    return decision, (decision if i.action == ALLOW else Decision(True, True, i, f"audit: would deny: {reason}"))
+
+
+def _default_pair(action: str, why: str) -> _Pair:
+    reason = f"default policy {action}: {why}"
+    decision = Decision(action == ALLOW, False, None, reason)
+    return decision, (decision if action == ALLOW else Decision(True, True, None, f"audit: would deny: {reason}"))
+
+
+__all__ = ["DENY", "Consideration", "Decision", "PolicySnapshot", "Source", "build_snapshot", "decide"]
