@@ -1,0 +1,288 @@
+"""The node agent: owns this node's services and checks and keeps the catalog in step.
+
+A registration is acknowledged only after the server has stored it (so an acknowledged
+write survives an agent crash); the agent's own view is rebuilt from the catalog when
+it restarts, so there is one source of truth. Checks run here; their statuses are
+written to the catalog only when they change. A heartbeat tells the server the node is
+alive, and a periodic re-sync repairs the catalog if it lost anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+
+from tether.agent.checks import PollingCheck, TTLCheck
+from tether.agent.link import ServerLink
+from tether.control.server import HEARTBEAT_INTERVAL
+from tether.core.errors import InvalidInput, NotFound, TetherError
+from tether.core.health import NODE_CHECK_ID, NODE_CHECK_NAME, PASSING, STATUSES, alias_status, worst
+from tether.core.registration import SIDECAR_PORT_RANGE, SIDECAR_SUFFIX, expand_registration, format_check
+from tether.core.service import CheckDefinition, ServiceDefinition
+
+log = logging.getLogger("tether.agent")
+
+RESYNC_INTERVAL = 60.0  # anti-entropy: how often the full local state is re-asserted
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    node_id: str
+    datacenter: str = "dc1"
+    advertise: str = "127.0.0.1"
+    node_meta: dict[str, str] = field(default_factory=dict)
+    sidecar_port_range: tuple[int, int] = SIDECAR_PORT_RANGE
+
+
+def _strip_indexes(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("CreateIndex", "ModifyIndex")}
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, link: ServerLink) -> None:
+        self.config = config
+        self.link = link
+        self.services: dict[str, dict[str, Any]] = {}
+        self.checks: dict[str, dict[str, Any]] = {}
+        self._runners: dict[str, PollingCheck | TTLCheck] = {}
+        self._http = httpx.AsyncClient(verify=True)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()  # one registration change at a time
+        self.cluster: dict[str, Any] = {}
+        # Called with the service document whenever a local service is added/removed
+        # (the sidecar supervisor hooks in here).
+        self.on_service_change: list[Callable[[str, dict[str, Any] | None], None]] = []
+
+    @property
+    def node_doc(self) -> dict[str, Any]:
+        c = self.config
+        return {"ID": c.node_id, "Node": c.node, "Address": c.advertise, "Datacenter": c.datacenter,
+                "TaggedAddresses": {"lan": c.advertise, "wan": c.advertise}, "Meta": dict(c.node_meta)}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.cluster = await self.link.cluster()
+        services, checks = await self.link.node_state(self.config.node)
+        for svc in services:
+            self.services[svc["ID"]] = {**_strip_indexes(svc), "Node": self.config.node}
+        for check in checks:
+            if check["CheckID"] != NODE_CHECK_ID:
+                self.checks[check["CheckID"]] = _strip_indexes(check)
+        for check in list(self.checks.values()):
+            self._start_runner(check)
+        await self._sync_all()
+        self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
+                       asyncio.create_task(self._resync_loop(), name="agent-resync")]
+        log.info("agent %s started with %d service(s) restored", self.config.node, len(services))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for runner in self._runners.values():
+            runner.stop()
+        await self._http.aclose()
+
+    def _node_check(self) -> dict[str, Any]:
+        return {"Node": self.config.node, "CheckID": NODE_CHECK_ID, "Name": NODE_CHECK_NAME, "Status": PASSING,
+                "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "",
+                "ServiceTags": [], "Type": "", "Definition": {}}
+
+    async def _sync_all(self) -> None:
+        await self.link.sync(self.node_doc, list(self.services.values()),
+                             [self._node_check(), *self.checks.values()])
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self.link.heartbeat(self.config.node)
+            except TetherError as exc:
+                log.warning("heartbeat failed (serving with local state): %s", exc)
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_INTERVAL)
+            try:
+                async with self._lock:
+                    await self._sync_all()
+            except TetherError as exc:
+                log.warning("anti-entropy sync failed, will retry: %s", exc)
+
+    # -- services --------------------------------------------------------------------
+
+    async def register_service(self, definition: ServiceDefinition, *, replace_existing_checks: bool = False) -> str:
+        async with self._lock:
+            service_id = definition.ID or definition.Name
+            sidecar_id = service_id + SIDECAR_SUFFIX
+            old_sidecar = self.services.get(sidecar_id)
+            used = [s["Port"] for sid, s in self.services.items() if sid != sidecar_id]
+            if old_sidecar:  # keep the sidecar on the port it already has
+                used += [p for p in range(self.config.sidecar_port_range[0], old_sidecar["Port"])]
+            reg = expand_registration(definition, node=self.config.node, datacenter=self.config.datacenter,
+                                      used_ports=used, port_range=self.config.sidecar_port_range)
+            new_ids = {s["ID"] for s in reg.services}
+            stale_services = [sidecar_id] if old_sidecar and sidecar_id not in new_ids else []
+            new_checks = {c["CheckID"]: self._keep_status(c) for c in reg.checks}
+            stale_checks = [cid for cid, c in self.checks.items()
+                            if c["ServiceID"] in new_ids and cid not in new_checks and replace_existing_checks]
+            for svc in reg.services:
+                self._check_port_free(svc)
+            await self.link.sync(self.node_doc, list(reg.services), list(new_checks.values()))
+            for sid in stale_services:
+                await self._drop_service(sid)
+            for cid in stale_checks:
+                await self.link.deregister_check(self.config.node, cid)
+                self._drop_check(cid)
+            for svc in reg.services:
+                self.services[svc["ID"]] = svc
+                self._notify(svc["ID"], svc)
+            for check in new_checks.values():
+                self._drop_check(check["CheckID"])
+                self.checks[check["CheckID"]] = check
+                self._start_runner(check)
+            await self._refresh_aliases()
+            self._touch()
+            return service_id
+
+    def _keep_status(self, check: dict[str, Any]) -> dict[str, Any]:
+        """A re-registered check with the same definition keeps its status (no flapping)."""
+        old = self.checks.get(check["CheckID"])
+        if old and old["Definition"] == check["Definition"]:
+            return {**check, "Status": old["Status"], "Output": old["Output"]}
+        return check
+
+    def _check_port_free(self, svc: dict[str, Any]) -> None:
+        if svc["Kind"] != "connect-proxy" or not svc["Port"]:
+            return
+        for other in self.services.values():
+            if other["ID"] != svc["ID"] and other["Kind"] == "connect-proxy" and other["Port"] == svc["Port"]:
+                raise InvalidInput(f"sidecar port {svc['Port']} is already used by {other['ID']!r}")
+
+    async def deregister_service(self, service_id: str) -> None:
+        async with self._lock:
+            if service_id not in self.services:
+                raise NotFound(f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
+                               "not the service name.")
+            sidecar = service_id + SIDECAR_SUFFIX
+            for sid in [service_id] + ([sidecar] if sidecar in self.services else []):
+                await self._drop_service(sid)
+            await self._refresh_aliases()
+            self._touch()
+
+    async def _drop_service(self, service_id: str) -> None:
+        try:
+            await self.link.deregister_service(self.config.node, service_id)
+        except NotFound:
+            pass  # already gone from the catalog: the goal is reached
+        for cid in [cid for cid, c in self.checks.items() if c["ServiceID"] == service_id]:
+            self._drop_check(cid)
+        self.services.pop(service_id, None)
+        self._notify(service_id, None)
+
+    def _notify(self, service_id: str, doc: dict[str, Any] | None) -> None:
+        for callback in self.on_service_change:
+            callback(service_id, doc)
+
+    # -- checks ----------------------------------------------------------------------
+
+    async def register_check(self, definition: CheckDefinition) -> str:
+        async with self._lock:
+            service = None
+            if definition.ServiceID:
+                service = self.services.get(definition.ServiceID)
+                if service is None:
+                    raise NotFound(f"ServiceID: unknown service {definition.ServiceID!r} on this agent")
+            check = self._keep_status(format_check(definition, service, self.config.node, 0, 1))
+            if not definition.CheckID and service is None:
+                check["CheckID"] = definition.Name
+            await self.link.sync(self.node_doc, [], [check])
+            self._drop_check(check["CheckID"])
+            self.checks[check["CheckID"]] = check
+            self._start_runner(check)
+            await self._refresh_aliases()
+            self._touch()
+            return check["CheckID"]
+
+    async def deregister_check(self, check_id: str) -> None:
+        async with self._lock:
+            if check_id not in self.checks:
+                raise NotFound(f"Unknown check ID {check_id!r}")
+            await self.link.deregister_check(self.config.node, check_id)
+            self._drop_check(check_id)
+            self._touch()
+
+    async def update_ttl(self, check_id: str, status: str, output: str) -> None:
+        """/v1/agent/check/pass|warn|fail|update: only TTL checks take outside updates."""
+        check = self.checks.get(check_id)
+        if check is None:
+            raise NotFound(f"Unknown check ID {check_id!r}")
+        if check["Type"] != "ttl":
+            raise InvalidInput(f"check {check_id!r} is a {check['Type'] or 'catalog'} check; only TTL checks take updates")
+        if status not in STATUSES:
+            raise InvalidInput(f"Status must be one of {', '.join(STATUSES)}, not {status!r}")
+        runner = self._runners.get(check_id)
+        if isinstance(runner, TTLCheck):
+            runner.arm()
+        await self.report(check_id, status, output)
+
+    async def report(self, check_id: str, status: str, output: str) -> None:
+        """A check's new result: store it if it changed, then recompute dependent aliases."""
+        check = self.checks.get(check_id)
+        if check is None or (check["Status"] == status and check["Output"] == output):
+            return
+        await self.link.update_check(self.config.node, check_id, status, output)
+        self.checks[check_id] = {**check, "Status": status, "Output": output}
+        if check["Status"] != status:
+            log.info("check %s is now %s", check_id, status)
+        await self._refresh_aliases()
+        self._touch()
+
+    async def _refresh_aliases(self) -> None:
+        for check in list(self.checks.values()):
+            target = check["Definition"].get("AliasService")
+            if not target:
+                continue
+            target_checks = [c for c in self.checks.values() if c["ServiceID"] == target]
+            status, output = alias_status(target_checks, target in self.services)
+            if (status, output) != (check["Status"], check["Output"]):
+                await self.link.update_check(self.config.node, check["CheckID"], status, output)
+                self.checks[check["CheckID"]] = {**check, "Status": status, "Output": output}
+
+    def _start_runner(self, check: dict[str, Any]) -> None:
+        kind = check["Type"]
+        if kind in ("tcp", "http"):
+            self._runners[check["CheckID"]] = PollingCheck(check, self.report, self._http)
+        elif kind == "ttl":
+            self._runners[check["CheckID"]] = TTLCheck(check, self.report)
+
+    def _drop_check(self, check_id: str) -> None:
+        runner = self._runners.pop(check_id, None)
+        if runner:
+            runner.stop()
+        self.checks.pop(check_id, None)
+
+    # -- views -----------------------------------------------------------------------
+
+    def service_status(self, service_id: str) -> str:
+        return worst(c["Status"] for c in self.checks.values() if c["ServiceID"] == service_id)
+
+    def _touch(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+

@@ -1,0 +1,179 @@
+"""The agent's HTTP API: /v1/agent/* answered locally, everything else forwarded.
+
+Applications and proxies only ever talk to their local agent (as with Consul). In dev
+mode the server's routes are mounted in the same app, so nothing is forwarded; on a
+client node, catalog/health/KV/connect requests are streamed to the server unchanged,
+blocking queries included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from starlette.background import BackgroundTask
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+
+from tether import __version__
+from tether.agent.agent import Agent
+from tether.api.common import (
+    authorizer_dependency, blocking_params, flag, json_response, read_body, read_json,
+)
+from tether.control import views
+from tether.core.errors import InvalidInput, NotFound, Unavailable
+from tether.core.health import CRITICAL, PASSING, WARNING, http_status_for, worst
+from tether.core.service import parse_check_definition, parse_service_definition
+
+MEMBER_ALIVE, MEMBER_FAILED = 1, 4  # Serf's member status codes, which Consul's API exposes
+
+
+def content_hash(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def agent_router(agent: Agent, *, is_server: bool) -> APIRouter:
+    r = APIRouter(dependencies=[Depends(authorizer_dependency())])
+
+    @r.get("/v1/agent/self", tags=["agent"])
+    async def agent_self() -> Response:
+        c = agent.config
+        return json_response({
+            "Config": {"Datacenter": c.datacenter, "NodeName": c.node, "NodeID": c.node_id,
+                       "Server": is_server, "Version": __version__, "Revision": "tether"},
+            "Member": {"Name": c.node, "Addr": c.advertise, "Status": MEMBER_ALIVE},
+            "Meta": c.node_meta,
+        })
+
+    @r.get("/v1/agent/members", tags=["agent"])
+    async def agent_members() -> Response:
+        return json_response(await members(agent))
+
+    @r.get("/v1/agent/services", tags=["agent"])
+    async def agent_services() -> Response:
+        return json_response({sid: views.agent_service(s) for sid, s in agent.services.items()})
+
+    @r.get("/v1/agent/service/{service_id}", tags=["agent"])
+    async def agent_service(request: Request, service_id: str) -> Response:
+        """Hash-blocking: ?hash=<ContentHash>&wait=30s returns when the definition changes."""
+        wanted = request.query_params.get("hash")
+        if wanted:
+            _, wait = blocking_params(request)
+            deadline = time.monotonic() + wait
+            while _service_hash(agent, service_id) == wanted and time.monotonic() < deadline:
+                await agent.wait_for_change(deadline - time.monotonic())
+        svc = agent.services.get(service_id)
+        if svc is None:
+            raise NotFound(f"unknown service ID {service_id!r}")
+        doc = views.agent_service(svc)
+        digest = content_hash(doc)
+        return json_response({**doc, "ContentHash": digest}, headers={"X-Consul-ContentHash": digest})
+
+    @r.put("/v1/agent/service/register", tags=["agent"])
+    async def agent_service_register(request: Request) -> Response:
+        definition = parse_service_definition(await read_json(request))
+        await agent.register_service(definition, replace_existing_checks=flag(request, "replace-existing-checks"))
+        return Response(status_code=200)
+
+    @r.put("/v1/agent/service/deregister/{service_id}", tags=["agent"])
+    async def agent_service_deregister(service_id: str) -> Response:
+        await agent.deregister_service(service_id)
+        return Response(status_code=200)
+
+    @r.get("/v1/agent/checks", tags=["agent"])
+    async def agent_checks() -> Response:
+        return json_response(dict(agent.checks))
+
+    @r.put("/v1/agent/check/register", tags=["agent"])
+    async def agent_check_register(request: Request) -> Response:
+        await agent.register_check(parse_check_definition(await read_json(request)))
+        return Response(status_code=200)
+
+    @r.put("/v1/agent/check/deregister/{check_id}", tags=["agent"])
+    async def agent_check_deregister(check_id: str) -> Response:
+        await agent.deregister_check(check_id)
+        return Response(status_code=200)
+
+    for verb, status in (("pass", PASSING), ("warn", WARNING), ("fail", CRITICAL)):
+        async def ttl_update(request: Request, check_id: str, _status: str = status) -> Response:
+            await agent.update_ttl(check_id, _status, request.query_params.get("note", ""))
+            return Response(status_code=200)
+
+        r.add_api_route(f"/v1/agent/check/{verb}/{{check_id}}", ttl_update, methods=["PUT"], tags=["agent"],
+                        name=f"agent_check_{verb}")
+
+    @r.put("/v1/agent/check/update/{check_id}", tags=["agent"])
+    async def agent_check_update(request: Request, check_id: str) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict) or "Status" not in body:
+            raise InvalidInput('Status: missing; send {"Status": "passing|warning|critical", "Output": "..."}')
+        await agent.update_ttl(check_id, body["Status"], str(body.get("Output", "")))
+        return Response(status_code=200)
+
+    @r.get("/v1/agent/health/service/id/{service_id}", tags=["agent"])
+    async def agent_health_by_id(request: Request, service_id: str) -> Response:
+        svc = agent.services.get(service_id)
+        if svc is None:
+            return PlainTextResponse(f"ServiceId {service_id} not found", status_code=404)
+        status = agent.service_status(service_id)
+        if request.query_params.get("format") == "text":
+            return PlainTextResponse(status, status_code=http_status_for(status))
+        body = {"AggregatedStatus": status, "Service": views.agent_service(svc),
+                "Checks": [c for c in agent.checks.values() if c["ServiceID"] == service_id]}
+        return json_response(body, status=http_status_for(status))
+
+    @r.get("/v1/agent/health/service/name/{name}", tags=["agent"])
+    async def agent_health_by_name(request: Request, name: str) -> Response:
+        found = [s for s in agent.services.values() if s["Service"] == name]
+        if not found:
+            return PlainTextResponse(f"ServiceName {name} Not Found", status_code=404)
+        entries = [{"AggregatedStatus": agent.service_status(s["ID"]), "Service": views.agent_service(s),
+                    "Checks": [c for c in agent.checks.values() if c["ServiceID"] == s["ID"]]} for s in found]
+        status = worst(e["AggregatedStatus"] for e in entries)
+        if request.query_params.get("format") == "text":
+            return PlainTextResponse(status, status_code=http_status_for(status))
+        return json_response(entries, status=http_status_for(status))
+
+    return r
+
+
+def _service_hash(agent: Agent, service_id: str) -> str | None:
+    svc = agent.services.get(service_id)
+    return content_hash(views.agent_service(svc)) if svc else None
+
+
+async def members(agent: Agent) -> list[dict[str, Any]]:
+    """Nodes with their liveness, from the catalog's serfHealth checks."""
+    return [
+        {"Name": node["Node"], "Addr": node["Address"], "Port": 0,
+         "Tags": {"dc": node.get("Datacenter", ""), "id": node.get("ID", "")},
+         "Status": MEMBER_ALIVE if status == PASSING else MEMBER_FAILED}
+        for node, status in await agent.link.node_health()
+    ]
+
+
+def forward_router(server_url: str) -> APIRouter:
+    """Client-agent mode: stream every non-agent /v1 request to the server."""
+    client = httpx.AsyncClient(base_url=server_url.rstrip("/"), timeout=httpx.Timeout(None, connect=5.0))
+    r = APIRouter()
+    hop_by_hop = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+
+    @r.api_route("/v1/{path:path}", methods=["GET", "PUT", "POST", "DELETE"], include_in_schema=False)
+    async def forward(request: Request, path: str) -> Response:
+        if path.startswith("agent/"):
+            raise NotFound(f"unknown agent endpoint /v1/{path}")
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in hop_by_hop]
+        upstream = client.build_request(request.method, f"/v1/{path}", params=request.query_params,
+                                        headers=headers, content=await read_body(request))
+        try:
+            response = await client.send(upstream, stream=True)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the Tether server at {server_url}: {exc}") from exc
+        out_headers = {k: v for k, v in response.headers.items() if k.lower() not in hop_by_hop}
+        return StreamingResponse(response.aiter_raw(), status_code=response.status_code, headers=out_headers,
+                                 background=BackgroundTask(response.aclose))
+
+    return r

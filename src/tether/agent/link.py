@@ -1,0 +1,123 @@
+"""How an agent talks to the control plane: in-process (dev mode) or over HTTP.
+
+Both implementations offer the same few calls, so the agent never knows which one it
+has. The HTTP link maps transport failures to `Unavailable` (retryable) and the server's
+4xx answers back onto the error tree, so a bad registration is reported to the caller
+with the server's own reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+
+from tether.control.server import ControlPlane
+from tether.core.health import CRITICAL, NODE_CHECK_ID
+from tether.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TetherError, TooLarge, Unavailable
+
+_BY_STATUS = {400: InvalidInput, 403: PermissionDenied, 404: NotFound, 409: Conflict, 413: TooLarge}
+
+
+class ServerLink(Protocol):
+    async def cluster(self) -> dict[str, Any]: ...
+    async def sync(self, node: dict[str, Any], services: list[dict[str, Any]], checks: list[dict[str, Any]]) -> None: ...
+    async def deregister_service(self, node: str, service_id: str) -> None: ...
+    async def deregister_check(self, node: str, check_id: str) -> None: ...
+    async def update_check(self, node: str, check_id: str, status: str, output: str) -> None: ...
+    async def heartbeat(self, node: str) -> None: ...
+    async def node_state(self, node: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    async def node_health(self) -> list[tuple[dict[str, Any], str]]: ...
+    async def close(self) -> None: ...
+
+
+class LocalLink:
+    """Dev mode: server and agent share a process, so calls are plain method calls."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    async def cluster(self) -> dict[str, Any]:
+        return {"ClusterID": self.cp.cluster_id, "Datacenter": self.cp.datacenter}
+
+    async def sync(self, node: dict[str, Any], services: list[dict[str, Any]], checks: list[dict[str, Any]]) -> None:
+        await self.cp.catalog.register(node, services, checks)
+
+    async def deregister_service(self, node: str, service_id: str) -> None:
+        await self.cp.catalog.deregister(node, service_id=service_id)
+
+    async def deregister_check(self, node: str, check_id: str) -> None:
+        await self.cp.catalog.deregister(node, check_id=check_id)
+
+    async def update_check(self, node: str, check_id: str, status: str, output: str) -> None:
+        await self.cp.catalog.update_check(node, check_id, status, output)
+
+    async def heartbeat(self, node: str) -> None:
+        await self.cp.heartbeat(node)
+
+    async def node_state(self, node: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return self.cp.catalog.node_services(node), self.cp.catalog.node_checks(node)
+
+    async def node_health(self) -> list[tuple[dict[str, Any], str]]:
+        catalog = self.cp.catalog
+        return [(n, _serf_status(catalog.node_checks(n["Node"]))) for n in catalog.nodes()]
+
+    async def close(self) -> None:
+        return None
+
+
+class HttpLink:
+    """An agent on its own node: every call is one HTTP request to the server."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = await self.client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            cls = _BY_STATUS.get(response.status_code, Unavailable if response.status_code >= 500 else TetherError)
+            raise cls(response.text.strip() or f"server answered {response.status_code}")
+        return response.json() if response.content else None
+
+    async def cluster(self) -> dict[str, Any]:
+        return await self._call("GET", "/v1/internal/tether/cluster")
+
+    async def sync(self, node: dict[str, Any], services: list[dict[str, Any]], checks: list[dict[str, Any]]) -> None:
+        await self._call("PUT", "/v1/internal/tether/sync", {"Node": node, "Services": services, "Checks": checks})
+
+    async def deregister_service(self, node: str, service_id: str) -> None:
+        await self._call("PUT", "/v1/catalog/deregister", {"Node": node, "ServiceID": service_id})
+
+    async def deregister_check(self, node: str, check_id: str) -> None:
+        await self._call("PUT", "/v1/catalog/deregister", {"Node": node, "CheckID": check_id})
+
+    async def update_check(self, node: str, check_id: str, status: str, output: str) -> None:
+        await self._call("PUT", "/v1/internal/tether/check",
+                         {"Node": node, "CheckID": check_id, "Status": status, "Output": output})
+
+    async def heartbeat(self, node: str) -> None:
+        await self._call("PUT", f"/v1/internal/tether/heartbeat/{node}")
+
+    async def node_state(self, node: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        try:
+            found = await self._call("GET", f"/v1/catalog/node/{node}")
+        except NotFound:  # a new node: nothing to restore
+            return [], []
+        checks = await self._call("GET", f"/v1/health/node/{node}")
+        return list(found["Services"].values()), checks
+
+    async def node_health(self) -> list[tuple[dict[str, Any], str]]:
+        nodes = await self._call("GET", "/v1/catalog/nodes")
+        checks = await self._call("GET", "/v1/health/state/any")
+        return [(n, _serf_status([c for c in checks if c["Node"] == n["Node"]])) for n in nodes]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _serf_status(checks: list[dict[str, Any]]) -> str:
+    return next((c["Status"] for c in checks if c["CheckID"] == NODE_CHECK_ID), CRITICAL)

@@ -1,0 +1,60 @@
+"""The CLI's HTTP client: finds the agent, maps answers onto the error tree.
+
+The address comes from -http-addr, else TETHER_HTTP_ADDR, else CONSUL_HTTP_ADDR (so a
+shell set up for Consul works as is), else 127.0.0.1:8500.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import httpx
+
+from tether.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, RateLimited, TetherError, TooLarge, Unavailable
+
+DEFAULT_ADDR = "127.0.0.1:8500"
+_BY_STATUS = {400: InvalidInput, 403: PermissionDenied, 404: NotFound, 409: Conflict, 413: TooLarge,
+              429: RateLimited}
+
+
+def resolve_addr(flag_value: str | None, env: Mapping[str, str] = os.environ) -> str:
+    addr = flag_value or env.get("TETHER_HTTP_ADDR") or env.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDR
+    return addr if addr.startswith(("http://", "https://")) else f"http://{addr}"
+
+
+class Client:
+    def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.base = resolve_addr(addr)
+        headers = {}
+        token = token or os.environ.get("TETHER_HTTP_TOKEN") or os.environ.get("CONSUL_HTTP_TOKEN")
+        if token:
+            headers["X-Consul-Token"] = token
+        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=headers)
+
+    def request(self, method: str, path: str, *, ok404: bool = False, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise Unavailable(
+                f"cannot reach the Tether agent at {self.base}: is it running? Start one with "
+                "'tether agent -dev', or point TETHER_HTTP_ADDR at yours"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"request to {self.base}{path} failed: {exc}") from None
+        if response.status_code == 404 and ok404:
+            return response
+        if response.status_code >= 400:
+            message = response.text.strip().splitlines()[0] if response.text.strip() else response.reason_phrase
+            cls = _BY_STATUS.get(response.status_code, Unavailable if response.status_code >= 500 else TetherError)
+            raise cls(message)
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kwargs)

@@ -1,0 +1,36 @@
+"""Options and output helpers shared by every CLI command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable, Sequence
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tether.cli.client import Client
+
+HttpAddr = typer.Option(None, "-http-addr", "--http-addr", metavar="HOST:PORT",
+                        help="Agent address (default: $TETHER_HTTP_ADDR, then 127.0.0.1:8500).")
+Token = typer.Option(None, "-token", "--token", help="ACL token (default: $TETHER_HTTP_TOKEN).")
+
+out = Console(soft_wrap=True)
+
+
+def client(addr: str | None, token: str | None = None) -> Client:
+    return Client(addr, token)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*[str(v) for v in row])
+    out.print(table)

@@ -1,0 +1,239 @@
+"""The server's HTTP API: catalog, health, KV and the internal routes agents sync with.
+
+Handlers are thin: parse parameters, call the control plane, shape the response. Every
+read is a blocking query over exactly the store prefixes it depends on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from tether.api.common import authorizer_dependency, block, flag, int_param, json_response, read_body, read_json
+from tether.control import views
+from tether.control.catalog import CHECKS, NODE_CHECKS, NODES, SERVICES, Catalog
+from tether.control.kv import format_pair, raw_value
+from tether.control.server import ControlPlane
+from tether.core.errors import InvalidInput, NotFound
+from tether.core.health import STATUSES
+from tether.core.registration import format_check, format_service
+from tether.core.service import parse_check_definition, parse_service_definition
+
+
+def server_router(cp: ControlPlane) -> APIRouter:
+    r = APIRouter(dependencies=[Depends(authorizer_dependency())])
+    store, catalog, kv = cp.store, cp.catalog, cp.kv
+
+    # -- catalog -------------------------------------------------------------------
+
+    @r.get("/v1/catalog/datacenters", tags=["catalog"])
+    async def datacenters() -> Response:
+        return json_response([cp.datacenter])
+
+    @r.get("/v1/catalog/services", tags=["catalog"])
+    async def catalog_services(request: Request) -> Response:
+        index = await block(request, store, [SERVICES])
+        return json_response(catalog.services(), index=index)
+
+    @r.get("/v1/catalog/service/{name}", tags=["catalog"])
+    async def catalog_service(request: Request, name: str) -> Response:
+        index = await block(request, store, [f"{SERVICES}{name}/", NODES])
+        tag = request.query_params.get("tag", "")
+        out = [views.catalog_service(catalog.node(s["Node"]), s) for s in catalog.instances(name)
+               if not tag or tag in s["Tags"]]
+        return json_response(out, index=index)
+
+    @r.get("/v1/catalog/connect/{name}", tags=["catalog"])
+    async def catalog_connect(request: Request, name: str) -> Response:
+        index = await block(request, store, [SERVICES, NODES])
+        out = [views.catalog_service(catalog.node(s["Node"]), s) for s in catalog.connect_instances(name)]
+        return json_response(out, index=index)
+
+    @r.get("/v1/catalog/nodes", tags=["catalog"])
+    async def catalog_nodes(request: Request) -> Response:
+        index = await block(request, store, [NODES])
+        return json_response(catalog.nodes(), index=index)
+
+    @r.get("/v1/catalog/node/{node}", tags=["catalog"])
+    async def catalog_node(request: Request, node: str) -> Response:
+        index = await block(request, store, [f"{NODES}{node}", SERVICES])
+        found = catalog.node(node)
+        if found is None:
+            return json_response(None, index=index, status=404)
+        services = {s["ID"]: views.agent_service(s) for s in catalog.node_services(node)}
+        return json_response({"Node": found, "Services": services}, index=index)
+
+    @r.put("/v1/catalog/register", tags=["catalog"])
+    async def catalog_register(request: Request) -> Response:
+        body = await read_json(request)
+        node, services, checks = parse_catalog_register(body, cp.datacenter, catalog.node_services)
+        await catalog.register(node, services, checks)
+        return json_response(True)
+
+    @r.put("/v1/catalog/deregister", tags=["catalog"])
+    async def catalog_deregister(request: Request) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict) or not body.get("Node"):
+            raise InvalidInput("Node: missing; send {\"Node\": \"name\", \"ServiceID\"?: \"id\", \"CheckID\"?: \"id\"}")
+        await catalog.deregister(body["Node"], service_id=body.get("ServiceID", ""), check_id=body.get("CheckID", ""))
+        return json_response(True)
+
+    # -- health --------------------------------------------------------------------
+
+    @r.get("/v1/health/service/{name}", tags=["health"])
+    async def health_service(request: Request, name: str) -> Response:
+        index = await block(request, store, Catalog.health_prefixes(name))
+        entries = catalog.health(catalog.instances(name), passing=flag(request, "passing"),
+                                 tag=request.query_params.get("tag", ""))
+        return json_response([views.health_service(e) for e in entries], index=index)
+
+    @r.get("/v1/health/connect/{name}", tags=["health"])
+    async def health_connect(request: Request, name: str) -> Response:
+        index = await block(request, store, Catalog.health_prefixes(name, connect=True))
+        entries = catalog.health(catalog.connect_instances(name), passing=flag(request, "passing"))
+        return json_response([views.health_service(e) for e in entries], index=index)
+
+    @r.get("/v1/health/checks/{name}", tags=["health"])
+    async def health_checks(request: Request, name: str) -> Response:
+        index = await block(request, store, [f"{CHECKS}{name}/"])
+        return json_response(catalog.service_checks(name), index=index)
+
+    @r.get("/v1/health/node/{node}", tags=["health"])
+    async def health_node(request: Request, node: str) -> Response:
+        index = await block(request, store, [NODE_CHECKS, CHECKS])
+        return json_response(catalog.node_checks(node), index=index)
+
+    @r.get("/v1/health/state/{state}", tags=["health"])
+    async def health_state(request: Request, state: str) -> Response:
+        if state not in STATUSES + ("any",):
+            raise InvalidInput(f"state must be any, passing, warning or critical, not {state!r}")
+        index = await block(request, store, [NODE_CHECKS, CHECKS])
+        checks = [c for n in catalog.nodes() for c in catalog.node_checks(n["Node"])]
+        return json_response([c for c in checks if state in ("any", c["Status"])], index=index)
+
+    # -- KV ------------------------------------------------------------------------
+
+    @r.get("/v1/kv/{key:path}", tags=["kv"])
+    async def kv_get(request: Request, key: str) -> Response:
+        keys_only = flag(request, "keys")
+        recurse = flag(request, "recurse") or keys_only
+        index = await block(request, store, [kv.prefix(key)])
+        if keys_only:
+            found = kv.keys(key, request.query_params.get("separator", ""))
+            return json_response(found, index=index, status=200 if found else 404)
+        entries = kv.list(key) if recurse else [e for e in [kv.get(key)] if e]
+        if not entries:
+            return Response(status_code=404, headers={"X-Consul-Index": str(index)})
+        if flag(request, "raw") and not recurse:
+            return Response(raw_value(entries[0]), headers={"X-Consul-Index": str(index)},
+                            media_type="application/octet-stream")
+        return json_response([format_pair(e) for e in entries], index=index)
+
+    @r.put("/v1/kv/{key:path}", tags=["kv"])
+    async def kv_put(request: Request, key: str) -> Response:
+        for unsupported in ("acquire", "release"):
+            if unsupported in request.query_params:
+                raise InvalidInput(f"{unsupported}: sessions and locks are not supported by Tether yet")
+        flags = int_param(request, "flags", 0) or 0
+        cas = int_param(request, "cas")
+        ok = await kv.put(key, await read_body(request), flags=flags, cas=cas)
+        return json_response(ok)
+
+    @r.delete("/v1/kv/{key:path}", tags=["kv"])
+    async def kv_delete(request: Request, key: str) -> Response:
+        ok = await kv.delete(key, recurse=flag(request, "recurse"), cas=int_param(request, "cas"))
+        return json_response(ok)
+
+    # -- status & internal (agent <-> server) --------------------------------------
+
+    @r.get("/v1/status/leader", tags=["status"])
+    async def status_leader(request: Request) -> Response:
+        return json_response(f"{request.url.hostname}:{request.url.port}")
+
+    @r.get("/v1/status/peers", tags=["status"])
+    async def status_peers(request: Request) -> Response:
+        return json_response([f"{request.url.hostname}:{request.url.port}"])
+
+    @r.get("/v1/internal/tether/cluster", tags=["internal"], include_in_schema=False)
+    async def cluster_info() -> Response:
+        return json_response({"ClusterID": cp.cluster_id, "Datacenter": cp.datacenter})
+
+    @r.put("/v1/internal/tether/sync", tags=["internal"], include_in_schema=False)
+    async def agent_sync(request: Request) -> Response:
+        """An agent's atomic upsert of its node, service instances and checks."""
+        body = await read_json(request)
+        try:
+            await catalog.register(body["Node"], body.get("Services", []), body.get("Checks", []))
+        except (KeyError, TypeError) as exc:
+            raise InvalidInput(f"malformed sync body: {exc}") from exc
+        return json_response(True)
+
+    @r.put("/v1/internal/tether/check", tags=["internal"], include_in_schema=False)
+    async def agent_check(request: Request) -> Response:
+        body = await read_json(request)
+        await catalog.update_check(body["Node"], body["CheckID"], body["Status"], body.get("Output", ""))
+        return json_response(True)
+
+    @r.put("/v1/internal/tether/heartbeat/{node}", tags=["internal"], include_in_schema=False)
+    async def agent_heartbeat(node: str) -> Response:
+        await cp.heartbeat(node)
+        return json_response(True)
+
+    return r
+
+
+def parse_catalog_register(
+    body: Any, datacenter: str, node_services: Callable[[str], list[dict[str, Any]]]
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Consul's /v1/catalog/register body -> (node, services, checks) documents."""
+    if not isinstance(body, dict) or not body.get("Node"):
+        raise InvalidInput("Node: missing; /v1/catalog/register needs at least Node and Address")
+    known = {"ID", "Node", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Check",
+             "Checks", "SkipNodeUpdate"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
+    name = body["Node"]
+    node = {"ID": body.get("ID", ""), "Node": name, "Address": body.get("Address", ""),
+            "Datacenter": body.get("Datacenter") or datacenter,
+            "TaggedAddresses": body.get("TaggedAddresses") or {}, "Meta": body.get("NodeMeta") or {}}
+    services: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    if body.get("Service"):
+        svc = dict(body["Service"])
+        if "Service" in svc and "Name" not in svc:
+            svc["Name"] = svc.pop("Service")
+        definition = parse_service_definition(svc)
+        services.append(format_service(definition, node=name, datacenter=node["Datacenter"]))
+    raw_checks = ([body["Check"]] if body.get("Check") else []) + list(body.get("Checks") or [])
+    for i, raw in enumerate(raw_checks):
+        raw = {k: v for k, v in raw.items() if k not in ("Node", "Definition", "Type")}
+        check = parse_check_definition(raw, path=f"Checks[{i}]") if _has_kind(raw) else None
+        doc = format_check(check, None, name, i, len(raw_checks)) if check else _passive_check(raw, name)
+        if doc["ServiceID"]:
+            candidates = services + node_services(name)
+            owner = next((s for s in candidates if s["ID"] == doc["ServiceID"]), None)
+            if owner is None:
+                raise NotFound(f"Checks[{i}].ServiceID: unknown service {doc['ServiceID']!r}")
+            doc["ServiceName"], doc["ServiceTags"] = owner["Service"], owner["Tags"]
+        checks.append(doc)
+    return node, services, checks
+
+
+def _has_kind(raw: dict[str, Any]) -> bool:
+    return any(k in raw for k in ("TTL", "TCP", "HTTP", "AliasService"))
+
+
+def _passive_check(raw: dict[str, Any], node: str) -> dict[str, Any]:
+    """A catalog-only check (no runner): the caller sets its status directly, as in Consul."""
+    check_id = raw.get("CheckID") or raw.get("Name")
+    if not check_id:
+        raise InvalidInput("Check.CheckID or Check.Name: missing")
+    status = raw.get("Status") or "critical"
+    if status not in STATUSES:
+        raise InvalidInput(f"Check.Status: must be one of {', '.join(STATUSES)}, not {status!r}")
+    return {"Node": node, "CheckID": check_id, "Name": raw.get("Name") or check_id, "Status": status,
+            "Notes": raw.get("Notes", ""), "Output": raw.get("Output", ""), "ServiceID": raw.get("ServiceID", ""),
+            "ServiceName": "", "ServiceTags": [], "Type": "", "Definition": {}}

@@ -1,0 +1,88 @@
+"""The control plane: catalog, KV (and, as they land, CA and intentions) over one Store.
+
+`tether server` runs one of these behind the HTTP API; `tether agent -dev` runs one in
+the same process as the agent. Node liveness works without gossip: each agent sends a
+heartbeat, and a reaper marks the node's serfHealth check critical when heartbeats stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from tether.control.catalog import NODE_CHECKS, Catalog
+from tether.control.kv import KV
+from tether.core.health import CRITICAL, NODE_CHECK_ID, PASSING
+from tether.store.base import Put, Store
+
+log = logging.getLogger("tether.server")
+
+# An agent heartbeats every HEARTBEAT_INTERVAL; missing NODE_TTL of them marks it dead.
+HEARTBEAT_INTERVAL = 10.0
+NODE_TTL = 30.0
+META_CLUSTER = "meta/cluster"
+
+
+@dataclass
+class ServerConfig:
+    datacenter: str = "dc1"
+    node_ttl: float = NODE_TTL
+
+
+@dataclass
+class ControlPlane:
+    store: Store
+    config: ServerConfig = field(default_factory=ServerConfig)
+
+    def __post_init__(self) -> None:
+        self.catalog = Catalog(self.store)
+        self.kv = KV(self.store)
+        self._last_heartbeat: dict[str, float] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def datacenter(self) -> str:
+        return self.config.datacenter
+
+    @property
+    def cluster_id(self) -> str:
+        return self.store.get(META_CLUSTER).value["ClusterID"]
+
+    async def start(self) -> None:
+        """Initialise cluster metadata once, and start the node reaper."""
+        if self.store.get(META_CLUSTER) is None:
+            await self.store.commit([Put(META_CLUSTER, {"ClusterID": str(uuid.uuid4())})])
+        self._reaper = asyncio.create_task(self._reap_nodes(), name="node-reaper")
+
+    async def stop(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+
+    async def heartbeat(self, node: str) -> None:
+        """An agent is alive; revive its node check if the reaper had marked it dead."""
+        self._last_heartbeat[node] = time.monotonic()
+        entry = self.store.get(f"{NODE_CHECKS}{node}/{NODE_CHECK_ID}")
+        if entry is not None and entry.value["Status"] != PASSING:
+            await self.catalog.update_check(node, NODE_CHECK_ID, PASSING, "Agent alive and reachable")
+
+    async def _reap_nodes(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.config.node_ttl / 3, HEARTBEAT_INTERVAL))
+            now = time.monotonic()
+            for entry in self.store.list(NODE_CHECKS):
+                check = entry.value
+                if check["CheckID"] != NODE_CHECK_ID or check["Status"] == CRITICAL:
+                    continue
+                node = check["Node"]
+                # A node we never heard from since start gets a full TTL of grace.
+                seen = self._last_heartbeat.setdefault(node, now)
+                if now - seen > self.config.node_ttl:
+                    log.warning("node %s missed heartbeats for %.0fs; marking it critical", node, now - seen)
+                    try:
+                        await self.catalog.update_check(node, NODE_CHECK_ID, CRITICAL, "Agent not heard from")
+                    except Exception:  # the node was deregistered meanwhile; nothing to mark
+                        log.debug("node %s vanished while reaping", node)

@@ -1,0 +1,48 @@
+"""Consul's response shapes, built from stored documents (pure formatting)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_SERVICE_FIELDS = ("ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "SocketPath",
+                   "Weights", "EnableTagOverride", "Kind", "Proxy", "Connect", "Datacenter",
+                   "CreateIndex", "ModifyIndex")
+
+
+def agent_service(svc: dict[str, Any]) -> dict[str, Any]:
+    """/v1/agent/services and /v1/health/*'s Service element."""
+    out = {k: svc[k] for k in _SERVICE_FIELDS if k in svc}
+    out.setdefault("Connect", {})
+    return out
+
+
+def catalog_service(node: dict[str, Any] | None, svc: dict[str, Any]) -> dict[str, Any]:
+    """/v1/catalog/service/:name's flat element."""
+    node = node or {"Node": svc["Node"]}
+    return {
+        "ID": node.get("ID", ""),
+        "Node": svc["Node"],
+        "Address": node.get("Address", ""),
+        "Datacenter": node.get("Datacenter", svc.get("Datacenter", "")),
+        "TaggedAddresses": node.get("TaggedAddresses", {}),
+        "NodeMeta": node.get("Meta", {}),
+        "ServiceKind": svc["Kind"],
+        "ServiceID": svc["ID"],
+        "ServiceName": svc["Service"],
+        "ServiceTags": svc["Tags"],
+        "ServiceAddress": svc["Address"],
+        "ServiceTaggedAddresses": svc["TaggedAddresses"],
+        "ServiceWeights": svc["Weights"],
+        "ServiceMeta": svc["Meta"],
+        "ServicePort": svc["Port"],
+        "ServiceSocketPath": svc.get("SocketPath", ""),
+        "ServiceEnableTagOverride": svc["EnableTagOverride"],
+        "ServiceProxy": svc.get("Proxy", {}),
+        "ServiceConnect": svc.get("Connect", {}),
+        "CreateIndex": svc["CreateIndex"],
+        "ModifyIndex": svc["ModifyIndex"],
+    }
+
+
+def health_service(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"Node": entry["Node"], "Service": agent_service(entry["Service"]), "Checks": entry["Checks"]}

@@ -1,0 +1,142 @@
+"""Process assembly: the store, control plane, agent and HTTP API for each role.
+
+    tether agent -dev          server + agent in one process (SQLite with -data-dir,
+                               otherwise an ephemeral in-memory store)
+    tether server -data-dir D  the control plane alone
+    tether agent -server-addr  a node agent that forwards non-agent requests to a server
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+from tether import __version__
+from tether.agent.agent import Agent, AgentConfig
+from tether.agent.api import agent_router, forward_router
+from tether.agent.link import HttpLink, LocalLink
+from tether.api.common import install_error_handlers
+from tether.control.api import server_router
+from tether.control.server import ControlPlane, ServerConfig
+from tether.core.errors import InvalidInput
+from tether.store.sqlite import open_store
+
+log = logging.getLogger("tether")
+
+
+@dataclass
+class Options:
+    role: str  # "dev", "server" or "agent"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8500
+    data_dir: Path | None = None
+    server_addr: str = ""
+    node: str = field(default_factory=socket.gethostname)
+    datacenter: str = "dc1"
+    advertise: str = "127.0.0.1"
+
+
+def node_id(data_dir: Path | None) -> str:
+    """A stable node ID: kept in the data dir so a restarted agent is the same node."""
+    if data_dir is None:
+        return str(uuid.uuid4())
+    path = data_dir / "node-id"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = str(uuid.uuid4())
+    path.write_text(value + "\n")
+    return value
+
+
+def new_app(title: str) -> FastAPI:
+    app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
+    """Build and start everything for a role; yield the app; stop it all on exit."""
+    if opts.role not in ("dev", "server", "agent"):
+        raise InvalidInput(f"unknown role {opts.role!r}")
+    if opts.role == "agent" and not opts.server_addr:
+        raise InvalidInput("agent needs -server-addr HOST:PORT (or -dev for a one-process dev agent)")
+    cp = agent = None
+    app = new_app(f"Tether {opts.role}")
+    store = None
+    link = None
+    try:
+        if opts.role in ("dev", "server"):
+            store = open_store(opts.data_dir)
+            cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter))
+            await cp.start()
+        if opts.role in ("dev", "agent"):
+            link = LocalLink(cp) if cp else HttpLink(_server_url(opts.server_addr))
+            config = AgentConfig(node=opts.node, node_id=node_id(opts.data_dir), datacenter=opts.datacenter,
+                                 advertise=opts.advertise)
+            agent = Agent(config, link)
+            await agent.start()
+            app.include_router(agent_router(agent, is_server=cp is not None))
+        if cp is not None:
+            app.include_router(server_router(cp))
+        else:
+            app.include_router(forward_router(_server_url(opts.server_addr)))
+        app.state.control_plane, app.state.agent = cp, agent
+        yield app
+    finally:
+        if agent is not None:
+            await agent.stop()
+        if link is not None:
+            await link.close()
+        if cp is not None:
+            await cp.stop()
+        if store is not None:
+            await store.close()
+
+
+def _server_url(addr: str) -> str:
+    return addr if addr.startswith(("http://", "https://")) else f"http://{addr}"
+
+
+async def serve(opts: Options, on_ready: Callable[[str], None] = lambda url: None) -> None:
+    """Run a role until SIGINT/SIGTERM."""
+    async with open_runtime(opts) as app:
+        config = uvicorn.Config(app, host=opts.http_host, port=opts.http_port, log_level="warning",
+                                access_log=False, lifespan="off", loop="none")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                await task  # surface the bind error
+                raise OSError(f"cannot listen on {opts.http_host}:{opts.http_port}")
+            await asyncio.sleep(0.01)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        on_ready(f"http://{host}:{port}")
+        await task
+
+
+def run(opts: Options, on_ready: Callable[[str], None] = lambda url: None) -> None:
+    logging.basicConfig(level=os.environ.get("TETHER_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(opts, on_ready))
+    else:
+        uvloop.run(serve(opts, on_ready))

@@ -1,0 +1,77 @@
+"""Start a real `tether agent -dev` (or server/agent) as a subprocess for tests.
+
+The process binds port 0 and prints its URL in the banner; we read it from there, so
+tests never guess ports and never sleep to wait for readiness.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_URL = re.compile(r"HTTP API: (http://\S+)")
+
+
+@dataclass
+class RunningAgent:
+    url: str
+    proc: subprocess.Popen[str]
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def addr(self) -> str:
+        return self.url.removeprefix("http://")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> RunningAgent:
+    """Run `tether ARGS -http-port 0` and return once its API is listening."""
+    cmd = [sys.executable, "-m", "tether.cli.main", *args, "-http-port", "0"]
+    full_env = {**os.environ, "TETHER_LOG_LEVEL": "WARNING", **(env or {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
+    lines: list[str] = []
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:  # keep draining output so the child never blocks on a full pipe
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            match = _URL.search(line)
+            if match and not found:
+                found.append(match.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"tether {' '.join(args)} did not start within {timeout}s:\n{''.join(lines)}")
+    if not found:
+        raise RuntimeError(f"tether {' '.join(args)} exited with {proc.wait()}:\n{''.join(lines)}")
+    return RunningAgent(found[0], proc, lines)
+
+
+def start_dev_agent(data_dir: Path | None = None, node: str = "node1") -> RunningAgent:
+    args = ["agent", "-dev", "-node", node]
+    if data_dir is not None:
+        args += ["-data-dir", str(data_dir)]
+    return start_tether(*args)
