@@ -34,11 +34,16 @@ def match_chain(
     roots: Sequence[x509.Certificate],
     *,
     now: datetime,
+    check_leaf_validity: bool = True,
 ) -> tuple[x509.Certificate, ...]:
-    """The path from `leaf` to one of `roots` (both ends included), or InvalidInput with why not."""
+    """The path from `leaf` to one of `roots` (both ends included), or InvalidInput with why not.
+
+    `check_leaf_validity=False` skips only the leaf's own dates, for callers that
+    report those separately (e.g. checking an intermediate's path to its root).
+    """
     if now.tzinfo is None:
         raise InvalidInput("now must be a timezone-aware datetime")
-    problem = _time_problem(leaf, now)
+    problem = _time_problem(leaf, now) if check_leaf_validity else None
     if problem:
         raise InvalidInput(f"leaf {describe(leaf)}: {problem}")
     if not roots:
