@@ -207,7 +207,7 @@ def test_custom_root_must_match_key_and_trust_domain(builtin, trust_domain):
     state = builtin.state()
     with pytest.raises(InvalidInput) as info:
         BuiltinCA.from_root(other.state()["private_key_pem"], state["root_cert_pem"], "other.tether")
-    assert "does not match" in info.value.message and f"spiffe://other.tether" in info.value.message
+    assert "does not match" in info.value.message and "spiffe://other.tether" in info.value.message
 
 
 def test_unknown_provider_state_is_refused():

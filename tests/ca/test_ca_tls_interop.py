@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from ca_testkit import NOW, Identity, issue
+from ca_testkit import NOW, Identity, issue, make_ca_cert
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -160,3 +160,29 @@ def test_rotation_builtin_to_external_and_back(builtin, external_pki, trust_doma
     back_leaf = issue(back, web_id, intermediates=back_root.intermediate_certs)
     ext_trust = [ext_root.root_cert_pem]
     assert tls_handshake(back_leaf, ext_trust, ext_leaf, ext_trust) is None
+
+
+def test_rotation_refused_when_path_length_leaves_no_room(external_pki, trust_domain, web_id, db_id, tls_handshake):
+    """Old CA's intermediate has pathLen 1; the new external CA brings its own intermediate,
+    so new leaves would need two CAs below it. OpenSSL refuses such leaves, and so does
+    plan_rotation, before any peer sees the new root."""
+    old = ExternalCA.from_pem(
+        root_cert_pem=external_pki.root_pem, intermediate_cert_pem=external_pki.intermediate_pem,
+        intermediate_key_pem=external_pki.intermediate_key_pem, trust_domain=trust_domain, now=NOW,
+    )
+    root2_key, int2_key = tx.generate_private_key(), tx.generate_private_key()
+    root2 = make_ca_cert("Second Root", root2_key)
+    int2 = make_ca_cert("Second Intermediate", int2_key, issuer_cert=root2, issuer_key=root2_key)
+    new = ExternalCA.from_pem(
+        root_cert_pem=tx.format_cert_pem(root2), intermediate_cert_pem=tx.format_cert_pem(int2),
+        intermediate_key_pem=tx.format_private_key_pem(int2_key), trust_domain=trust_domain, now=NOW,
+    )
+    with pytest.raises(InvalidInput, match="would refuse new leaves.*allows 1 intermediate"):
+        plan_rotation([old.active_root()], old, new, now=NOW)
+    # OpenSSL agrees: the same chain, assembled by hand, fails verification.
+    cross = old.cross_sign(new.active_root().root_cert_pem, now=NOW)
+    leaf = issue(new, db_id, intermediates=(*new.active_root().intermediate_certs, *cross))
+    trusts = [old.active_root().root_cert_pem]
+    web = issue(old, web_id, intermediates=old.active_root().intermediate_certs)
+    error = tls_handshake(web, trusts, leaf, trusts)
+    assert error is not None and "path length constraint exceeded" in error

@@ -121,6 +121,9 @@ def make_root_cert(key: tx.PrivateKey, trust_domain: str, now: datetime) -> x509
     tx.key_info(key, field="PrivateKey")
     public = key.public_key()
     ski = x509.SubjectKeyIdentifier.from_public_key(public)
+    spiffe_uri = format_spiffe_id(signing_id(td))
+    # URIs match the trust domain exactly; DNS covers it and its subdomains (Consul sets the DNS one).
+    permitted: list[x509.GeneralName] = [x509.UniformResourceIdentifier(td), x509.DNSName(td)]
     # No dots in the CN: OpenSSL treats a dotted CN as a host name for name constraints.
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Tether CA {ski.digest[:4].hex()}")])
     return (
@@ -142,11 +145,8 @@ def make_root_cert(key: tx.PrivateKey, trust_domain: str, now: datetime) -> x509
         )
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(format_spiffe_id(signing_id(td)))]), critical=False)
-        .add_extension(
-            x509.NameConstraints(permitted_subtrees=[x509.UniformResourceIdentifier(td), x509.DNSName(td)], excluded_subtrees=None),
-            critical=True,
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_uri)]), critical=False)
+        .add_extension(x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None), critical=True)
         .sign(key, tx.signature_hash(key))
     )
 

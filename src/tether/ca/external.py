@@ -127,7 +127,9 @@ class ExternalCA:
     ) -> tuple[str, ...]:
         """Cross-sign with the intermediate key (we hold no root key): returns the cross-signed
         cert followed by this CA's intermediates, which a peer needs to reach the old root."""
-        cert = cross_sign_root(new_root_cert_pem, new_key_public, signer_key=self._key, signer_cert=self._signer, now=now)
+        cert = cross_sign_root(
+            new_root_cert_pem, new_key_public, signer_key=self._key, signer_cert=self._signer, now=now
+        )
         return (tx.format_cert_pem(cert), *self._chain_pems)
 
     def __repr__(self) -> str:  # never show the key
@@ -183,7 +185,8 @@ def _trust_domain_problems(certs: list[x509.Certificate], trust_domain: str) -> 
             continue
         if not match_name_permitted(constraints, "URI", sample):
             problems.append(
-                f"name constraints of {cert.subject.rfc4514_string()!r} do not permit URIs in trust domain {trust_domain!r}"
+                f"name constraints of {cert.subject.rfc4514_string()!r} do not permit "
+                f"URIs in trust domain {trust_domain!r}"
             )
     return problems
 

@@ -235,6 +235,23 @@ def issue_leaf(
     when a check fails.
     """
     ttl = validate_leaf_ttl(ttl_seconds)
+    csr = _checked_csr(csr_pem, expected, trust_domain)
+    _require_signer_current(signer_cert, now)
+    # A leaf never outlives the certificate that signed it.
+    not_after = min(now + timedelta(seconds=ttl), signer_cert.not_valid_after_utc)
+    cert = _leaf_cert(csr.public_key(), expected, signer_key, signer_cert, now - BACKDATE, not_after)
+    return SignedLeaf(
+        cert_pem=tx.format_cert_pem(cert),
+        serial_number=tx.serial_colon_hex(cert.serial_number),
+        valid_after=cert.not_valid_before_utc,
+        valid_before=cert.not_valid_after_utc,
+        service=expected.service,
+        service_uri=format_spiffe_id(expected),
+    )
+
+
+def _checked_csr(csr_pem: str, expected: SpiffeId, trust_domain: str) -> x509.CertificateSigningRequest:
+    """The parsed CSR, if it asks for exactly `expected`; InvalidInput / PermissionDenied otherwise."""
     if expected.kind is not SpiffeKind.SERVICE or expected.trust_domain != trust_domain:
         raise InvalidInput(
             f"expected identity {format_spiffe_id(expected)!r} is not a service in trust domain {trust_domain!r}"
@@ -249,37 +266,37 @@ def issue_leaf(
             f"CSR asks for {format_spiffe_id(requested)!r} but the requester may only get "
             f"{format_spiffe_id(expected)!r}"
         )
-    _require_signer_current(signer_cert, now)
-    public = csr.public_key()
-    not_after = min(now + timedelta(seconds=ttl), signer_cert.not_valid_after_utc)
+    return csr
+
+
+def _leaf_cert(
+    public: tx.PublicKey,
+    spiffe: SpiffeId,
+    signer_key: tx.PrivateKey,
+    signer_cert: x509.Certificate,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
     is_rsa = tx.key_info(public)[0] == "rsa"
-    uri = format_spiffe_id(expected)
-    cert = (
-        _base_builder(signer_cert, public, now - BACKDATE, not_after, x509.random_serial_number())
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, expected.service[:64])]))
+    # CN is the service name: one DNS label, so OpenSSL never mistakes it for a host name
+    # that the root's DNS name constraint would have to permit.
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spiffe.service[:64])])
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
+        data_encipherment=False, key_agreement=not is_rsa, key_cert_sign=False,
+        crl_sign=False, encipher_only=False, decipher_only=False,
+    )
+    both_ends = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(format_spiffe_id(spiffe))])
+    return (
+        _base_builder(signer_cert, public, not_before, not_after, x509.random_serial_number())
+        .subject_name(subject)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
-                data_encipherment=False, key_agreement=not is_rsa, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .add_extension(usage, critical=True)
+        .add_extension(both_ends, critical=False)
+        .add_extension(san, critical=False)
         .sign(signer_key, tx.signature_hash(signer_key))
-    )
-    return SignedLeaf(
-        cert_pem=tx.format_cert_pem(cert),
-        serial_number=tx.serial_colon_hex(cert.serial_number),
-        valid_after=cert.not_valid_before_utc,
-        valid_before=cert.not_valid_after_utc,
-        service=expected.service,
-        service_uri=uri,
     )
 
 
@@ -367,6 +384,8 @@ def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
 
 
 def _require_signer_current(signer_cert: x509.Certificate, now: datetime) -> None:
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise InvalidInput(f"now must be a timezone-aware datetime, got {now!r}")
     if now >= signer_cert.not_valid_after_utc:
         raise InvalidInput(
             f"CA certificate {signer_cert.subject.rfc4514_string()!r} expired at "

@@ -11,7 +11,8 @@ root stays in the served list, inactive. So during the overlap:
   - a peer that has the new roots list (both roots) accepts old leaves.
 The old root is dropped once inactive for more than 2x the leaf TTL (core.certwindow).
 
-Pure apart from the providers' signing: nothing is written; the caller stores the
+Pure apart from the providers' signing (including one throwaway probe leaf that
+proves the new chain reaches the old root): nothing is written; the caller stores the
 result (compare-and-set on its roots key) together with the new provider's state.
 """
 
@@ -21,9 +22,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from tether.ca import x509 as tx
 from tether.ca.provider import CAProvider, CARoot
 from tether.core.certwindow import root_prunable
+from tether.core.chain import match_chain
 from tether.core.errors import Conflict, InvalidInput, NotFound
+from tether.core.spiffe import service_id
 
 
 def active_root(roots: Sequence[CARoot]) -> CARoot:
@@ -66,6 +70,8 @@ def plan_rotation(
         active=True,
         rotated_out_at=None,
     )
+    if cross:
+        _check_old_peers_accept(promoted, current, new_provider, now)
     kept = [_retire(r, now) for r in roots if r.id != new_root.id]
     return (*kept, promoted)
 
@@ -103,6 +109,26 @@ def _cross_sign(
         f"cannot cross-sign the new root with the old one ({why}); fix that, or set "
         "ForceWithoutCrossSigning to accept failed handshakes until every peer has the new root"
     )
+
+
+def _check_old_peers_accept(promoted: CARoot, current: CARoot, new_provider: CAProvider, now: datetime) -> None:
+    """Sign a throwaway probe leaf with the new CA and make sure it chains to the old root.
+
+    Catches what the cross-signed cert alone cannot show, e.g. an external intermediate
+    whose pathLen leaves no room for the new chain, before any peer sees the new root.
+    """
+    probe = service_id(promoted.trust_domain, "dc1", "rotation-probe")
+    key = tx.generate_private_key()
+    leaf = new_provider.sign_leaf(tx.make_leaf_csr(probe, key), expected=probe, ttl_seconds=3600, now=now)
+    chain = [tx.load_certificate_pem(p) for p in promoted.intermediate_certs]
+    try:
+        match_chain(
+            tx.load_certificate_pem(leaf.cert_pem), chain, [tx.load_certificate_pem(current.root_cert_pem)], now=now
+        )
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"after rotation, peers trusting only the current root would refuse new leaves: {exc.message}"
+        ) from None
 
 
 def _retire(root: CARoot, now: datetime) -> CARoot:

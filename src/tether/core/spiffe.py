@@ -104,7 +104,10 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
             f"SPIFFE ID {uri!r} is not a service identity; expected "
             f"spiffe://<trust-domain>/ns/<namespace>/dc/<datacenter>/svc/<service>"
         )
-    ns, dc, svc = (_unescape(part, name, uri) for part, name in zip(match.groups(), ("namespace", "datacenter", "service")))
+    raw_ns, raw_dc, raw_svc = match.groups()
+    ns = _unescape(raw_ns, "namespace", uri)
+    dc = _unescape(raw_dc, "datacenter", uri)
+    svc = _unescape(raw_svc, "service", uri)
     return SpiffeId(trust_domain, ns, dc, svc, SpiffeKind.SERVICE)
 
 
@@ -113,8 +116,7 @@ def format_spiffe_id(spiffe: SpiffeId) -> str:
     head = f"{SCHEME}://{spiffe.trust_domain}"
     if spiffe.kind is SpiffeKind.SIGNING:
         return head
-    parts = (quote(p, safe=_SEGMENT_SAFE) for p in (spiffe.namespace, spiffe.datacenter, spiffe.service))
-    ns, dc, svc = parts
+    ns, dc, svc = (quote(p, safe=_SEGMENT_SAFE) for p in (spiffe.namespace, spiffe.datacenter, spiffe.service))
     return f"{head}/ns/{ns}/dc/{dc}/svc/{svc}"
 
 
