@@ -149,7 +149,7 @@ def _parse_pattern(text: str) -> IdentityPattern:
         host, _, path = text[len("spiffe://") :].partition("/")
         match = _PATH.match("/" + path)
         if match is None:
-            raise InvalidInput(f"a SPIFFE pattern must be spiffe://<td>/ns/<ns>/dc/<dc>/svc/<svc>; {_PATTERN_HELP}")
+            raise InvalidInput("a SPIFFE pattern is spiffe://<td>/ns/<ns>/dc/<dc>/svc/<svc> (any part may be '*')")
         td = _ANY if host == _ANY else validate_trust_domain(host)
         ns, dc, svc = (_segment(part, what) for part, what in zip(match.groups(), ("namespace", "datacenter", "service")))
         return IdentityPattern(text, PatternKind.SPIFFE, td, ns, dc, svc)
@@ -158,7 +158,7 @@ def _parse_pattern(text: str) -> IdentityPattern:
         _check_labels(suffix)
         return IdentityPattern(text, PatternKind.SUFFIX, suffix=suffix)
     if _ANY in text:
-        raise InvalidInput(f"'*' may only be the whole pattern, a leading '*.' or a whole SPIFFE part; {_PATTERN_HELP}")
+        raise InvalidInput("'*' may only be the whole pattern, a leading '*.', or a whole part of a SPIFFE pattern")
     if "." in text:
         labels = text.lower().split(".")
         if len(labels) < 4:
@@ -182,7 +182,7 @@ def _segment(part: str, what: str) -> str:
 def _check_labels(name: str) -> None:
     for label in name.split("."):
         if not _DNS_LABEL.match(label):
-            raise InvalidInput(f"{label!r} is not a valid name label; {_PATTERN_HELP}")
+            raise InvalidInput(f"{label!r} is not a valid DNS label")
 
 
 def identity_name(identity: Any) -> str:
@@ -258,8 +258,15 @@ def make_authorization(
 ) -> Authorization:
     """Build an Authorization from plain values, reporting every problem at once."""
     errors: list[str] = []
+    raw = list(identities)
+    try:
+        check_object_name(name, field=f"{field}.name")
+    except InvalidInput as exc:
+        errors.append(exc.message)
+    if bool(raw) == bool(unauthenticated):
+        errors.append(f"{field}: set exactly one of 'identities' (a non-empty list) or 'unauthenticated: true'")
     patterns = []
-    for i, text in enumerate(identities):
+    for i, text in enumerate(raw):
         try:
             patterns.append(parse_identity_pattern(text, field=f"{field}.identities[{i}]"))
         except InvalidInput as exc:
@@ -271,11 +278,15 @@ def make_authorization(
         except InvalidInput as exc:
             errors.append(exc.message)
     if errors:
-        raise InvalidInput("; ".join(errors))
-    try:
-        return Authorization(name, tuple(patterns), bool(unauthenticated), tuple(nets))  # type: ignore[arg-type]
-    except InvalidInput as exc:
-        raise InvalidInput(f"{field}: {exc.message}") from None
+        raise invalid_input(errors)
+    return Authorization(name, tuple(patterns), bool(unauthenticated), tuple(nets))  # type: ignore[arg-type]
+
+
+def invalid_input(errors: list[str]) -> InvalidInput:
+    """One InvalidInput for several problems; `.errors` keeps them apart for callers that list them."""
+    exc = InvalidInput("; ".join(errors))
+    exc.errors = tuple(errors)  # type: ignore[attr-defined]
+    return exc
 
 
 @dataclass(frozen=True, slots=True)
