@@ -110,16 +110,24 @@ def _server_url(addr: str) -> str:
     return addr if addr.startswith(("http://", "https://")) else f"http://{addr}"
 
 
-async def serve(opts: Options, on_ready: Callable[[str], None] = lambda url: None) -> None:
-    """Run a role until SIGINT/SIGTERM."""
+async def serve(
+    opts: Options,
+    on_ready: Callable[[str], None] = lambda url: None,
+    *,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a role until SIGINT/SIGTERM, or until `stop` is set (tests run it in-process)."""
     async with open_runtime(opts) as app:
         config = uvicorn.Config(app, host=opts.http_host, port=opts.http_port, log_level="warning",
                                 access_log=False, lifespan="off", loop="none")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        if stop is None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        else:
+            loop.create_task(stop.wait()).add_done_callback(lambda _: setattr(server, "should_exit", True))
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():

@@ -8,8 +8,6 @@ from typing import Callable
 
 import typer
 
-from tether import daemon
-
 
 def _banner(role: str, data_dir: Path | None, ephemeral: bool) -> Callable[[str], None]:
     def on_ready(url: str) -> None:
@@ -51,6 +49,8 @@ def agent(
         raise typer.BadParameter("give -dev or -server-addr, not both")
     if not dev and not server_addr:
         raise typer.BadParameter("give -server-addr HOST:PORT (a node agent) or -dev (server + agent in one)")
+    from tether import daemon  # the server stack is heavy; client commands never import it
+
     role = "dev" if dev else "agent"
     opts = daemon.Options(role=role, http_host=http_host, http_port=http_port, data_dir=data_dir,
                           server_addr=server_addr, node=node, datacenter=datacenter, advertise=advertise)
@@ -70,6 +70,8 @@ def server(
 
       tether server -data-dir /var/lib/tether -client 0.0.0.0
     """
+    from tether import daemon
+
     opts = daemon.Options(role="server", http_host=http_host, http_port=http_port, data_dir=data_dir,
                           datacenter=datacenter)
     daemon.run(opts, _banner("server", data_dir, False))

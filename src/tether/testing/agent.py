@@ -6,6 +6,8 @@ tests never guess ports and never sleep to wait for readiness.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -15,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import AsyncIterator
 
 _URL = re.compile(r"HTTP API: (http://\S+)")
 
@@ -75,3 +78,22 @@ def start_dev_agent(data_dir: Path | None = None, node: str = "node1") -> Runnin
     if data_dir is not None:
         args += ["-data-dir", str(data_dir)]
     return start_tether(*args)
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(role: str = "dev", **options: object) -> AsyncIterator[str]:
+    """Run a Tether role inside the current event loop on 127.0.0.1:0; yield its URL."""
+    from tether import daemon
+
+    opts = daemon.Options(role=role, http_port=0, **options)  # type: ignore[arg-type]
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.serve(opts, lambda url: ready.set_result(url), stop=stop))
+    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        await task  # startup failed: raise its error
+    try:
+        yield ready.result()
+    finally:
+        stop.set()
+        await task
