@@ -14,6 +14,7 @@ rest of Tether uses, so no second (pydantic) model of the same data is kept.
 from __future__ import annotations
 
 from collections.abc import Iterable
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -70,6 +71,7 @@ _REFUSED = {
                       "privateKey as file paths",
     "caCrl": "certificate revocation lists are not supported",
 }
+_DOC_NUMBER = re.compile(r" document (\d+)")  # to report problems in document order
 _KIND_HINTS = {
     "Sidecar": "for its outboundTrafficPolicy use a tether.dev/v1 OutboundPolicy with `services: {NAME: MODE}`",
     "Gateway": "Tether's egress gateway (`tether proxy -gateway egress`) needs no Gateway object",
@@ -156,6 +158,7 @@ def parse_external_documents(docs: Iterable[object], *, source: str = "<input>")
     merged = _apply_destination_rules(services, rules, sans, problems)
     for where, svc in merged:
         problems += external_service_problems(svc, prefix=f"{where}: ")
+    problems.sort(key=lambda p: int(m.group(1)) if (m := _DOC_NUMBER.match(p, len(source))) else 1 << 30)
     problems += [f"{source}: {p}" for p in registry_problems(svc for _, svc in merged)]
     raise_problems(problems, source)
     return ExternalConfig(tuple(svc for _, svc in merged), policies[0] if policies else None)
