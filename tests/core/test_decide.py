@@ -220,7 +220,7 @@ policies_st = st.lists(
     st.builds(
         lambda svc, port, mode, who: ServerPolicy(svc, port, DefaultPolicy(mode), (A("grant", identities=who),) if who else ()),
         st.sampled_from(SERVICES), st.sampled_from([None, 80]), modes,
-        st.lists(st.sampled_from(["web", "*", f"spiffe://*/ns/*/dc/dc2/svc/*", f"*.{TD}"]), max_size=2),
+        st.lists(st.sampled_from(["web", "*", "spiffe://*/ns/*/dc/dc2/svc/*", f"*.{TD}"]), max_size=2),
     ),
     max_size=4, unique_by=lambda p: (p.service, p.port),
 )

@@ -37,7 +37,7 @@ from typing import Any
 
 from tether.core.cidr import LOOPBACK_NETWORKS, NetworkMatch, NetworkSet, parse_network_match
 from tether.core.errors import InvalidInput
-from tether.core.intentions import ALLOW, DENY, WILDCARD, Intention, sort_key
+from tether.core.intentions import ALLOW, WILDCARD, Intention, sort_key
 from tether.core.policy import (
     Authorization,
     CallerClass,
@@ -95,7 +95,7 @@ class _Auth:
 
     __slots__ = ("auth", "any", "services", "others", "networks", "decision")
 
-    def __init__(self, auth: Authorization, trust_domain: str, label: str) -> None:
+    def __init__(self, auth: Authorization, label: str) -> None:
         self.auth = auth
         self.any = auth.unauthenticated or any(p.kind is PatternKind.ANY for p in auth.identities)
         self.services = frozenset(p.service for p in auth.identities if p.kind is PatternKind.SERVICE)
@@ -133,13 +133,13 @@ class _Policy:
 
     __slots__ = ("policy", "label", "mode", "audit", "admits_all", "auths", "refusals")
 
-    def __init__(self, policy: ServerPolicy | None, mode: DefaultPolicy, trust_domain: str) -> None:
+    def __init__(self, policy: ServerPolicy | None, mode: DefaultPolicy) -> None:
         self.policy = policy
         self.label = f"server policy {policy.name} ({policy.scope})" if policy else "the mesh default policy"
         self.mode = mode
         self.audit = mode is DefaultPolicy.AUDIT
         self.admits_all = mode in (DefaultPolicy.ALL_UNAUTHENTICATED, DefaultPolicy.AUDIT)
-        self.auths = tuple(_Auth(a, trust_domain, self.label) for a in (policy.authorizations if policy else ()))
+        self.auths = tuple(_Auth(a, self.label) for a in (policy.authorizations if policy else ()))
         self.refusals = {c: Decision(False, False, None, self._refusal(c)) for c in CallerClass}
 
     def _refusal(self, caller: CallerClass) -> str:
@@ -182,6 +182,10 @@ class PolicySnapshot:
         `/v1/connect/intentions/match?by=destination`)."""
         return tuple(sorted(self._by_dst.get(destination, ()) + self._by_dst.get(WILDCARD, ()), key=sort_key))
 
+    def match_source(self, source: str) -> tuple[Intention, ...]:
+        """Intentions whose source is `source` or `*`, in evaluation order (`?by=source`)."""
+        return tuple(i for i in self.intentions if i.source_name in (source, WILDCARD))
+
     def server_policy(self, service: str, port: int | None) -> ServerPolicy | None:
         """The ServerPolicy that governs (service, port), or None when the mesh default does."""
         pol = self._policies.get((service, port)) or self._policies.get((service, None))
@@ -213,7 +217,7 @@ def build_snapshot(
     probe = _networks(errors, probe_networks, "probe networks")
     ordered = _check_intentions(errors, intentions)
     pols = tuple(policies)
-    compiled = _compile_policies(errors, pols, td or "")
+    compiled = _compile_policies(errors, pols)
     if errors:
         raise InvalidInput("cannot build policy snapshot: " + "; ".join(errors))
     mesh = MeshPolicy(mode, action, cluster, probe)
@@ -221,7 +225,7 @@ def build_snapshot(
     exact, any_to, from_any, star, by_dst = _index(ordered)
     return PolicySnapshot(
         td, ordered, pols, mesh, index, exact, any_to, from_any, star, by_dst, compiled,
-        _mesh=_Policy(None, mode, td),
+        _mesh=_Policy(None, mode),
         _default=_default_pair(action, "no intention matched"),
         _default_nosvc=_default_pair(action, "caller has no service identity in this mesh, so no intention applies"),
         _cluster=NetworkSet(cluster),
@@ -362,7 +366,7 @@ def _check_intentions(errors: list[str], intentions: Iterable[Intention]) -> tup
     return tuple(sorted(good, key=sort_key))
 
 
-def _compile_policies(errors: list[str], policies: tuple[ServerPolicy, ...], td: str) -> dict[tuple[str, int | None], _Policy]:
+def _compile_policies(errors: list[str], policies: tuple[ServerPolicy, ...]) -> dict[tuple[str, int | None], _Policy]:
     out: dict[tuple[str, int | None], _Policy] = {}
     for i, pol in enumerate(policies):
         if not isinstance(pol, ServerPolicy):
@@ -372,7 +376,7 @@ def _compile_policies(errors: list[str], policies: tuple[ServerPolicy, ...], td:
         if key in out:
             errors.append(f"server policies {out[key].policy.name!r} and {pol.name!r} both cover {pol.scope}; keep one")  # type: ignore[union-attr]
             continue
-        out[key] = _Policy(pol, pol.default_policy, td)
+        out[key] = _Policy(pol, pol.default_policy)
     return out
 
 
@@ -410,5 +414,3 @@ def _default_pair(action: str, why: str) -> _Pair:
     decision = Decision(action == ALLOW, False, None, reason)
     return decision, (decision if action == ALLOW else Decision(True, True, None, f"audit: would deny: {reason}"))
 
-
-__all__ = ["DENY", "Consideration", "Decision", "PolicySnapshot", "Source", "build_snapshot", "decide"]

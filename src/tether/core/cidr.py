@@ -46,8 +46,9 @@ def parse_network(value: object, *, field: str = "cidr") -> IPNetwork:
     Host bits set (`10.0.0.1/8`) is refused: it is almost always a typo, and silently
     widening or narrowing an authorization is worse than an error.
     """
+    where = f"{field}: " if field else ""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(f"{field}: {value!r} is not a CIDR; write e.g. 10.0.0.0/8 or 2001:db8::/32")
+        raise InvalidInput(f"{where}{value!r} is not a CIDR; write e.g. 10.0.0.0/8 or 2001:db8::/32")
     text = value.strip()
     try:
         return ipaddress.ip_network(text, strict=True)
@@ -56,8 +57,8 @@ def parse_network(value: object, *, field: str = "cidr") -> IPNetwork:
     try:
         loose = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise InvalidInput(f"{field}: {value!r} is not a CIDR; write e.g. 10.0.0.0/8 or 2001:db8::/32") from None
-    raise InvalidInput(f"{field}: {value!r} has host bits set; did you mean {loose}?")
+        raise InvalidInput(f"{where}{value!r} is not a CIDR; write e.g. 10.0.0.0/8 or 2001:db8::/32") from None
+    raise InvalidInput(f"{where}{value!r} has host bits set; did you mean {loose}?")
 
 
 @dataclass(frozen=True, slots=True)

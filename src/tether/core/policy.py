@@ -139,7 +139,7 @@ def parse_identity_pattern(value: object, *, field: str = "identities") -> Ident
     try:
         return _parse_pattern(value)
     except InvalidInput as exc:
-        raise InvalidInput(f"{field}: identity {value!r}: {exc.message}") from None
+        raise InvalidInput(f"{field + ': ' if field else ''}identity {value!r}: {exc.message}") from None
 
 
 def _parse_pattern(text: str) -> IdentityPattern:

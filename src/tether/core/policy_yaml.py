@@ -19,13 +19,13 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from tether.core.authz import PolicySnapshot, build_snapshot
-from tether.core.cidr import parse_network_match
+from tether.core.cidr import parse_network, parse_network_match
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, intention_key
 from tether.core.policy import (
@@ -39,7 +39,9 @@ from tether.core.policy import (
     make_authorization,
     parse_action,
     parse_default_policy,
+    parse_identity_pattern,
 )
+from tether.core.spiffe import validate_service_name
 
 TETHER_API = "tether.dev/v1"
 LINKERD_GROUP = "policy.linkerd.io"
@@ -69,9 +71,35 @@ _ActionName = Literal["allow", "deny"]
 _Port = Field(default=None, ge=1, le=65535)
 
 
+def _checked(check: Any) -> AfterValidator:
+    """Run a domain check inside pydantic, so its errors are collected with the schema's."""
+
+    def run(value: Any) -> Any:
+        try:
+            check(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    return AfterValidator(run)
+
+
+def _intention_name(value: str) -> None:
+    if value != "*":
+        if "*" in value:
+            raise InvalidInput(f"{value!r}: '*' may only stand alone, not inside a name")
+        validate_service_name(value)
+
+
+_Cidr = Annotated[str, _checked(lambda v: parse_network(v, field=""))]
+_Identity = Annotated[str, _checked(lambda v: parse_identity_pattern(v, field=""))]
+_ServiceName = Annotated[str, _checked(validate_service_name)]
+_IntentionName = Annotated[str, _checked(_intention_name)]
+
+
 class _Network(_Strict):
-    cidr: str
-    except_: list[str] = Field(default_factory=list, alias="except")
+    cidr: _Cidr
+    except_: list[_Cidr] = Field(default_factory=list, alias="except")
 
 
 class _Meta(_Strict):
@@ -82,13 +110,13 @@ class _Meta(_Strict):
 
 class _Authorization(_Strict):
     name: str
-    identities: list[str] = []
+    identities: list[_Identity] = []
     unauthenticated: bool = False
     networks: list[_Network] = []
 
 
 class _ServerPolicySpec(_Strict):
-    service: str
+    service: _ServiceName
     port: int | None = _Port
     defaultPolicy: _PolicyName = SERVER_DEFAULT_POLICY.value
     authorizations: list[_Authorization] = []
@@ -102,14 +130,14 @@ class _MeshPolicySpec(_Strict):
 
 
 class _Source(_Strict):
-    name: str
+    name: _IntentionName
     action: _ActionName
     description: str = ""
     meta: dict[str, str] = {}
 
 
 class _IntentionsSpec(_Strict):
-    destination: str
+    destination: _IntentionName
     sources: list[_Source]
 
 
@@ -117,7 +145,7 @@ class _TetherDoc(_Strict):
     apiVersion: Literal["tether.dev/v1"]
     kind: str
     metadata: _Meta = _Meta()
-    spec: dict[str, Any] = {}
+    spec: Any = None  # validated against the kind's own model
 
 
 _TETHER_SPECS: dict[str, type[BaseModel]] = {
@@ -281,15 +309,14 @@ def _load(text: str, source: str, errors: list[str]) -> list[tuple[int, Any]]:
 
 
 def _tether_doc(label: str, doc: dict[str, Any], intentions: list, policies: list, meshes: list, errors: list[str]) -> None:
+    # Envelope and spec are checked independently so a metadata typo does not hide spec errors.
     envelope = _validate(_TetherDoc, doc, label, "", errors)
-    if envelope is None:
-        return
-    spec_model = _TETHER_SPECS.get(envelope.kind)
+    spec_model = _TETHER_SPECS.get(doc.get("kind"))  # type: ignore[arg-type]
     if spec_model is None:
-        errors.append(f"{label}: kind {envelope.kind!r} is not a Tether kind; use one of {', '.join(_TETHER_SPECS)}")
+        errors.append(f"{label}: kind {doc.get('kind')!r} is not a Tether kind; use one of {', '.join(_TETHER_SPECS)}")
         return
-    spec = _validate(spec_model, envelope.spec, label, "spec.", errors)
-    if spec is None:
+    spec = _validate(spec_model, doc.get("spec") or {}, label, "spec.", errors)
+    if envelope is None or spec is None:
         return
     name = envelope.metadata.name
     try:
@@ -367,6 +394,8 @@ def _explain_error(err: Any) -> str:
         return "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     if err["type"] == "missing":
         return "required field is missing"
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        return str(err["ctx"]["error"])  # our own domain message, without pydantic's prefix
     return str(err["msg"])
 
 
