@@ -27,7 +27,7 @@ from tether.ca.provider import (
     issue_leaf,
     new_root_serial,
 )
-from tether.core.certwindow import ROOT_TTL_SECONDS
+from tether.core.certwindow import MIN_LEAF_TTL_SECONDS, ROOT_TTL_SECONDS
 from tether.core.errors import InvalidInput
 from tether.core.spiffe import SpiffeId, SpiffeKind, format_spiffe_id, signing_id, validate_trust_domain
 
@@ -93,7 +93,10 @@ class BuiltinCA:
     def active_root(self) -> CARoot:
         return self._active
 
-    def sign_leaf(self, csr_pem: str, *, expected: SpiffeId, ttl_seconds: float, now: datetime) -> SignedLeaf:
+    def sign_leaf(
+        self, csr_pem: str, *, expected: SpiffeId, ttl_seconds: float, now: datetime,
+        min_ttl_seconds: float = MIN_LEAF_TTL_SECONDS,
+    ) -> SignedLeaf:
         return issue_leaf(
             csr_pem,
             expected=expected,
@@ -102,6 +105,7 @@ class BuiltinCA:
             trust_domain=self._trust_domain,
             ttl_seconds=ttl_seconds,
             now=now,
+            min_ttl_seconds=min_ttl_seconds,
         )
 
     def cross_sign(

@@ -18,6 +18,7 @@ from cryptography import x509
 
 from tether.ca import x509 as tx
 from tether.ca.provider import CARoot, ProviderState, SignedLeaf, cross_sign_root, issue_leaf
+from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.chain import match_chain, match_name_permitted
 from tether.core.errors import InvalidInput, TetherError
 from tether.core.spiffe import SpiffeId, service_id, validate_trust_domain
@@ -111,7 +112,10 @@ class ExternalCA:
     def active_root(self) -> CARoot:
         return self._active
 
-    def sign_leaf(self, csr_pem: str, *, expected: SpiffeId, ttl_seconds: float, now: datetime) -> SignedLeaf:
+    def sign_leaf(
+        self, csr_pem: str, *, expected: SpiffeId, ttl_seconds: float, now: datetime,
+        min_ttl_seconds: float = MIN_LEAF_TTL_SECONDS,
+    ) -> SignedLeaf:
         return issue_leaf(
             csr_pem,
             expected=expected,
@@ -120,6 +124,7 @@ class ExternalCA:
             trust_domain=self._trust_domain,
             ttl_seconds=ttl_seconds,
             now=now,
+            min_ttl_seconds=min_ttl_seconds,
         )
 
     def cross_sign(

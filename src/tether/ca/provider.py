@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tether.ca import x509 as tx
-from tether.core.certwindow import validate_leaf_ttl
+from tether.core.certwindow import MIN_LEAF_TTL_SECONDS, validate_leaf_ttl
 from tether.core.errors import InvalidInput, PermissionDenied
 from tether.core.spiffe import SpiffeId, SpiffeKind, format_spiffe_id
 
@@ -188,7 +188,10 @@ class CAProvider(Protocol):
 
     def active_root(self) -> CARoot: ...
 
-    def sign_leaf(self, csr_pem: str, *, expected: SpiffeId, ttl_seconds: float, now: datetime) -> SignedLeaf: ...
+    def sign_leaf(
+        self, csr_pem: str, *, expected: SpiffeId, ttl_seconds: float, now: datetime,
+        min_ttl_seconds: float = MIN_LEAF_TTL_SECONDS,
+    ) -> SignedLeaf: ...
 
     def cross_sign(
         self, new_root_cert_pem: str, new_key_public: tx.PublicKey | None = None, *, now: datetime
@@ -228,13 +231,14 @@ def issue_leaf(
     trust_domain: str,
     ttl_seconds: float,
     now: datetime,
+    min_ttl_seconds: float = MIN_LEAF_TTL_SECONDS,
 ) -> SignedLeaf:
     """Check a leaf CSR against the identity the requester may have, then sign it.
 
     Shared by every provider that holds its signing key locally. Nothing is changed
-    when a check fails.
+    when a check fails. `min_ttl_seconds` lowers the TTL floor for tests only.
     """
-    ttl = validate_leaf_ttl(ttl_seconds)
+    ttl = validate_leaf_ttl(ttl_seconds, min_seconds=min_ttl_seconds)
     csr = _checked_csr(csr_pem, expected, trust_domain)
     _require_signer_current(signer_cert, now)
     # A leaf never outlives the certificate that signed it.

@@ -87,13 +87,20 @@ def root_prunable(now: datetime, rotated_out_at: datetime | None, leaf_ttl_secon
     return now - rotated_out_at > timedelta(seconds=ROOT_KEEP_LEAF_TTLS * leaf_ttl_seconds)
 
 
-def validate_leaf_ttl(seconds: float, *, field: str = "LeafCertTTL") -> float:
-    """Check a leaf TTL is within 1 minute .. 1 year; return it as float seconds."""
+def validate_leaf_ttl(
+    seconds: float, *, field: str = "LeafCertTTL", min_seconds: float = MIN_LEAF_TTL_SECONDS
+) -> float:
+    """Check a leaf TTL is within 1 minute .. 1 year; return it as float seconds.
+
+    `min_seconds` lowers the floor for tests only (the server's `ca_min_leaf_ttl`), so
+    renewal can be exercised with leaves that live a few seconds.
+    """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
         raise InvalidInput(f"{field} must be a number of seconds, got {seconds!r}")
-    if not MIN_LEAF_TTL_SECONDS <= seconds <= MAX_LEAF_TTL_SECONDS:
+    if not min_seconds <= seconds <= MAX_LEAF_TTL_SECONDS:
+        floor = "1m" if min_seconds == MIN_LEAF_TTL_SECONDS else f"{min_seconds:g}s"
         raise InvalidInput(
-            f"{field} {seconds:g}s is out of range; use between 1m and 8760h (1 year), e.g. \"72h\""
+            f"{field} {seconds:g}s is out of range; use between {floor} and 8760h (1 year), e.g. \"72h\""
         )
     return float(seconds)
 
