@@ -24,8 +24,11 @@ from tether.core.policy import (
     MESH_DEFAULT_POLICY,
     SERVER_DEFAULT_POLICY,
     DefaultPolicy,
+    MeshPolicy,
     ServerPolicy,
     make_authorization,
+    match_identity,
+    parse_identity_pattern,
 )
 from tether.core.spiffe import SpiffeId
 
@@ -280,3 +283,61 @@ def test_no_rule_means_the_default(source, dst, default) -> None:  # type: ignor
 @given(world, st.sampled_from(SERVICES), st.sampled_from([80, 443]))
 def test_the_agents_probe_is_never_blocked(w, dst, port) -> None:  # type: ignore[no-untyped-def]
     assert decide(_snap(w), Source(None, "127.0.0.1", probe=True), dst, port).allowed
+
+
+# --- the policy model: identity patterns and validation -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "identity", "expected"),
+    [
+        ("*", SpiffeId(OTHER_TD, "default", "dc9", "x"), True),
+        ("web", SpiffeId(TD, "default", "dc2", "web"), True),
+        ("web", SpiffeId(OTHER_TD, "default", "dc1", "web"), False),  # bare names are this mesh's services
+        (f"spiffe://{TD}/ns/default/dc/dc1/svc/web", SpiffeId(TD, "default", "dc1", "web"), True),
+        (f"spiffe://{TD}/ns/default/dc/dc1/svc/web", SpiffeId(TD, "default", "dc2", "web"), False),
+        ("spiffe://*/ns/*/dc/dc2/svc/*", SpiffeId(OTHER_TD, "default", "dc2", "api"), True),
+        (f"*.{TD}", SpiffeId(TD, "default", "dc1", "api"), True),
+        (f"*.{TD}", SpiffeId(OTHER_TD, "default", "dc1", "api"), False),
+        ("*.tether", SpiffeId(OTHER_TD, "default", "dc1", "api"), True),  # label-aligned suffix
+        ("*.ether", SpiffeId(OTHER_TD, "default", "dc1", "api"), False),
+        (f"api.default.dc1.{TD}", SpiffeId(TD, "default", "dc1", "api"), True),
+        ("web", None, False),
+    ],
+)
+def test_identity_patterns(pattern: str, identity: SpiffeId | None, expected: bool) -> None:
+    assert match_identity(parse_identity_pattern(pattern), identity, TD) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needle"),
+    [
+        ("we*b", "'*' may only be the whole pattern"),
+        ("spiffe://td/ns/default/svc/web", "a SPIFFE pattern is"),
+        ("spiffe://td/ns/default/dc/d*/svc/web", "datacenter 'd*' must be one DNS label or '*'"),
+        ("spiffe://Bad Domain/ns/a/dc/b/svc/c", "trust domain 'Bad Domain' is invalid"),
+        ("*.", "'' is not a valid DNS label"),
+        ("a.b.c", "a dotted identity name is '<svc>.<ns>.<dc>.<trust-domain>'"),
+        ("web_1", "service name 'web_1' is invalid"),
+        ("", "is not an identity pattern"),
+    ],
+)
+def test_bad_identity_patterns_name_the_value(pattern: str, needle: str) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        parse_identity_pattern(pattern)
+    assert needle in exc.value.message
+
+
+def test_policy_model_validation_reports_every_problem() -> None:
+    with pytest.raises(InvalidInput) as exc:
+        ServerPolicy("bad_name", 0, "nope", (A("a", identities=["*"]), A("a", identities=["web"])))  # type: ignore[arg-type]
+    msg = exc.value.message
+    for needle in ("service name 'bad_name'", "port 0", "unknown default policy 'nope'", "name 'a' is used twice"):
+        assert needle in msg
+    with pytest.raises(InvalidInput) as exc:
+        A("Bad Name", identities=["web"], unauthenticated=True, networks=[{"cidr": "10.0.0.0/33"}])
+    assert len(exc.value.errors) == 3  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInput, match="set exactly one of 'identities'"):
+        A("none")
+    with pytest.raises(InvalidInput, match="'maybe' must be 'allow' or 'deny'"):
+        MeshPolicy(default_intention="maybe")  # type: ignore[arg-type]

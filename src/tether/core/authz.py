@@ -53,7 +53,7 @@ from tether.core.policy import (
 from tether.core.spiffe import validate_trust_domain
 
 PROBE_AUTHORIZATION_NAME = "agent-probe"
-_CLUSTER_UNAUTHENTICATED = DefaultPolicy.CLUSTER_UNAUTHENTICATED
+_CLASSES = (CallerClass.UNAUTHENTICATED, CallerClass.LOCAL, CallerClass.FOREIGN)  # codes 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +131,19 @@ class _Auth:
 class _Policy:
     """A ServerPolicy (or the mesh default) with its refusal Decisions prebuilt."""
 
-    __slots__ = ("policy", "label", "mode", "audit", "admits_all", "auths", "refusals")
+    __slots__ = ("policy", "label", "mode", "audit", "admits", "cluster_unauth", "auths", "refusals")
 
     def __init__(self, policy: ServerPolicy | None, mode: DefaultPolicy) -> None:
         self.policy = policy
         self.label = f"server policy {policy.name} ({policy.scope})" if policy else "the mesh default policy"
         self.mode = mode
         self.audit = mode is DefaultPolicy.AUDIT
-        self.admits_all = mode in (DefaultPolicy.ALL_UNAUTHENTICATED, DefaultPolicy.AUDIT)
+        # Indexed by caller class code (_CLASSES order): plain tuples, because hashing an
+        # Enum member is a Python-level call and this runs per connection.
+        self.admits = tuple(default_admits(mode, c, False) for c in _CLASSES)
+        self.cluster_unauth = mode is DefaultPolicy.CLUSTER_UNAUTHENTICATED
         self.auths = tuple(_Auth(a, self.label) for a in (policy.authorizations if policy else ()))
-        self.refusals = {c: Decision(False, False, None, self._refusal(c)) for c in CallerClass}
+        self.refusals = tuple(Decision(False, False, None, self._refusal(c)) for c in _CLASSES)
 
     def _refusal(self, caller: CallerClass) -> str:
         head = f"{self.label} is {self.mode.value}"
@@ -251,17 +254,10 @@ def decide(snapshot: PolicySnapshot, source: Source, destination: str, port: int
     for auth in pol.auths:
         if auth.match(identity, ip, td):
             return auth.decision
-    if identity is None:
-        caller = CallerClass.UNAUTHENTICATED
-    elif identity.trust_domain == td:
-        caller = CallerClass.LOCAL
-    else:
-        caller = CallerClass.FOREIGN
-    if not pol.admits_all:
-        in_cluster = pol.mode is _CLUSTER_UNAUTHENTICATED and caller is not CallerClass.LOCAL and snapshot._cluster.match(ip)
-        if not default_admits(pol.mode, caller, in_cluster):
-            return pol.refusals[caller]
-    service = identity.service if caller is CallerClass.LOCAL else ""
+    code = 0 if identity is None else 1 if identity.trust_domain == td else 2
+    if not pol.admits[code] and not (pol.cluster_unauth and snapshot._cluster.match(ip)):
+        return pol.refusals[code]
+    service = identity.service if code == 1 else ""
     if service:
         pair = (
             snapshot._exact.get((service, destination))
@@ -312,7 +308,7 @@ def _explain_steps(snap: PolicySnapshot, source: Source, dst: str, port: int | N
     cls = caller.value + (" from the cluster networks" if in_cluster else "")
     seen.append(Consideration("default-policy", None, admitted, f"{pol.mode.value} {'admits' if admitted else 'refuses'} {cls} callers"))
     if not admitted:
-        return pol.refusals[caller]
+        return pol.refusals[_CLASSES.index(caller)]
     # 4. intentions, in evaluation order, first match decides
     service = ident.service if caller is CallerClass.LOCAL else ""
     decided: Intention | None = None
