@@ -243,20 +243,24 @@ def decide(snapshot: PolicySnapshot, source: Source, destination: str, port: int
     if explain:
         return _explain(snapshot, source, destination, port)
     ip = source.ip
+    # 1. probe rule
     if source.probe and snapshot._probe.match(ip):
         return snapshot._probe_decision  # type: ignore[return-value]
+    # 2. server policy: port, else service, else mesh
     policies = snapshot._policies
     pol = (policies.get((destination, port)) or policies.get((destination, None))) if policies else None
     if pol is None:
         pol = snapshot._mesh
     identity = source.identity
     td = snapshot.trust_domain
+    # 3. explicit grants are final; otherwise the default policy may refuse the caller's class
     for auth in pol.auths:
         if auth.match(identity, ip, td):
             return auth.decision
     code = 0 if identity is None else 1 if identity.trust_domain == td else 2
     if not pol.admits[code] and not (pol.cluster_unauth and snapshot._cluster.match(ip)):
         return pol.refusals[code]
+    # 4. intentions, by precedence: 9 exact, 8 `*` -> dst, 6 src -> `*`, 5 `*` -> `*`
     service = identity.service if code == 1 else ""
     if service:
         pair = (

@@ -79,6 +79,7 @@ def parse_default_policy(value: object, *, field: str = "defaultPolicy") -> Defa
 
 
 def parse_action(value: object, *, field: str = "defaultIntention") -> Action:
+    """An intention action (`allow` | `deny`); anything else raises InvalidInput naming it."""
     if value not in ACTIONS:
         raise InvalidInput(f"{field}: {value!r} must be 'allow' or 'deny'")
     return value  # type: ignore[return-value]
