@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from tether.core.duration import format_duration
 from tether.core.errors import InvalidInput
 
 #: Consul's default leaf lifetime; also how long a leaderless cluster keeps working.
@@ -98,11 +99,16 @@ def validate_leaf_ttl(
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
         raise InvalidInput(f"{field} must be a number of seconds, got {seconds!r}")
     if not min_seconds <= seconds <= MAX_LEAF_TTL_SECONDS:
-        floor = "1m" if min_seconds == MIN_LEAF_TTL_SECONDS else f"{min_seconds:g}s"
+        floor = "1m" if min_seconds == MIN_LEAF_TTL_SECONDS else format_duration(min_seconds)
         raise InvalidInput(
-            f"{field} {seconds:g}s is out of range; use between {floor} and 8760h (1 year), e.g. \"72h\""
+            f"{field} {_shown(seconds)} is out of range; use between {floor} and 8760h (1 year), e.g. \"72h\""
         )
     return float(seconds)
+
+
+def _shown(seconds: float) -> str:
+    """A TTL as a Go duration when it fits one (infinity does not)."""
+    return format_duration(seconds) if abs(seconds) < 2**63 / 1e9 else f"{seconds:g}s"
 
 
 def _require_window(valid_after: datetime, valid_before: datetime) -> None:
