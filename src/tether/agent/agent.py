@@ -10,6 +10,7 @@ alive, and a periodic re-sync repairs the catalog if it lost anything.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -123,9 +124,10 @@ class Agent:
             service_id = definition.ID or definition.Name
             sidecar_id = service_id + SIDECAR_SUFFIX
             old_sidecar = self.services.get(sidecar_id)
-            used = [s["Port"] for sid, s in self.services.items() if sid != sidecar_id]
+            # A generator: only walked when the definition has a sidecar that needs a port.
+            used = (s["Port"] for sid, s in self.services.items() if sid != sidecar_id)
             if old_sidecar:  # keep the sidecar on the port it already has
-                used += [p for p in range(self.config.sidecar_port_range[0], old_sidecar["Port"])]
+                used = itertools.chain(used, range(self.config.sidecar_port_range[0], old_sidecar["Port"]))
             reg = expand_registration(definition, node=self.config.node, datacenter=self.config.datacenter,
                                       used_ports=used, port_range=self.config.sidecar_port_range)
             new_ids = {s["ID"] for s in reg.services}

@@ -6,6 +6,12 @@ Key layout (one document per key, so each blocking query watches only what it re
     catalog/services/<service>/<node>/<id>        service instance (AgentService shape)
     catalog/checks/<service>/<node>/<check-id>    check bound to a service instance
     catalog/nodechecks/<node>/<check-id>          node-level check (e.g. serfHealth)
+    catalog/byid/<node>/svc/<id>                  {"Key": ...}: where an instance lives
+    catalog/byid/<node>/chk/<check-id>            {"Key": ...}: where a check lives
+
+The `byid` pointers are written in the same transaction as what they point to, so
+node-scoped lookups (deregister by ID, TTL updates, a node's services) touch only that
+node's documents, on any backend.
 
 Writes are idempotent: a document equal to the stored one is not rewritten, so an
 agent's periodic re-sync does not wake every watcher.
@@ -23,11 +29,19 @@ NODES = "catalog/nodes/"
 SERVICES = "catalog/services/"
 CHECKS = "catalog/checks/"
 NODE_CHECKS = "catalog/nodechecks/"
-ALL = "catalog/"
+BY_ID = "catalog/byid/"
 
 
 def service_key(name: str, node: str, service_id: str) -> str:
     return f"{SERVICES}{name}/{node}/{service_id}"
+
+
+def _svc_pointer(node: str, service_id: str) -> str:
+    return f"{BY_ID}{node}/svc/{service_id}"
+
+
+def _chk_pointer(node: str, check_id: str) -> str:
+    return f"{BY_ID}{node}/chk/{check_id}"
 
 
 def check_key(check: dict[str, Any]) -> str:
@@ -68,42 +82,46 @@ class Catalog:
                 raise InvalidInput(f"service {svc['ID']!r} names node {svc['Node']!r}, not {name!r}")
             key = service_key(svc["Service"], name, svc["ID"])
             # A re-registration under a new name must not leave the old instance behind.
-            for old in self._instances_by_id(name, svc["ID"]):
-                if old.key != key:
-                    ops.append(Delete(old.key))
+            old = self._instance_entry(name, svc["ID"])
+            if old is not None and old.key != key:
+                ops.append(Delete(old.key))
             self._put_if_changed(ops, key, svc)
+            self._put_if_changed(ops, _svc_pointer(name, svc["ID"]), {"Key": key})
         for check in checks:
             _validate_segment("CheckID", check["CheckID"])
             if check.get("Status") not in STATUSES:
                 raise InvalidInput(f"check {check['CheckID']!r}: Status must be one of {', '.join(STATUSES)}")
-            self._put_if_changed(ops, check_key(check), check)
+            key = check_key(check)
+            old = self.find_check(name, check["CheckID"])
+            if old is not None and old.key != key:
+                ops.append(Delete(old.key))
+            self._put_if_changed(ops, key, check)
+            self._put_if_changed(ops, _chk_pointer(name, check["CheckID"]), {"Key": key})
         return await self.store.commit(ops)
 
     async def deregister(self, node: str, *, service_id: str = "", check_id: str = "") -> int:
         """Remove a service instance (with its checks), a check, or a whole node."""
         ops: list[Op] = []
         if service_id:
-            found = self._instances_by_id(node, service_id)
-            if not found:
+            entry = self._instance_entry(node, service_id)
+            if entry is None:
                 raise NotFound(f"Unknown service ID {service_id!r} on node {node!r}")
-            for entry in found:
-                ops.append(Delete(entry.key))
-                svc = entry.value
-                ops += [Delete(c.key) for c in self.store.list(f"{CHECKS}{svc['Service']}/{node}/")
-                        if c.value["ServiceID"] == service_id]
+            ops += [Delete(entry.key), Delete(_svc_pointer(node, service_id))]
+            for check in self._node_check_entries(node):
+                if check.value["ServiceID"] == service_id:
+                    ops += [Delete(check.key), Delete(_chk_pointer(node, check.value["CheckID"]))]
         elif check_id:
             entry = self.find_check(node, check_id)
             if entry is None:
                 raise NotFound(f"Unknown check ID {check_id!r} on node {node!r}")
-            ops.append(Delete(entry.key))
+            ops += [Delete(entry.key), Delete(_chk_pointer(node, check_id))]
         else:
             if self.store.get(f"{NODES}{node}") is None:
                 raise NotFound(f"Unknown node {node!r}")
             ops.append(Delete(f"{NODES}{node}"))
-            ops += [Delete(e.key) for e in self.store.list(NODE_CHECKS + node + "/")]
-            for svc in self.node_services(node):
-                ops.append(Delete(service_key(svc["Service"], node, svc["ID"])))
-            ops += [Delete(e.key) for e in self.store.list(CHECKS) if e.value["Node"] == node]
+            for pointer in self.store.list(f"{BY_ID}{node}/"):
+                ops += [Delete(pointer.key), Delete(pointer.value["Key"])]
+            ops += [Delete(e.key) for e in self.store.list(f"{NODE_CHECKS}{node}/")]
         return await self.store.commit(ops)
 
     async def update_check(self, node: str, check_id: str, status: str, output: str) -> int:
@@ -123,15 +141,19 @@ class Catalog:
 
     # -- reads -----------------------------------------------------------------------
 
-    def _instances_by_id(self, node: str, service_id: str) -> list[Entry]:
-        return [e for e in self.store.list(SERVICES) if e.value["Node"] == node and e.value["ID"] == service_id]
+    def _deref(self, pointer_key: str) -> Entry | None:
+        pointer = self.store.get(pointer_key)
+        return self.store.get(pointer.value["Key"]) if pointer else None
+
+    def _instance_entry(self, node: str, service_id: str) -> Entry | None:
+        return self._deref(_svc_pointer(node, service_id))
+
+    def _node_check_entries(self, node: str) -> list[Entry]:
+        found = (self.store.get(p.value["Key"]) for p in self.store.list(f"{BY_ID}{node}/chk/"))
+        return [e for e in found if e is not None]
 
     def find_check(self, node: str, check_id: str) -> Entry | None:
-        entry = self.store.get(f"{NODE_CHECKS}{node}/{check_id}")
-        if entry is not None:
-            return entry
-        suffix = f"/{node}/{check_id}"
-        return next((e for e in self.store.list(CHECKS) if e.key.endswith(suffix)), None)
+        return self.store.get(f"{NODE_CHECKS}{node}/{check_id}") or self._deref(_chk_pointer(node, check_id))
 
     def node(self, name: str) -> dict[str, Any] | None:
         entry = self.store.get(f"{NODES}{name}")
@@ -141,11 +163,12 @@ class Catalog:
         return [with_indexes(e) for e in self.store.list(NODES)]
 
     def node_services(self, node: str) -> list[dict[str, Any]]:
-        return [with_indexes(e) for e in self.store.list(SERVICES) if e.value["Node"] == node]
+        found = (self._deref(p.key) for p in self.store.list(f"{BY_ID}{node}/svc/"))
+        return [with_indexes(e) for e in found if e is not None]
 
     def node_checks(self, node: str) -> list[dict[str, Any]]:
         own = [with_indexes(e) for e in self.store.list(f"{NODE_CHECKS}{node}/")]
-        return own + [with_indexes(e) for e in self.store.list(CHECKS) if e.value["Node"] == node]
+        return own + [with_indexes(e) for e in self._node_check_entries(node)]
 
     def services(self) -> dict[str, list[str]]:
         """{name: sorted union of tags}, as /v1/catalog/services returns."""

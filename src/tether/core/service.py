@@ -8,17 +8,15 @@ returns a validated, frozen `ServiceDefinition`. Expansion into catalog instance
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tether.core.duration import parse_duration
 from tether.core.errors import InvalidInput
+from tether.core.spiffe import validate_service_name
 from tether.core.normalize import OPAQUE, Shape, normalize, pydantic_errors, raise_if
 
-# Service names end up in SPIFFE IDs, DNS names and SNI: keep them DNS-friendly.
-_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,254})$")
 
 _ADDRESS = Shape({"Address": None, "Port": None})
 _CHECK_FIELDS = {
@@ -217,8 +215,12 @@ def check_service_definition(d: ServiceDefinition, path: str, errors: list[str])
     """Cross-field rules pydantic cannot express."""
     if not d.Name:
         errors.append(f"{path}.Name: missing (every service needs a name)")
-    elif not _NAME.match(d.Name):
-        errors.append(f"{path}.Name: {d.Name!r} is not a valid service name (letters, digits, '-', '_', '.')")
+    else:
+        # Names end up in SPIFFE IDs, SNI and DNS, so a service name is one DNS label.
+        try:
+            validate_service_name(d.Name)
+        except InvalidInput as exc:
+            errors.append(f"{path}.Name: {exc}")
     if d.ID and ("/" in d.ID or len(d.ID) > 255):
         errors.append(f"{path}.ID: {d.ID!r} must be at most 255 characters without '/'")
     if d.Kind == "connect-proxy":
