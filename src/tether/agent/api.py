@@ -21,7 +21,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from tether import __version__
 from tether.agent.agent import Agent
 from tether.api.common import (
-    authorizer_dependency, blocking_params, flag, json_response, read_body, read_json,
+    authorizer_dependency, blocking_params, flag, json_response, read_body, read_json, refuse_unsupported,
 )
 from tether.control import views
 from tether.core.errors import InvalidInput, NotFound, Unavailable
@@ -53,7 +53,8 @@ def agent_router(agent: Agent, *, is_server: bool) -> APIRouter:
         return json_response(await members(agent))
 
     @r.get("/v1/agent/services", tags=["agent"])
-    async def agent_services() -> Response:
+    async def agent_services(request: Request) -> Response:
+        refuse_unsupported(request)
         return json_response({sid: views.agent_service(s) for sid, s in agent.services.items()})
 
     @r.get("/v1/agent/service/{service_id}", tags=["agent"])
@@ -84,7 +85,8 @@ def agent_router(agent: Agent, *, is_server: bool) -> APIRouter:
         return Response(status_code=200)
 
     @r.get("/v1/agent/checks", tags=["agent"])
-    async def agent_checks() -> Response:
+    async def agent_checks(request: Request) -> Response:
+        refuse_unsupported(request)
         return json_response(dict(agent.checks))
 
     @r.put("/v1/agent/check/register", tags=["agent"])

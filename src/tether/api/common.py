@@ -118,8 +118,15 @@ def int_param(request: Request, name: str, default: int | None = None, *, minimu
     return value
 
 
+def refuse_unsupported(request: Request) -> None:
+    """Query features Tether does not implement are refused, never silently ignored."""
+    if "filter" in request.query_params:
+        raise InvalidInput("filter: filter expressions are not supported by Tether yet; filter the result yourself")
+
+
 def blocking_params(request: Request) -> tuple[int, float]:
     """(index, wait seconds) of a blocking query; index 0 means "do not block"."""
+    refuse_unsupported(request)
     index = int_param(request, "index", 0) or 0
     raw_wait = request.query_params.get("wait")
     wait = parse_duration(raw_wait, field="wait") if raw_wait else DEFAULT_WAIT
@@ -165,5 +172,3 @@ def authorizer_dependency(app_state_attr: str = "authorizer") -> Callable[[Reque
     return check
 
 
-def ids(values: Iterable[dict[str, Any]], key: str = "ID") -> list[str]:
-    return [v[key] for v in values]
