@@ -25,10 +25,15 @@ from fastapi import FastAPI
 from tether import __version__
 from tether.agent.agent import Agent, AgentConfig
 from tether.agent.api import agent_router, forward_router
+from tether.agent.connect_api import connect_router
+from tether.agent.leafcache import LeafCache
 from tether.agent.link import HttpLink, LocalLink
+from tether.agent.supervisor import ProxySupervisor
 from tether.api.common import install_error_handlers
 from tether.control.api import server_router
+from tether.control.ca_api import ca_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput
 from tether.store.sqlite import open_store
 
@@ -45,6 +50,9 @@ class Options:
     node: str = field(default_factory=socket.gethostname)
     datacenter: str = "dc1"
     advertise: str = "127.0.0.1"
+    managed_proxies: bool = True
+    #: Floor for the CA's LeafCertTTL; tests lower it to exercise renewal (docs/identity.md).
+    ca_min_leaf_ttl: float = MIN_LEAF_TTL_SECONDS
 
 
 def node_id(data_dir: Path | None) -> str:
@@ -73,29 +81,42 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
         raise InvalidInput(f"unknown role {opts.role!r}")
     if opts.role == "agent" and not opts.server_addr:
         raise InvalidInput("agent needs -server-addr HOST:PORT (or -dev for a one-process dev agent)")
-    cp = agent = None
+    cp = agent = supervisor = None
     app = new_app(f"Tether {opts.role}")
     store = None
     link = None
+    leaves = None
     try:
         if opts.role in ("dev", "server"):
             store = open_store(opts.data_dir)
-            cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter))
+            cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter, ca_min_leaf_ttl=opts.ca_min_leaf_ttl))
             await cp.start()
         if opts.role in ("dev", "agent"):
             link = LocalLink(cp) if cp else HttpLink(_server_url(opts.server_addr))
             config = AgentConfig(node=opts.node, node_id=node_id(opts.data_dir), datacenter=opts.datacenter,
                                  advertise=opts.advertise)
             agent = Agent(config, link)
+            if opts.managed_proxies:
+                supervisor = ProxySupervisor()
+                agent.on_service_change.append(supervisor.on_service_change)
             await agent.start()
             app.include_router(agent_router(agent, is_server=cp is not None))
+            leaves = LeafCache(link, datacenter=opts.datacenter)
+            await leaves.start()
+            app.include_router(connect_router(leaves))
         if cp is not None:
             app.include_router(server_router(cp))
+            app.include_router(ca_router(cp))
         else:
             app.include_router(forward_router(_server_url(opts.server_addr)))
-        app.state.control_plane, app.state.agent = cp, agent
+        app.state.control_plane, app.state.agent, app.state.supervisor = cp, agent, supervisor
+        app.state.leaf_cache = leaves
         yield app
     finally:
+        if supervisor is not None:
+            await supervisor.stop_all()
+        if leaves is not None:
+            await leaves.stop()
         if agent is not None:
             await agent.stop()
         if link is not None:
@@ -135,6 +156,8 @@ async def serve(
                 raise OSError(f"cannot listen on {opts.http_host}:{opts.http_port}")
             await asyncio.sleep(0.01)
         host, port = server.servers[0].sockets[0].getsockname()[:2]
+        if app.state.supervisor is not None:
+            app.state.supervisor.start(f"{host}:{port}", app.state.agent.services)
         on_ready(f"http://{host}:{port}")
         await task
 

@@ -12,9 +12,12 @@ from typing import Any, Protocol
 
 import httpx
 
+from tether.control.intentions import AUTHZ_PREFIXES
 from tether.control.server import ControlPlane
 from tether.core.health import CRITICAL, NODE_CHECK_ID
-from tether.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TetherError, TooLarge, Unavailable
+from tether.core.errors import (
+    Conflict, InvalidInput, NotFound, PermissionDenied, RateLimited, TetherError, TooLarge, Unavailable,
+)
 
 _BY_STATUS = {400: InvalidInput, 403: PermissionDenied, 404: NotFound, 409: Conflict, 413: TooLarge}
 
@@ -28,6 +31,9 @@ class ServerLink(Protocol):
     async def heartbeat(self, node: str) -> None: ...
     async def node_state(self, node: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
     async def node_health(self) -> list[tuple[dict[str, Any], str]]: ...
+    async def sign(self, csr_pem: str, service: str) -> dict[str, Any]: ...
+    async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]: ...
+    async def authz_state(self, index: int, wait: float) -> dict[str, Any]: ...
     async def close(self) -> None: ...
 
 
@@ -61,6 +67,21 @@ class LocalLink:
     async def node_health(self) -> list[tuple[dict[str, Any], str]]:
         catalog = self.cp.catalog
         return [(n, _serf_status(catalog.node_checks(n["Node"]))) for n in catalog.nodes()]
+
+    async def sign(self, csr_pem: str, service: str) -> dict[str, Any]:
+        """Have the CA sign a leaf CSR (the agent keeps the private key)."""
+        return await self.cp.ca.sign(csr_pem, service)
+
+    async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]:
+        """The CA roots, blocking while their index is still `index` (0: answer now)."""
+        new_index = await self.cp.ca.wait_roots(index, wait)
+        return self.cp.ca.roots_json(), new_index
+
+    async def authz_state(self, index: int, wait: float) -> dict[str, Any]:
+        """Intentions + policy + mesh settings, once their index differs from `index` (0: now)."""
+        if index > 0:
+            await self.cp.store.wait(AUTHZ_PREFIXES, index, wait)
+        return self.cp.intentions.state()
 
     async def close(self) -> None:
         return None
@@ -114,6 +135,44 @@ class HttpLink:
         nodes = await self._call("GET", "/v1/catalog/nodes")
         checks = await self._call("GET", "/v1/health/state/any")
         return [(n, _serf_status([c for c in checks if c["Node"] == n["Node"]])) for n in nodes]
+
+    async def sign(self, csr_pem: str, service: str) -> dict[str, Any]:
+        try:
+            response = await self.client.post("/v1/connect/ca/sign", json={"CSR": csr_pem, "Service": service})
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
+        if response.status_code == 429:
+            retry = response.headers.get("retry-after", "1")
+            raise RateLimited(response.text.strip(), retry_after=float(retry) if retry.isdigit() else 1.0)
+        return await self._answer(response)
+
+    async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]:
+        params = {"index": str(index), "wait": f"{wait:g}s"} if index > 0 else {}
+        try:
+            # A blocking query may legitimately take `wait` (plus the server's jitter of wait/16).
+            response = await self.client.get("/v1/connect/ca/roots", params=params, timeout=wait * 1.1 + 10)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
+        body = await self._answer(response)
+        return body, int(response.headers.get("x-consul-index", "1"))
+
+    async def _answer(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            cls = _BY_STATUS.get(response.status_code, Unavailable if response.status_code >= 500 else TetherError)
+            raise cls(response.text.strip() or f"server answered {response.status_code}")
+        return response.json() if response.content else None
+
+    async def authz_state(self, index: int, wait: float) -> dict[str, Any]:
+        params = {"index": str(index), "wait": f"{wait:g}s"} if index > 0 else {}
+        try:
+            # A blocking query may take `wait` plus the server's jitter of up to wait/16.
+            response = await self.client.get("/v1/internal/tether/authz", params=params, timeout=wait * 1.1 + 10)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            cls = _BY_STATUS.get(response.status_code, Unavailable if response.status_code >= 500 else TetherError)
+            raise cls(response.text.strip() or f"server answered {response.status_code}")
+        return response.json()
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -13,8 +13,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from tether.control.ca import CAService
 from tether.control.catalog import NODE_CHECKS, Catalog
+from tether.control.intentions import IntentionService
 from tether.control.kv import KV
+from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.health import CRITICAL, NODE_CHECK_ID, PASSING
 from tether.store.base import Put, Store
 
@@ -30,6 +33,12 @@ META_CLUSTER = "meta/cluster"
 class ServerConfig:
     datacenter: str = "dc1"
     node_ttl: float = NODE_TTL
+    #: The mesh default intention from -default-policy (None: keep the stored one).
+    default_intention: str | None = None
+    #: The default intention a new store starts with: `tether server` deny, dev agent allow.
+    initial_default_intention: str = "allow"
+    #: Floor for LeafCertTTL. Lowered only by tests (seconds-long leaves to exercise renewal).
+    ca_min_leaf_ttl: float = MIN_LEAF_TTL_SECONDS
 
 
 @dataclass
@@ -40,6 +49,9 @@ class ControlPlane:
     def __post_init__(self) -> None:
         self.catalog = Catalog(self.store)
         self.kv = KV(self.store)
+        self.intentions = IntentionService(self.store, default_intention=self.config.default_intention,
+                                           initial_default=self.config.initial_default_intention)
+        self.ca = CAService(self.store, datacenter=self.config.datacenter, min_leaf_ttl=self.config.ca_min_leaf_ttl)
         self._last_heartbeat: dict[str, float] = {}
         self._reaper: asyncio.Task[None] | None = None
 
@@ -55,9 +67,12 @@ class ControlPlane:
         """Initialise cluster metadata once, and start the node reaper."""
         if self.store.get(META_CLUSTER) is None:
             await self.store.commit([Put(META_CLUSTER, {"ClusterID": str(uuid.uuid4())})])
+        await self.intentions.start(f"{self.cluster_id}.tether", self.datacenter)
+        await self.ca.start(self.cluster_id)
         self._reaper = asyncio.create_task(self._reap_nodes(), name="node-reaper")
 
     async def stop(self) -> None:
+        await self.ca.stop()
         if self._reaper:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
