@@ -1,0 +1,291 @@
+"""Intentions, server policy and mesh settings in the Store: the control plane's authorization state.
+
+Key layout (one global revision over all of it, docs/architecture.md):
+
+    intentions/<uuid>                               an intention (Consul's JSON shape, no indexes)
+    intentions-by-name/<source>/<destination>       {"ID": <uuid>}: at most one intention per pair
+    policy/mesh                                     the MeshPolicy document (mesh settings)
+    policy/servers/<service>/<port or "*">          a ServerPolicy document
+
+An intention and its name pointer are written in one transaction; creating one checks
+that the pointer does not exist yet (compare-and-set with index 0), so two concurrent
+creates of `web -> db` cannot both succeed. A policy apply validates the whole file
+first and then writes every document in one transaction: all or nothing.
+
+The server answers `check` and `match` from a PolicySnapshot it rebuilds only when the
+store index of `intentions/` + `policy/` moved, with the same `decide` the agent runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from tether.core.authz import PolicySnapshot, Source, decide
+from tether.core.errors import Conflict, InvalidInput, NotFound
+from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.policy import MeshPolicy, ServerPolicy, parse_action
+from tether.core.policy_yaml import (
+    PolicyDocuments, format_mesh_policy, format_server_policy, merge_mesh_policy, parse_policy_objects,
+    snapshot_from_state,
+)
+from tether.core.spiffe import DEFAULT_NAMESPACE, service_id
+from tether.store.base import Check, Delete, Op, Put, Store
+
+log = logging.getLogger("tether.intentions")
+
+INTENTIONS = "intentions/"
+BY_NAME = "intentions-by-name/"
+POLICY = "policy/"
+MESH_KEY = "policy/mesh"
+SERVERS = "policy/servers/"
+#: What the agent's cache watches: every change to authorization state moves this index.
+AUTHZ_PREFIXES = (INTENTIONS, POLICY)
+_ANY_PORT = "*"
+# A create or update that loses a race to a concurrent write is re-read and retried this often.
+_RETRIES = 5
+
+
+def _pointer(source: str, destination: str) -> str:
+    return f"{BY_NAME}{source}/{destination}"
+
+
+def _stored(i: Intention) -> dict[str, Any]:
+    """The document kept under intentions/<id>: Consul's shape without computed fields."""
+    doc = format_intention(i)
+    for computed in ("Precedence", "CreateIndex", "ModifyIndex"):
+        doc.pop(computed, None)
+    return doc
+
+
+def server_policy_key(service: str, port: int | None) -> str:
+    return f"{SERVERS}{service}/{_ANY_PORT if port is None else port}"
+
+
+class IntentionService:
+    """CRUD for intentions and policy documents over a Store, plus the server-side snapshot."""
+
+    def __init__(self, store: Store, *, default_intention: str | None = None, initial_default: str = "allow") -> None:
+        # `default_intention` is an explicit setting (the -default-policy flag): written at
+        # start even over a stored value. Otherwise a stored value is kept, and a new store
+        # gets `initial_default` (dev agent: allow; `tether server`: deny).
+        self.store = store
+        self._explicit = parse_action(default_intention, field="-default-policy") if default_intention else None
+        self._initial = parse_action(initial_default, field="default intention")
+        self._snapshot: PolicySnapshot | None = None
+        self._trust_domain = ""
+        self._datacenter = "dc1"
+
+    async def start(self, trust_domain: str, datacenter: str = "dc1") -> None:
+        """Write the mesh settings document if it is missing or the flag overrides it."""
+        self._trust_domain, self._datacenter = trust_domain, datacenter
+        current = self.mesh()
+        stored = self.store.get(MESH_KEY)
+        want = current
+        if stored is None:
+            want = MeshPolicy(current.default_policy, self._explicit or self._initial)
+        elif self._explicit and self._explicit != current.default_intention:
+            want = merge_mesh_policy(current, MeshPolicy(default_intention=self._explicit), {"defaultIntention"})
+        if stored is None or want != current:
+            await self.store.commit([Put(MESH_KEY, format_mesh_policy(want))])
+            log.info("mesh default intention is %s", want.default_intention)
+
+    # -- intentions: reads ----------------------------------------------------------------
+
+    def list(self) -> list[Intention]:
+        """Every intention, in evaluation order (precedence, then deny before allow)."""
+        return list(self.snapshot().intentions)
+
+    def get(self, intention_id: str) -> Intention:
+        entry = self.store.get(f"{INTENTIONS}{intention_id}")
+        if entry is None:
+            raise NotFound(f"no intention with ID {intention_id!r}; list them with 'tether intention list'")
+        return parse_intention({**entry.value, "CreateIndex": entry.create_index, "ModifyIndex": entry.modify_index})
+
+    def get_exact(self, source: str, destination: str) -> Intention:
+        pointer = self.store.get(_pointer(source, destination))
+        if pointer is None:
+            raise NotFound(f"no intention {source} -> {destination}")
+        return self.get(pointer.value["ID"])
+
+    def find_exact(self, source: str, destination: str) -> Intention | None:
+        try:
+            return self.get_exact(source, destination)
+        except NotFound:
+            return None
+
+    # -- intentions: writes ---------------------------------------------------------------
+
+    async def create(self, intention: Intention) -> Intention:
+        """Create a new intention (POST /v1/connect/intentions); Conflict if the pair exists."""
+        if intention.id is not None:
+            raise InvalidInput("ID: must not be set when creating an intention; the server assigns it")
+        new = _with(intention, id=str(uuid.uuid4()))
+        try:
+            await self.store.commit(self._put_ops(new), [Check(_pointer(new.source_name, new.destination_name), 0)])
+        except Conflict:
+            raise self._duplicate(new.source_name, new.destination_name) from None
+        return self.get(new.id)  # type: ignore[arg-type]
+
+    async def upsert_exact(self, source: str, destination: str, body: Mapping[str, Any]) -> Intention:
+        """PUT /v1/connect/intentions/exact: create, or replace the pair's action/description/meta."""
+        fields = {k: v for k, v in body.items() if k.lower() not in ("sourcename", "destinationname", "id")}
+        given = parse_intention({**fields, "SourceName": source, "DestinationName": destination})
+        for _ in range(_RETRIES):
+            pointer = self.store.get(_pointer(source, destination))
+            if pointer is None:
+                try:
+                    return await self.create(given)
+                except Conflict:
+                    continue  # created meanwhile: replace it
+            old_id = pointer.value["ID"]
+            new = _with(given, id=old_id)
+            checks = [Check(pointer.key, pointer.modify_index)]
+            try:
+                await self.store.commit([Put(f"{INTENTIONS}{old_id}", _stored(new))], checks)
+            except Conflict:
+                continue
+            return self.get(old_id)
+        raise Conflict(f"intention {source} -> {destination} kept changing under this write; retry")
+
+    async def update(self, intention_id: str, body: Mapping[str, Any]) -> Intention:
+        """PUT /v1/connect/intentions/<id>: replace the intention (it may move to a new pair)."""
+        old = self.get(intention_id)
+        new = _with(parse_intention({k: v for k, v in body.items() if k.lower() != "id"}), id=intention_id)
+        ops: list[Op] = self._put_ops(new)
+        checks = [Check(f"{INTENTIONS}{intention_id}", old.modify_index or 0)]
+        if (new.source_name, new.destination_name) != (old.source_name, old.destination_name):
+            ops.append(Delete(_pointer(old.source_name, old.destination_name)))
+            checks.append(Check(_pointer(new.source_name, new.destination_name), 0))
+        try:
+            await self.store.commit(ops, checks)
+        except Conflict:
+            if self.find_exact(new.source_name, new.destination_name) not in (None, old):
+                raise self._duplicate(new.source_name, new.destination_name) from None
+            raise Conflict(f"intention {intention_id} changed while it was being updated; read it again and retry") from None
+        return self.get(intention_id)
+
+    async def delete(self, intention_id: str) -> Intention:
+        old = self.get(intention_id)
+        await self.store.commit(
+            [Delete(f"{INTENTIONS}{intention_id}"), Delete(_pointer(old.source_name, old.destination_name))]
+        )
+        return old
+
+    async def delete_exact(self, source: str, destination: str) -> bool:
+        """Delete the pair's intention; False when there was none (deleting is idempotent)."""
+        found = self.find_exact(source, destination)
+        if found is None:
+            return False
+        await self.delete(found.id)  # type: ignore[arg-type]
+        return True
+
+    def _put_ops(self, i: Intention) -> list[Op]:
+        return [Put(f"{INTENTIONS}{i.id}", _stored(i)), Put(_pointer(i.source_name, i.destination_name), {"ID": i.id})]
+
+    def _duplicate(self, source: str, destination: str) -> Conflict:
+        existing = self.find_exact(source, destination)
+        ident = f" (ID {existing.id})" if existing else ""
+        return Conflict(f"an intention {source} -> {destination} exists already{ident}; use -replace "
+                        "(or PUT /v1/connect/intentions/exact) to change it")
+
+    # -- policy -----------------------------------------------------------------------------
+
+    def mesh(self) -> MeshPolicy:
+        """The mesh settings (defaults when none are stored yet)."""
+        entry = self.store.get(MESH_KEY)
+        if entry is None:
+            return MeshPolicy(default_intention=self._explicit or self._initial)
+        return parse_policy_objects([entry.value], source=MESH_KEY).mesh or MeshPolicy()
+
+    def server_policies(self, service: str | None = None) -> list[ServerPolicy]:
+        prefix = SERVERS if service is None else f"{SERVERS}{service}/"
+        docs = [e.value for e in self.store.list(prefix)]
+        return list(parse_policy_objects(docs, source=prefix).server_policies) if docs else []
+
+    async def apply(self, docs: PolicyDocuments) -> int:
+        """Write every document of a parsed (hence fully validated) file in one transaction.
+
+        Intentions are upserts by (source, destination); server policies replace the one
+        for the same (service, port); a MeshPolicy changes only the fields it sets.
+        `parse_policy_documents` already refused the whole file if any document was bad,
+        and the commit is one transaction, so nothing is ever half-applied. Returns the
+        new store revision.
+        """
+        for _ in range(_RETRIES):
+            ops: list[Op] = []
+            checks: list[Check] = []
+            for i in docs.intentions:
+                pointer = self.store.get(_pointer(i.source_name, i.destination_name))
+                ident = pointer.value["ID"] if pointer else str(uuid.uuid4())
+                checks.append(Check(_pointer(i.source_name, i.destination_name), pointer.modify_index if pointer else 0))
+                ops += self._put_ops(_with(i, id=ident))
+            for p in docs.server_policies:
+                ops.append(Put(server_policy_key(p.service, p.port), format_server_policy(p)))
+            if docs.mesh is not None:
+                ops.append(Put(MESH_KEY, format_mesh_policy(merge_mesh_policy(self.mesh(), docs.mesh, docs.mesh_fields))))
+            try:
+                return await self.store.commit(ops, checks)
+            except Conflict:
+                continue  # an intention of the file was created or changed meanwhile: re-plan
+        raise Conflict("the policy kept changing under this apply; retry")
+
+    async def set_mesh(self, docs: PolicyDocuments) -> MeshPolicy:
+        if docs.mesh is None or docs.intentions or docs.server_policies:
+            raise InvalidInput("send exactly one MeshPolicy document (or its spec) to change the mesh settings")
+        await self.apply(docs)
+        return self.mesh()
+
+    async def delete_server_policy(self, service: str, port: int | None) -> None:
+        key = server_policy_key(service, port)
+        if self.store.get(key) is None:
+            where = f"{service}:{port}" if port is not None else f"{service} (all ports)"
+            raise NotFound(f"no server policy for {where}; see 'tether policy get {service}'")
+        await self.store.commit([Delete(key)])
+
+    # -- state and decisions ------------------------------------------------------------------
+
+    def index(self) -> int:
+        return self.store.index(AUTHZ_PREFIXES)
+
+    def state(self) -> dict[str, Any]:
+        """Everything an agent (or proxy, or the CLI) needs to build the same PolicySnapshot."""
+        index = self.index()
+        intentions = []
+        for e in self.store.list(INTENTIONS):
+            intentions.append({**e.value, "CreateIndex": e.create_index, "ModifyIndex": e.modify_index})
+        return {
+            "Index": index,
+            "TrustDomain": self._trust_domain,
+            "Intentions": intentions,
+            "Policies": [e.value for e in self.store.list(SERVERS)],
+            "Mesh": format_mesh_policy(self.mesh()),
+        }
+
+    def snapshot(self) -> PolicySnapshot:
+        """The current PolicySnapshot, rebuilt only when the authorization state changed."""
+        snap = self._snapshot
+        if snap is not None and snap.index == self.index():
+            return snap
+        known = {(i.id, i.modify_index): i for i in snap.intentions} if snap else None
+        snap = snapshot_from_state(self.state(), self._trust_domain, known=known)  # type: ignore[arg-type]
+        self._snapshot = snap
+        return snap
+
+    def check(self, source: str, destination: str) -> bool:
+        """Consul's /check: would a connection from service `source` to `destination` be allowed?"""
+        return decide(self.snapshot(), self.source_for(source), destination, None).allowed
+
+    def source_for(self, name: str) -> Source:
+        """A caller with the identity of service `name` in this mesh's trust domain."""
+        try:
+            ident = service_id(self._trust_domain, self._datacenter, name, DEFAULT_NAMESPACE)
+        except InvalidInput as exc:
+            raise InvalidInput(f"source: {exc.message}") from None
+        return Source(ident)
+
+
+def _with(i: Intention, *, id: str) -> Intention:  # noqa: A002 - Consul's field name
+    return Intention(i.source_name, i.destination_name, i.action, i.description, i.meta, id, i.source_type)
