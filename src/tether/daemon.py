@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from tether import __version__
 from tether.agent.agent import Agent, AgentConfig
 from tether.agent.api import agent_router, forward_router
+from tether.agent.authz_api import authz_router
 from tether.agent.connect_api import connect_router
 from tether.agent.leafcache import LeafCache
 from tether.agent.link import HttpLink, LocalLink
@@ -32,6 +33,7 @@ from tether.agent.supervisor import ProxySupervisor
 from tether.api.common import install_error_handlers
 from tether.control.api import server_router
 from tether.control.ca_api import ca_router
+from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput
@@ -53,6 +55,9 @@ class Options:
     managed_proxies: bool = True
     #: Floor for the CA's LeafCertTTL; tests lower it to exercise renewal (docs/identity.md).
     ca_min_leaf_ttl: float = MIN_LEAF_TTL_SECONDS
+    #: -default-policy allow|deny: the mesh default intention (None: keep the stored one; a new
+    #: store starts with allow for the dev agent and deny for `tether server`).
+    default_policy: str | None = None
 
 
 def node_id(data_dir: Path | None) -> str:
@@ -89,7 +94,9 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
     try:
         if opts.role in ("dev", "server"):
             store = open_store(opts.data_dir)
-            cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter, ca_min_leaf_ttl=opts.ca_min_leaf_ttl))
+            cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter, ca_min_leaf_ttl=opts.ca_min_leaf_ttl,
+                                                  default_intention=opts.default_policy,
+                                                  initial_default_intention="deny" if opts.role == "server" else "allow"))
             await cp.start()
         if opts.role in ("dev", "agent"):
             link = LocalLink(cp) if cp else HttpLink(_server_url(opts.server_addr))
@@ -101,12 +108,14 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
                 agent.on_service_change.append(supervisor.on_service_change)
             await agent.start()
             app.include_router(agent_router(agent, is_server=cp is not None))
+            app.include_router(authz_router(agent))
             leaves = LeafCache(link, datacenter=opts.datacenter)
             await leaves.start()
             app.include_router(connect_router(leaves))
         if cp is not None:
             app.include_router(server_router(cp))
             app.include_router(ca_router(cp))
+            app.include_router(intentions_router(cp))
         else:
             app.include_router(forward_router(_server_url(opts.server_addr)))
         app.state.control_plane, app.state.agent, app.state.supervisor = cp, agent, supervisor

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import httpx
 
+from tether.agent.authz_cache import AuthzCache
 from tether.agent.checks import PollingCheck, TTLCheck
 from tether.agent.link import ServerLink
 from tether.control.server import HEARTBEAT_INTERVAL
@@ -56,6 +57,8 @@ class Agent:
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()  # one registration change at a time
         self.cluster: dict[str, Any] = {}
+        # Intentions + policy, kept current by a blocking watch: `agent.authz.decide(...)`.
+        self.authz = AuthzCache(link)
         # Called with the service document whenever a local service is added/removed
         # (the sidecar supervisor hooks in here).
         self.on_service_change: list[Callable[[str, dict[str, Any] | None], None]] = []
@@ -70,6 +73,7 @@ class Agent:
 
     async def start(self) -> None:
         self.cluster = await self.link.cluster()
+        await self.authz.start(f"{self.cluster['ClusterID']}.tether")
         services, checks = await self.link.node_state(self.config.node)
         for svc in services:
             self.services[svc["ID"]] = {**_strip_indexes(svc), "Node": self.config.node}
@@ -84,6 +88,7 @@ class Agent:
         log.info("agent %s started with %d service(s) restored", self.config.node, len(services))
 
     async def stop(self) -> None:
+        await self.authz.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

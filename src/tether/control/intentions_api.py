@@ -1,0 +1,241 @@
+"""HTTP routes for intentions (Consul's paths and shapes) and Tether's server policy.
+
+Consul's routes (`/v1/connect/intentions...`, REFERENCE.md 1.5):
+
+    PUT|GET|DELETE /v1/connect/intentions/exact?source=S&destination=D
+    GET  /v1/connect/intentions/check?source=S&destination=D     -> {"Allowed": bool}
+    GET  /v1/connect/intentions/match?by=source|destination&name=N[&name=M]
+    GET  /v1/connect/intentions            POST /v1/connect/intentions -> {"ID": ...}
+    GET|PUT|DELETE /v1/connect/intentions/<uuid>
+
+Tether's own (docs/authorization.md, "HTTP API"):
+
+    PUT  /v1/tether/policy                 apply YAML or JSON policy documents, all or nothing
+    GET  /v1/tether/policy                 every policy document (mesh first), re-appliable
+    GET  /v1/tether/policy/<service>       that service's ServerPolicy documents
+    DELETE /v1/tether/policy/<service>[?port=N]
+    GET|PUT /v1/tether/mesh                the mesh settings (MeshPolicy document)
+    GET  /v1/internal/tether/authz         the whole authorization state (what agents watch)
+
+Every GET is a blocking query over the store prefixes it reads. Every response carries
+`X-Consul-Default-ACL-Policy` (the mesh default intention), as Consul's do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import PlainTextResponse, Response
+
+from tether.api.common import authorizer_dependency, block, int_param, json_response, read_body, read_json
+from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, POLICY, SERVERS
+from tether.control.server import ControlPlane
+from tether.core.errors import InvalidInput
+from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.policy_yaml import (
+    TETHER_API, PolicyDocuments, format_mesh_policy, format_server_policy, parse_policy_documents, parse_policy_objects,
+)
+from tether.core.spiffe import validate_service_name
+
+_FILTER = re.compile(r'^\s*(ID|SourceName|DestinationName|SourceType|Action|Description)\s*(==|!=)\s*"?([^"]*?)"?\s*$')
+
+
+def intentions_router(cp: ControlPlane) -> APIRouter:
+    r = APIRouter(dependencies=[Depends(authorizer_dependency())])
+    store, svc = cp.store, cp.intentions
+
+    def reply(data: Any, *, index: int | None = None, status: int = 200) -> Response:
+        header = {"X-Consul-Default-ACL-Policy": svc.mesh().default_intention}
+        return json_response(data, index=index, status=status, headers=header)
+
+    # -- exact (Consul 1.9+) ---------------------------------------------------------------
+
+    @r.get("/v1/connect/intentions/exact", tags=["intentions"])
+    async def exact_get(request: Request) -> Response:
+        source, destination = _pair(request)
+        index = await block(request, store, [INTENTIONS])
+        found = svc.find_exact(source, destination)
+        if found is None:
+            return PlainTextResponse(f"Intention not found: no intention {source} -> {destination}", status_code=404,
+                                     headers={"X-Consul-Index": str(index)})
+        return reply(format_intention(found), index=index)
+
+    @r.put("/v1/connect/intentions/exact", tags=["intentions"])
+    async def exact_put(request: Request) -> Response:
+        source, destination = _pair(request)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise InvalidInput('Request decode failed: send a JSON object such as {"Action": "allow"}')
+        await svc.upsert_exact(source, destination, body)
+        return reply(True)
+
+    @r.delete("/v1/connect/intentions/exact", tags=["intentions"])
+    async def exact_delete(request: Request) -> Response:
+        source, destination = _pair(request)
+        await svc.delete_exact(source, destination)
+        return reply(True)
+
+    # -- check and match ---------------------------------------------------------------------
+
+    @r.get("/v1/connect/intentions/check", tags=["intentions"])
+    async def check(request: Request) -> Response:
+        source, destination = _pair(request)
+        kind = request.query_params.get("source-type", "consul")
+        if kind != "consul":
+            raise InvalidInput(f"source-type: {kind!r} is not supported; Tether sources are 'consul' services")
+        if source == "*":
+            raise InvalidInput("source: must name a service; '*' is not a caller")
+        index = await block(request, store, AUTHZ_PREFIXES)
+        return reply({"Allowed": svc.check(source, destination)}, index=index)
+
+    @r.get("/v1/connect/intentions/match", tags=["intentions"])
+    async def match(request: Request) -> Response:
+        by = request.query_params.get("by", "")
+        if by not in ("source", "destination"):
+            raise InvalidInput(f"by: must be 'source' or 'destination', got {by!r}")
+        names = request.query_params.getlist("name")
+        if not names:
+            raise InvalidInput("name: required (repeat it to match several services)")
+        for name in names:
+            _check_name("name", name)
+        index = await block(request, store, [INTENTIONS])
+        snap = svc.snapshot()
+        pick = snap.match_source if by == "source" else snap.match_destination
+        return reply({name: [format_intention(i) for i in pick(name)] for name in names}, index=index)
+
+    # -- by ID (legacy) ------------------------------------------------------------------------
+
+    @r.get("/v1/connect/intentions", tags=["intentions"])
+    async def list_all(request: Request) -> Response:
+        keep = _filter(request.query_params.get("filter", ""))
+        index = await block(request, store, [INTENTIONS])
+        return reply([format_intention(i) for i in svc.list() if keep(i)], index=index)
+
+    @r.post("/v1/connect/intentions", tags=["intentions"])
+    async def create(request: Request) -> Response:
+        created = await svc.create(parse_intention(await read_json(request)))
+        return reply({"ID": created.id})
+
+    @r.get("/v1/connect/intentions/{intention_id}", tags=["intentions"])
+    async def get_one(request: Request, intention_id: str) -> Response:
+        index = await block(request, store, [f"{INTENTIONS}{intention_id}"])
+        return reply(format_intention(svc.get(intention_id)), index=index)
+
+    @r.put("/v1/connect/intentions/{intention_id}", tags=["intentions"])
+    async def update(request: Request, intention_id: str) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise InvalidInput("Request decode failed: send an intention JSON object")
+        updated = await svc.update(intention_id, body)
+        return reply({"ID": updated.id})
+
+    @r.delete("/v1/connect/intentions/{intention_id}", tags=["intentions"])
+    async def delete_one(intention_id: str) -> Response:
+        await svc.delete(intention_id)
+        return reply(True)
+
+    # -- Tether server policy ------------------------------------------------------------------
+
+    @r.put("/v1/tether/policy", tags=["policy"])
+    async def policy_apply(request: Request) -> Response:
+        docs = _documents(await read_body(request), request.query_params.get("file") or "request body")
+        revision = await svc.apply(docs)
+        return reply({
+            "Index": revision,
+            "Intentions": [f"{i.source_name} -> {i.destination_name}" for i in docs.intentions],
+            "ServerPolicies": [f"{p.name} ({p.scope})" for p in docs.server_policies],
+            "Mesh": sorted(docs.mesh_fields) if docs.mesh is not None else None,
+        })
+
+    @r.get("/v1/tether/policy", tags=["policy"])
+    async def policy_all(request: Request) -> Response:
+        index = await block(request, store, [POLICY])
+        return reply([format_mesh_policy(svc.mesh()), *(format_server_policy(p) for p in svc.server_policies())],
+                     index=index)
+
+    @r.get("/v1/tether/policy/{service}", tags=["policy"])
+    async def policy_get(request: Request, service: str) -> Response:
+        _check_name("service", service, wildcard=False)
+        index = await block(request, store, [f"{SERVERS}{service}/"])
+        return reply([format_server_policy(p) for p in svc.server_policies(service)], index=index)
+
+    @r.delete("/v1/tether/policy/{service}", tags=["policy"])
+    async def policy_delete(request: Request, service: str) -> Response:
+        _check_name("service", service, wildcard=False)
+        port = int_param(request, "port", None, minimum=1)
+        await svc.delete_server_policy(service, port)
+        return reply(True)
+
+    @r.get("/v1/tether/mesh", tags=["policy"])
+    async def mesh_get(request: Request) -> Response:
+        index = await block(request, store, [POLICY])
+        return reply(format_mesh_policy(svc.mesh()), index=index)
+
+    @r.put("/v1/tether/mesh", tags=["policy"])
+    async def mesh_put(request: Request) -> Response:
+        body = await read_json(request)
+        if isinstance(body, dict) and "apiVersion" not in body:  # a bare spec
+            body = {"apiVersion": TETHER_API, "kind": "MeshPolicy", "spec": body}
+        mesh = await svc.set_mesh(parse_policy_objects([body], source="mesh settings"))
+        return reply(format_mesh_policy(mesh))
+
+    @r.get("/v1/internal/tether/authz", tags=["internal"], include_in_schema=False)
+    async def authz_state(request: Request) -> Response:
+        """What agents watch: intentions + policy documents + mesh settings, one index."""
+        index = await block(request, store, AUTHZ_PREFIXES)
+        return reply(svc.state(), index=index)
+
+    return r
+
+
+def _check_name(field: str, value: str, *, wildcard: bool = True) -> str:
+    if wildcard and value == "*":
+        return value
+    try:
+        return validate_service_name(value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{field}: {exc.message}") from None
+
+
+def _pair(request: Request) -> tuple[str, str]:
+    """The `source` and `destination` query parameters, validated like an intention's names."""
+    missing = [p for p in ("source", "destination") if not request.query_params.get(p)]
+    if missing:
+        raise InvalidInput(f"{' and '.join(missing)}: required query parameter(s), e.g. ?source=web&destination=db")
+    source, destination = request.query_params["source"], request.query_params["destination"]
+    Intention(source, destination, "allow")  # raises InvalidInput naming every bad value
+    return source, destination
+
+
+def _filter(expression: str) -> Any:
+    """The subset of Consul's `filter` Tether evaluates: `Field == "value"` / `Field != "value"`."""
+    if not expression:
+        return lambda i: True
+    m = _FILTER.match(expression)
+    if m is None:
+        raise InvalidInput(f"filter: {expression!r} is not supported; Tether understands "
+                           '`<Field> == "value"` and `!=` over ID, SourceName, DestinationName, SourceType, Action, Description')
+    field, op, want = m.groups()
+
+    def keep(i: Intention) -> bool:
+        return (str(format_intention(i).get(field, "")) == want) == (op == "==")
+
+    return keep
+
+
+def _documents(body: bytes, source: str) -> PolicyDocuments:
+    """Policy documents from a YAML stream or JSON (one document, or an array of them)."""
+    text = body.decode("utf-8", "replace")
+    if not text.strip():
+        raise InvalidInput("the body is empty; send YAML or JSON policy documents (see docs/authorization.md)")
+    if text.lstrip()[:1] in "[{":
+        try:
+            decoded = json.loads(text)
+        except json.JSONDecodeError:
+            decoded = None  # YAML flow style also starts with [ or {
+        if decoded is not None:
+            return parse_policy_objects(decoded if isinstance(decoded, list) else [decoded], source=source)
+    return parse_policy_documents(text, source=source)
