@@ -13,7 +13,7 @@ try:  # typer 0.2x vendors its own click; older releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
-from tether.cli import ca_cmds, catalog_cmds, kv_cmds, run_cmds
+from tether.cli import ca_cmds, catalog_cmds, connect_cmds, kv_cmds, run_cmds
 from tether.core.errors import TetherError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("members")(catalog_cmds.members)
 app.add_typer(catalog_cmds.services_app, name="services")
 app.add_typer(catalog_cmds.catalog_app, name="catalog")
 app.add_typer(kv_cmds.kv_app, name="kv")
+app.add_typer(connect_cmds.connect_app, name="connect")
 app.add_typer(ca_cmds.ca_app, name="ca")
 
 

@@ -9,6 +9,16 @@ from typing import Callable
 import typer
 
 
+def _default_policy(value: str | None) -> str | None:
+    """Validate -default-policy early, so a typo exits 2 before anything starts."""
+    if value is not None and value not in ("allow", "deny"):
+        raise typer.BadParameter(f"unknown default policy {value!r}; use allow or deny", param_hint="-default-policy")
+    return value
+
+
+_DEFAULT_POLICY_HELP = ("The mesh default intention when no intention matches: allow or deny "
+                        "(a new store starts with {}; an explicit value replaces the stored one).")
+
 def _banner(role: str, data_dir: Path | None, ephemeral: bool) -> Callable[[str], None]:
     def on_ready(url: str) -> None:
         where = "in memory (ephemeral: everything is lost on exit; pass -data-dir to keep it)" if ephemeral \
@@ -34,6 +44,10 @@ def agent(
     node: str = typer.Option(socket.gethostname(), "-node", "--node", help="This node's name."),
     datacenter: str = typer.Option("dc1", "-datacenter", "--datacenter", help="Datacenter name."),
     advertise: str = typer.Option("127.0.0.1", "-advertise", "--advertise", help="Address other nodes use for this one."),
+    no_managed_proxies: bool = typer.Option(False, "-no-managed-proxies", "--no-managed-proxies",
+                                            help="Do not start sidecar proxies for registered services."),
+    default_policy: str = typer.Option(None, "-default-policy", "--default-policy", metavar="allow|deny",
+                                       callback=_default_policy, help=_DEFAULT_POLICY_HELP.format("allow; -dev only")),
 ) -> None:
     """Run a Tether agent.
 
@@ -49,11 +63,14 @@ def agent(
         raise typer.BadParameter("give -dev or -server-addr, not both")
     if not dev and not server_addr:
         raise typer.BadParameter("give -server-addr HOST:PORT (a node agent) or -dev (server + agent in one)")
+    if default_policy and not dev:
+        raise typer.BadParameter("only with -dev; a node agent follows its server's setting", param_hint="-default-policy")
     from tether import daemon  # the server stack is heavy; client commands never import it
 
     role = "dev" if dev else "agent"
     opts = daemon.Options(role=role, http_host=http_host, http_port=http_port, data_dir=data_dir,
-                          server_addr=server_addr, node=node, datacenter=datacenter, advertise=advertise)
+                          server_addr=server_addr, node=node, datacenter=datacenter, advertise=advertise,
+                          managed_proxies=not no_managed_proxies, default_policy=default_policy)
     daemon.run(opts, _banner("dev agent" if dev else "agent", data_dir, dev and data_dir is None))
 
 
@@ -63,6 +80,8 @@ def server(
     http_host: str = typer.Option("127.0.0.1", "-client", "--client", "-http-host", "--http-host",
                                   help="Address the HTTP API binds to (0.0.0.0 to serve other nodes)."),
     datacenter: str = typer.Option("dc1", "-datacenter", "--datacenter", help="Datacenter name."),
+    default_policy: str = typer.Option(None, "-default-policy", "--default-policy", metavar="allow|deny",
+                                       callback=_default_policy, help=_DEFAULT_POLICY_HELP.format("deny")),
 ) -> None:
     """Run the Tether control plane (catalog, health, KV, CA, intentions).
 
@@ -73,7 +92,7 @@ def server(
     from tether import daemon
 
     opts = daemon.Options(role="server", http_host=http_host, http_port=http_port, data_dir=data_dir,
-                          datacenter=datacenter)
+                          datacenter=datacenter, default_policy=default_policy)
     daemon.run(opts, _banner("server", data_dir, False))
 
 

@@ -73,8 +73,9 @@ def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float =
     return RunningAgent(found[0], proc, lines)
 
 
-def start_dev_agent(data_dir: Path | None = None, node: str = "node1") -> RunningAgent:
-    args = ["agent", "-dev", "-node", node]
+def start_dev_agent(data_dir: Path | None = None, node: str = "node1", *, managed_proxies: bool = False) -> RunningAgent:
+    """A dev agent; sidecars are not started unless asked (most tests exercise the control plane)."""
+    args = ["agent", "-dev", "-node", node] + ([] if managed_proxies else ["-no-managed-proxies"])
     if data_dir is not None:
         args += ["-data-dir", str(data_dir)]
     return start_tether(*args)
@@ -85,6 +86,7 @@ async def serve_in_process(role: str = "dev", **options: object) -> AsyncIterato
     """Run a Tether role inside the current event loop on 127.0.0.1:0; yield its URL."""
     from tether import daemon
 
+    options.setdefault("managed_proxies", False)
     opts = daemon.Options(role=role, http_port=0, **options)  # type: ignore[arg-type]
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
