@@ -7,6 +7,11 @@ command -v haproxy >/dev/null || want+=(haproxy)
 command -v nginx >/dev/null || want+=(nginx libnginx-mod-stream)
 command -v iptables >/dev/null || want+=(iptables)
 command -v ip >/dev/null || want+=(iproute2)
+command -v setpriv >/dev/null || want+=(util-linux)
+# Real external services for the egress tests (PostgreSQL with ssl=on, Redis with TLS).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
+command -v psql >/dev/null || want+=(postgresql-client)
+command -v redis-server >/dev/null || want+=(redis-server)
 [ ${#want[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "test-deps: missing ${want[*]} (not root or no apt-get); the tests that need them will skip" >&2
