@@ -148,8 +148,10 @@ async def serve(
 ) -> None:
     """Run a role until SIGINT/SIGTERM, or until `stop` is set (tests run it in-process)."""
     async with open_runtime(opts) as app:
+        # Agents keep blocking queries open (CA roots, for minutes): on shutdown, give requests
+        # a moment to finish, then cancel them, so SIGTERM never waits for a 5-minute wait.
         config = uvicorn.Config(app, host=opts.http_host, port=opts.http_port, log_level="warning",
-                                access_log=False, lifespan="off", loop="none")
+                                access_log=False, lifespan="off", loop="none", timeout_graceful_shutdown=1.0)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         loop = asyncio.get_running_loop()
