@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
 from tether.cli import ca_cmds, catalog_cmds, connect_cmds, kv_cmds, run_cmds
+from tether.cli import intention_cmds, policy_cmds
 from tether.core.errors import TetherError
 
 app = typer.Typer(
@@ -30,6 +31,8 @@ app.command("members")(catalog_cmds.members)
 app.add_typer(catalog_cmds.services_app, name="services")
 app.add_typer(catalog_cmds.catalog_app, name="catalog")
 app.add_typer(kv_cmds.kv_app, name="kv")
+app.add_typer(intention_cmds.intention_app, name="intention")
+app.add_typer(policy_cmds.policy_app, name="policy")
 app.add_typer(connect_cmds.connect_app, name="connect")
 app.add_typer(ca_cmds.ca_app, name="ca")
 

@@ -259,6 +259,7 @@ class IntentionService:
         return {
             "Index": index,
             "TrustDomain": self._trust_domain,
+            "Datacenter": self._datacenter,
             "Intentions": intentions,
             "Policies": [e.value for e in self.store.list(SERVERS)],
             "Mesh": format_mesh_policy(self.mesh()),

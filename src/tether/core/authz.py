@@ -118,7 +118,8 @@ class _Auth:
 
     def why(self, identity: Any, ip: Any, trust_domain: str) -> str:
         if self.networks is not None and not self.networks.match(ip):
-            return f"peer address {ip} is outside {'; '.join(str(n) for n in self.auth.networks)}"
+            where = "; ".join(str(n) for n in self.auth.networks)
+            return f"peer address {ip} is outside {where}" if ip is not None else f"peer address unknown; needs {where}"
         if self.auth.unauthenticated:
             return "grants any caller" + (f" from {ip}" if self.networks is not None else "")
         if identity is None:
@@ -298,7 +299,8 @@ def _explain_steps(snap: PolicySnapshot, source: Source, dst: str, port: int | N
     # 2. server policy
     pol = snap._policies.get((dst, port)) or snap._policies.get((dst, None)) or snap._mesh
     assert pol is not None
-    where = "applies" if pol.policy else f"applies: no server policy covers {dst}:{port} or {dst}"
+    scope = f"{dst}:{port} or {dst}" if port is not None else dst
+    where = "applies" if pol.policy else f"applies: no server policy covers {scope}"
     seen.append(Consideration("server-policy", pol.policy, True, f"{pol.label} ({pol.mode.value}) {where}"))
     # 3. authorizations, then the policy's default
     for auth in pol.auths:
