@@ -24,7 +24,6 @@ Every GET is a blocking query over the store prefixes it reads. Every response c
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -39,9 +38,6 @@ from tether.core.policy_yaml import (
     TETHER_API, PolicyDocuments, format_mesh_policy, format_server_policy, parse_policy_documents, parse_policy_objects,
 )
 from tether.core.spiffe import validate_service_name
-
-_FILTER = re.compile(r'^\s*(ID|SourceName|DestinationName|SourceType|Action|Description)\s*(==|!=)\s*"?([^"]*?)"?\s*$')
-
 
 def intentions_router(cp: ControlPlane) -> APIRouter:
     r = APIRouter(dependencies=[Depends(authorizer_dependency())])
@@ -110,9 +106,8 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
 
     @r.get("/v1/connect/intentions", tags=["intentions"])
     async def list_all(request: Request) -> Response:
-        keep = _filter(request.query_params.get("filter", ""))
-        index = await block(request, store, [INTENTIONS])
-        return reply([format_intention(i) for i in svc.list() if keep(i)], index=index)
+        index = await block(request, store, [INTENTIONS])  # refuses ?filter= (not implemented), as every list does
+        return reply([format_intention(i) for i in svc.list()], index=index)
 
     @r.post("/v1/connect/intentions", tags=["intentions"])
     async def create(request: Request) -> Response:
@@ -208,22 +203,6 @@ def _pair(request: Request) -> tuple[str, str]:
     source, destination = request.query_params["source"], request.query_params["destination"]
     Intention(source, destination, "allow")  # raises InvalidInput naming every bad value
     return source, destination
-
-
-def _filter(expression: str) -> Any:
-    """The subset of Consul's `filter` Tether evaluates: `Field == "value"` / `Field != "value"`."""
-    if not expression:
-        return lambda i: True
-    m = _FILTER.match(expression)
-    if m is None:
-        raise InvalidInput(f"filter: {expression!r} is not supported; Tether understands "
-                           '`<Field> == "value"` and `!=` over ID, SourceName, DestinationName, SourceType, Action, Description')
-    field, op, want = m.groups()
-
-    def keep(i: Intention) -> bool:
-        return (str(format_intention(i).get(field, "")) == want) == (op == "==")
-
-    return keep
 
 
 def _documents(body: bytes, source: str) -> PolicyDocuments:

@@ -96,6 +96,8 @@ def explain_error(err: Any) -> str:
         key = str(err["loc"][-1]) if err["loc"] else ""
         close = difflib.get_close_matches(key, sorted(_KNOWN_FIELDS), n=1, cutoff=0.7)
         return "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if err["type"] == "literal_error":  # name the offending value, then the valid ones
+        return f"unknown value {err.get('input')!r}; use {err.get('ctx', {}).get('expected', 'a listed value')}"
     if err["type"] == "missing":
         return "required field is missing"
     if err["type"] == "value_error" and "error" in err.get("ctx", {}):
