@@ -33,6 +33,7 @@ from tether.agent.supervisor import ProxySupervisor
 from tether.api.common import install_error_handlers
 from tether.control.api import server_router
 from tether.control.ca_api import ca_router
+from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
@@ -116,6 +117,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(server_router(cp))
             app.include_router(ca_router(cp))
             app.include_router(intentions_router(cp))
+            app.include_router(egress_router(cp.egress))
         else:
             app.include_router(forward_router(_server_url(opts.server_addr)))
         app.state.control_plane, app.state.agent, app.state.supervisor = cp, agent, supervisor

@@ -13,7 +13,7 @@ try:  # typer 0.2x vendors its own click; older releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
-from tether.cli import ca_cmds, catalog_cmds, connect_cmds, kv_cmds, run_cmds
+from tether.cli import apply_cmds, ca_cmds, catalog_cmds, connect_cmds, kv_cmds, run_cmds
 from tether.cli import intention_cmds, policy_cmds
 from tether.core.errors import TetherError
 
@@ -34,6 +34,8 @@ app.add_typer(kv_cmds.kv_app, name="kv")
 app.add_typer(intention_cmds.intention_app, name="intention")
 app.add_typer(policy_cmds.policy_app, name="policy")
 app.add_typer(connect_cmds.connect_app, name="connect")
+app.command("apply")(apply_cmds.apply)
+app.add_typer(apply_cmds.external_app, name="external")
 app.add_typer(ca_cmds.ca_app, name="ca")
 
 

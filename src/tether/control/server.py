@@ -1,4 +1,4 @@
-"""The control plane: catalog, KV (and, as they land, CA and intentions) over one Store.
+"""The control plane: catalog, KV, CA, intentions and policy, the egress registry, over one Store.
 
 `tether server` runs one of these behind the HTTP API; `tether agent -dev` runs one in
 the same process as the agent. Node liveness works without gossip: each agent sends a
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from tether.control.ca import CAService
 from tether.control.catalog import NODE_CHECKS, Catalog
+from tether.control.egress import EgressService
 from tether.control.intentions import IntentionService
 from tether.control.kv import KV
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
@@ -49,6 +50,7 @@ class ControlPlane:
     def __post_init__(self) -> None:
         self.catalog = Catalog(self.store)
         self.kv = KV(self.store)
+        self.egress = EgressService(self.store)
         self.intentions = IntentionService(self.store, default_intention=self.config.default_intention,
                                            initial_default=self.config.initial_default_intention)
         self.ca = CAService(self.store, datacenter=self.config.datacenter, min_leaf_ttl=self.config.ca_min_leaf_ttl)

@@ -1,0 +1,60 @@
+"""HTTP routes for the external-service registry and the outbound policy (Tether's own,
+under /v1/tether/; Consul has no equivalent)."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from tether.api.common import authorizer_dependency, block, json_response, read_body
+from tether.control.egress import PREFIX, SERVICES, EgressService
+from tether.core.errors import InvalidInput, NotFound
+from tether.core.external_yaml import parse_external_documents, parse_external_yaml
+
+
+def egress_router(egress: EgressService) -> APIRouter:
+    r = APIRouter(dependencies=[Depends(authorizer_dependency())], tags=["egress"])
+    store = egress.store
+
+    @r.get("/v1/tether/egress")
+    async def egress_state(request: Request) -> Response:
+        """Everything a proxy needs to decide egress: services and policy (blocking)."""
+        index = await block(request, store, [PREFIX])
+        services, policy = egress.documents()
+        return json_response({"Services": services, "Policy": policy}, index=index)
+
+    @r.get("/v1/tether/external-services")
+    async def list_services(request: Request) -> Response:
+        index = await block(request, store, [SERVICES])
+        return json_response(egress.documents()[0], index=index)
+
+    @r.get("/v1/tether/external-services/{name}")
+    async def get_service(request: Request, name: str) -> Response:
+        index = await block(request, store, [SERVICES + name])
+        found = [d for d in egress.documents()[0] if d["metadata"]["name"] == name]
+        if not found:
+            raise NotFound(f"no external service named {name!r}")
+        return json_response(found[0], index=index)
+
+    @r.put("/v1/tether/external-services")
+    async def apply(request: Request) -> Response:
+        """Body: YAML (one or more documents) or a JSON list of documents. All or nothing."""
+        body = await read_body(request)
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                docs = json.loads(body)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"Request decode failed: malformed JSON: {exc}") from None
+            config = parse_external_documents(docs if isinstance(docs, list) else [docs], source="request")
+        else:
+            config = parse_external_yaml(body, source="request")
+        return json_response({"Applied": await egress.apply(config)})
+
+    @r.delete("/v1/tether/external-services/{name}")
+    async def delete_service(name: str) -> Response:
+        await egress.delete(name)
+        return json_response(True)
+
+    return r
