@@ -148,3 +148,16 @@ async def test_filter_expressions_are_refused_not_ignored(api):
     for path in ["/v1/catalog/services", "/v1/health/service/web", "/v1/agent/services"]:
         r = await api.get(path, params={"filter": "Service == web"})
         assert r.status_code == 400 and "filter" in r.text, path
+
+
+async def test_each_service_name_gets_one_stable_virtual_ip(api):
+    await register(api, {"Name": "db", "ID": "db-1", "Connect": {"SidecarService": {}}})
+    await register(api, {"Name": "db", "ID": "db-2"})
+    await register(api, {"Name": "web"})
+    vips = (await api.get("/v1/tether/virtual-ips")).json()
+    assert set(vips) == {"db", "web"}  # sidecars (connect-proxy kind) get none of their own
+    assert len(set(vips.values())) == 2 and all(ip.startswith("240.") for ip in vips.values())
+    await api.put("/v1/agent/service/deregister/db-1")
+    await api.put("/v1/agent/service/deregister/db-2")
+    await register(api, {"Name": "db"})
+    assert (await api.get("/v1/tether/virtual-ips")).json()["db"] == vips["db"]  # never reassigned

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from tether.api.common import authorizer_dependency, block, flag, int_param, json_response, read_body, read_json
 from tether.control import views
-from tether.control.catalog import CHECKS, NODE_CHECKS, NODES, SERVICES, Catalog
+from tether.control.catalog import CHECKS, NODE_CHECKS, NODES, SERVICES, VIPS, Catalog
 from tether.control.kv import format_pair, raw_value
 from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput, NotFound
@@ -79,6 +79,12 @@ def server_router(cp: ControlPlane) -> APIRouter:
             raise InvalidInput("Node: missing; send {\"Node\": \"name\", \"ServiceID\"?: \"id\", \"CheckID\"?: \"id\"}")
         await catalog.deregister(body["Node"], service_id=body.get("ServiceID", ""), check_id=body.get("CheckID", ""))
         return json_response(True)
+
+    @r.get("/v1/tether/virtual-ips", tags=["catalog"])
+    async def virtual_ips(request: Request) -> Response:
+        """{service: virtual IP}: what transparent proxies map original destinations with."""
+        index = await block(request, store, [VIPS])
+        return json_response(catalog.virtual_ips(), index=index)
 
     # -- health --------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Key layout (one document per key, so each blocking query watches only what it re
     catalog/services/<service>/<node>/<id>        service instance (AgentService shape)
     catalog/checks/<service>/<node>/<check-id>    check bound to a service instance
     catalog/nodechecks/<node>/<check-id>          node-level check (e.g. serfHealth)
+    catalog/vips/<service>                        {"IP": "240.x.y.z"}: the service's virtual IP
     catalog/byid/<node>/svc/<id>                  {"Key": ...}: where an instance lives
     catalog/byid/<node>/chk/<check-id>            {"Key": ...}: where a check lives
 
@@ -23,13 +24,16 @@ from typing import Any, Iterable
 
 from tether.core.errors import InvalidInput, NotFound
 from tether.core.health import STATUSES, all_passing, health_entry, worst
-from tether.store.base import Delete, Entry, Op, Put, Store
+from tether.core.vip import format_virtual_ip
+from tether.store.base import Check, Delete, Entry, Op, Put, Store
 
 NODES = "catalog/nodes/"
 SERVICES = "catalog/services/"
 CHECKS = "catalog/checks/"
 NODE_CHECKS = "catalog/nodechecks/"
 BY_ID = "catalog/byid/"
+VIPS = "catalog/vips/"
+VIP_COUNTER = "meta/vip-counter"
 
 
 def service_key(name: str, node: str, service_id: str) -> str:
@@ -87,6 +91,7 @@ class Catalog:
                 ops.append(Delete(old.key))
             self._put_if_changed(ops, key, svc)
             self._put_if_changed(ops, _svc_pointer(name, svc["ID"]), {"Key": key})
+        cas = self._allocate_virtual_ips(ops, {s["Service"] for s in services if s["Kind"] == ""})
         for check in checks:
             _validate_segment("CheckID", check["CheckID"])
             if check.get("Status") not in STATUSES:
@@ -97,7 +102,26 @@ class Catalog:
                 ops.append(Delete(old.key))
             self._put_if_changed(ops, key, check)
             self._put_if_changed(ops, _chk_pointer(name, check["CheckID"]), {"Key": key})
-        return await self.store.commit(ops)
+        return await self.store.commit(ops, cas)
+
+    def _allocate_virtual_ips(self, ops: list[Op], names: set[str]) -> list[Check]:
+        """Give each new service name the next virtual IP, in the same transaction.
+
+        The counter is compare-and-set, so two servers can never hand out one address twice.
+        """
+        new = sorted(n for n in names if self.store.get(VIPS + n) is None)
+        if not new:
+            return []
+        counter = self.store.get(VIP_COUNTER)
+        next_ordinal = counter.value["Next"] if counter else 1
+        for offset, service in enumerate(new):
+            ops.append(Put(VIPS + service, {"IP": format_virtual_ip(next_ordinal + offset)}))
+        ops.append(Put(VIP_COUNTER, {"Next": next_ordinal + len(new)}))
+        return [Check(VIP_COUNTER, counter.modify_index if counter else 0)]
+
+    def virtual_ips(self) -> dict[str, str]:
+        """{service: virtual IP} for every service that ever had an instance."""
+        return {e.key[len(VIPS):]: e.value["IP"] for e in self.store.list(VIPS)}
 
     async def deregister(self, node: str, *, service_id: str = "", check_id: str = "") -> int:
         """Remove a service instance (with its checks), a check, or a whole node."""
