@@ -33,7 +33,7 @@ from tether.ca.external import ExternalCA
 from tether.ca.provider import CAProvider, CARoot, provider_from_state
 from tether.ca.rotation import active_root, plan_rotation
 from tether.control.ca_config import EXTERNAL, CAConfig, ConfigChange, parse_config_change
-from tether.core.certwindow import MIN_LEAF_TTL_SECONDS, root_prunable
+from tether.core.certwindow import MIN_LEAF_TTL_SECONDS, ROOT_KEEP_LEAF_TTLS, root_prunable
 from tether.core.errors import Conflict, RateLimited, Unavailable
 from tether.core.spiffe import TRUST_DOMAIN_SUFFIX, service_id, validate_trust_domain
 from tether.store.base import Check, Delete, Entry, Op, Put, Store
@@ -44,9 +44,10 @@ CA_PREFIX = "ca/"
 CONFIG_KEY = "ca/config"
 PROVIDER_KEY = "ca/provider"
 ROOTS_PREFIX = "ca/roots/"
-#: How often the pruning task looks for retired roots, at most (it also scales with the TTL).
+#: The pruning task sleeps until the next retired root is due, but at most this long ...
 MAX_PRUNE_INTERVAL = 60.0
-MIN_PRUNE_INTERVAL = 0.5
+#: ... and at least this long (a root is due a hair after 2x TTL: no busy loop at the edge).
+MIN_PRUNE_INTERVAL = 0.1
 
 
 def utc_now() -> datetime:
@@ -290,9 +291,9 @@ class CAService:
     async def prune(self) -> list[str]:
         """Drop roots inactive for more than 2x the longest leaf TTL they signed with."""
         snap = self.snapshot()
-        now, ttl = self.clock(), snap.config.leaf_cert_ttl
+        now = self.clock()
         stale = [(r, e) for r, e in snap.roots
-                 if not r.active and root_prunable(now, r.rotated_out_at, max(ttl, e.value.get("max_leaf_ttl", ttl)))]
+                 if not r.active and root_prunable(now, r.rotated_out_at, _keep_ttl(snap, e))]
         if not stale:
             return []
         try:
@@ -303,17 +304,31 @@ class CAService:
             log.info("CA root %s pruned: inactive since %s", root.id, root.rotated_out_at)
         return [r.id for r, _ in stale]
 
+    def _next_prune_in(self) -> float:
+        """Seconds until the earliest retired root becomes prunable (capped; a CA change wakes us sooner)."""
+        snap, now = self.snapshot(), self.clock()
+        due = [(r.rotated_out_at - now).total_seconds() + ROOT_KEEP_LEAF_TTLS * _keep_ttl(snap, e)
+               for r, e in snap.roots if not r.active and r.rotated_out_at is not None]
+        return min([MAX_PRUNE_INTERVAL, *due])
+
     async def _prune_loop(self) -> None:
         while True:
             try:
-                ttl = self.snapshot().config.leaf_cert_ttl
-                await asyncio.sleep(min(MAX_PRUNE_INTERVAL, max(MIN_PRUNE_INTERVAL, ttl / 4)))
+                index = self.store.index(CA_PREFIX)
+                # Sleep until the next root is due, waking early if the CA changes (a rotation).
+                await self.store.wait(CA_PREFIX, index, max(MIN_PRUNE_INTERVAL, self._next_prune_in()))
                 await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep pruning alive through a store hiccup
                 log.exception("CA root pruning failed; will retry")
                 await asyncio.sleep(MAX_PRUNE_INTERVAL)
+
+
+def _keep_ttl(snap: CASnapshot, entry: Entry) -> float:
+    """The leaf TTL a retired root is kept for: the longest it signed with, or today's if longer."""
+    ttl = snap.config.leaf_cert_ttl
+    return max(ttl, entry.value.get("max_leaf_ttl", ttl))
 
 
 def _root_doc(root: CARoot, max_leaf_ttl: float) -> dict[str, Any]:
