@@ -1,26 +1,18 @@
-"""The CLI's HTTP client: finds the agent, maps answers onto the error tree.
-
-The address comes from -http-addr, else TETHER_HTTP_ADDR, else CONSUL_HTTP_ADDR (so a
-shell set up for Consul works as is), else 127.0.0.1:8500.
-"""
+"""The CLI's HTTP client: finds the agent (sdk/addr.py), maps answers onto the error tree."""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 
+from tether.sdk.addr import resolve_addr
+
 from tether.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, RateLimited, TetherError, TooLarge, Unavailable
 
-DEFAULT_ADDR = "127.0.0.1:8500"
 _BY_STATUS = {400: InvalidInput, 403: PermissionDenied, 404: NotFound, 409: Conflict, 413: TooLarge,
               429: RateLimited}
-
-
-def resolve_addr(flag_value: str | None, env: Mapping[str, str] = os.environ) -> str:
-    addr = flag_value or env.get("TETHER_HTTP_ADDR") or env.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDR
-    return addr if addr.startswith(("http://", "https://")) else f"http://{addr}"
 
 
 class Client:
