@@ -36,7 +36,11 @@ class NativeServer:
             except OSError:
                 conn.close()
                 continue
-            decision = self.svc.authorize(tls)
+            try:
+                decision = self.svc.authorize(tls)
+            except Exception:  # the Service was closed under a connection in flight
+                tls.close()
+                continue
             self.decisions.append(decision)
             if decision.allowed:
                 data = tls.recv(100)

@@ -132,6 +132,8 @@ class Service:
 
     def authorize(self, peer: Any) -> Decision:
         """Ask the local agent whether the verified peer may connect to this service."""
+        if self._stopped.is_set():
+            raise Unavailable(f"Service({self.name!r}) is closed")
         uri = peer_spiffe_id(peer)
         if uri is None:
             return Decision(False, "the client presented no single SPIFFE URI SAN")
