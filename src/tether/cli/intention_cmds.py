@@ -20,7 +20,6 @@ from tether.core.authz import Decision, PolicySnapshot, Source, decide
 from tether.core.policy import Authorization
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention
-from tether.core.policy_yaml import snapshot_from_state
 from tether.core.spiffe import DEFAULT_NAMESPACE, SpiffeId, validate_service_name
 
 intention_app = typer.Typer(help="Create and inspect intentions: which service may connect to which.",
@@ -224,6 +223,8 @@ def match(
 def fetch_snapshot(api: Client) -> tuple[PolicySnapshot, str]:
     """(snapshot, datacenter) built from the agent's authorization state (the server's, when
     pointed at a `tether server`), with the same code the agent and the proxy use."""
+    from tether.core.policy_yaml import snapshot_from_state  # pydantic schemas: only commands that decide pay
+
     response = api.get("/v1/agent/connect/authz-snapshot", ok404=True)
     if response.status_code == 404:
         response = api.get("/v1/internal/tether/authz")
