@@ -32,20 +32,21 @@ class NativeServer:
             except OSError:
                 return
             try:
-                tls = self.ctx.wrap_socket(conn, server_side=True)
-            except OSError:
+                self._handle(conn)
+            except OSError:  # a client that is refused or resets: next connection
                 conn.close()
-                continue
-            try:
-                decision = self.svc.authorize(tls)
-            except Exception:  # the Service was closed under a connection in flight
-                tls.close()
-                continue
-            self.decisions.append(decision)
-            if decision.allowed:
-                data = tls.recv(100)
-                tls.sendall(b"echo:" + data)
+
+    def _handle(self, conn: socket.socket) -> None:
+        tls = self.ctx.wrap_socket(conn, server_side=True)
+        try:
+            decision = self.svc.authorize(tls)
+        except Exception:  # the Service was closed under a connection in flight
             tls.close()
+            return
+        self.decisions.append(decision)
+        if decision.allowed:
+            tls.sendall(b"echo:" + tls.recv(100))
+        tls.close()
 
     def close(self) -> None:
         self.sock.close()
