@@ -31,6 +31,7 @@ tests/core/test_decide.py checks that with hypothesis).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -405,6 +406,9 @@ def _index(ordered: tuple[Intention, ...]) -> tuple[Any, ...]:
     return exact, any_to, from_any, star, {k: tuple(v) for k, v in by_dst.items()}
 
 
+# Intentions are frozen values and the agent reuses the unchanged ones between snapshots, so
+# their Decisions are built once, not on every rebuild (the bulk of a rebuild's cost otherwise).
+@functools.lru_cache(maxsize=1 << 16)
 def _intention_pair(i: Intention) -> _Pair:
     reason = f"intention {i.source_name} -> {i.destination_name} ({i.action}, precedence {i.precedence})"
     decision = Decision(i.action == ALLOW, False, i, reason)
