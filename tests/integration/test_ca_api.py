@@ -110,7 +110,8 @@ async def test_leaf_shape_and_chain(api):
     assert r.headers["X-Consul-Index"] == str(leaf["ModifyIndex"])
     td = await trust_domain(api)
     assert leaf["ServiceURI"] == f"spiffe://{td}/ns/default/dc/dc1/svc/web"
-    roots = [tx.load_certificate_pem(x["RootCert"]) for x in (await api.get("/v1/agent/connect/ca/roots")).json()["Roots"]]
+    served = (await api.get("/v1/agent/connect/ca/roots")).json()["Roots"]
+    roots = [tx.load_certificate_pem(x["RootCert"]) for x in served]
     certs = tx.load_certificates_pem(leaf["CertPEM"])
     match_chain(certs[0], certs[1:], roots, now=dt.datetime.now(dt.timezone.utc))
     ttl = dt.datetime.fromisoformat(leaf["ValidBefore"]) - dt.datetime.fromisoformat(leaf["ValidAfter"])
@@ -208,14 +209,15 @@ async def test_get_then_put_is_a_no_op(api):
 async def test_rotation_to_a_supplied_key(api):
     before, _ = await state(api)
     key = tx.generate_private_key()
-    r = await api.put("/v1/connect/ca/configuration", json={"Provider": "consul", "Config": {"PrivateKey": pem_key(key)}})
+    supplied = {"Provider": "consul", "Config": {"PrivateKey": pem_key(key)}}
+    r = await api.put("/v1/connect/ca/configuration", json=supplied)
     assert r.status_code == 200, r.text
     roots, _ = await state(api)
     active = next(x for x in roots["Roots"] if x["Active"])
     assert tx.load_certificate_pem(active["RootCert"]).public_key() == key.public_key()
     assert {x["ID"] for x in roots["Roots"]} == {before["ActiveRootID"], active["ID"]}
     # The same key again changes nothing.
-    r = await api.put("/v1/connect/ca/configuration", json={"Provider": "consul", "Config": {"PrivateKey": pem_key(key)}})
+    r = await api.put("/v1/connect/ca/configuration", json=supplied)
     assert r.status_code == 200 and (await state(api))[0] == roots
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 from cryptography import x509
 
 from tether.testing.agent import serve_in_process
@@ -157,7 +156,8 @@ async def test_rotation_under_traffic_never_breaks_a_handshake(tmp_path):
             await rounds_pass(3)
             for _ in range(2):
                 before_rotation = (await fetch_leaf(api, "web"), root_pems(await fetch_roots(api)))
-                r = await api.put("/v1/connect/ca/configuration", json={"Provider": "consul", "Config": {"RotateNow": True}})
+                rotate = {"Provider": "consul", "Config": {"RotateNow": True}}
+                r = await api.put("/v1/connect/ca/configuration", json=rotate)
                 assert r.status_code == 200, r.text
                 roots = await server_roots(api)
                 wanted = active_subject(roots)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 from tether.agent.link import ServerLink
 from tether.ca import x509 as tx
 from tether.core.certwindow import is_expired, renewal_point
-from tether.core.errors import RateLimited, TetherError, Unavailable
+from tether.core.errors import RateLimited, TetherError
 from tether.core.spiffe import service_id
 
 log = logging.getLogger("tether.agent.leaves")
@@ -273,8 +273,10 @@ class LeafCache:
             except TetherError as exc:
                 failures, error = failures + 1, exc
                 current = self._leaves[service]
-                state = ("EXPIRED, requests fail until renewal succeeds" if is_expired(self.clock(), current.valid_before)
-                         else f"serving the cached one, valid until {current.valid_before.isoformat()}")
+                if is_expired(self.clock(), current.valid_before):
+                    state = "it has EXPIRED: requests fail until a renewal succeeds"
+                else:
+                    state = f"serving the cached one, valid until {current.valid_before.isoformat()}"
                 log.warning("leaf for %s: renewal failed (%s); %s", service, exc, state)
 
 

@@ -83,7 +83,9 @@ def ca_set_config(
 
       tether ca set-config -config-file external.json
 
-    with external.json holding (paths on the server): {"Provider": "external", "Config": {"RootCertFile": "root.pem", "IntermediateCertFile": "ca.pem", "IntermediateKeyFile": "ca.key"}}
+    with external.json holding (paths on the server):
+    {"Provider": "external", "Config": {"RootCertFile": "root.pem",
+    "IntermediateCertFile": "ca.pem", "IntermediateKeyFile": "ca.key"}}
     """
     body = _load_json(config_file)
     client(http_addr, token).put("/v1/connect/ca/configuration", json=body)
