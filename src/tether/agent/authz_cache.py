@@ -99,7 +99,7 @@ class AuthzCache:
         while True:
             try:
                 state = await self.link.authz_state(self.index, self.wait)
-            except (TetherError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure (transport, a garbled answer) must not end the watch
                 if not self.failing:
                     log.warning("cannot refresh authorization state; deciding from the last snapshot (index %s): %s",
                                 self.index, exc)

@@ -75,6 +75,7 @@ class IntentionService:
         self._explicit = parse_action(default_intention, field="-default-policy") if default_intention else None
         self._initial = parse_action(initial_default, field="default intention")
         self._snapshot: PolicySnapshot | None = None
+        self._mesh: tuple[int, MeshPolicy] | None = None
         self._trust_domain = ""
         self._datacenter = "dc1"
 
@@ -198,7 +199,11 @@ class IntentionService:
         entry = self.store.get(MESH_KEY)
         if entry is None:
             return MeshPolicy(default_intention=self._explicit or self._initial)
-        return parse_policy_objects([entry.value], source=MESH_KEY).mesh or MeshPolicy()
+        cached = self._mesh
+        if cached is None or cached[0] != entry.modify_index:  # parsed once per change, not per response
+            parsed = parse_policy_objects([entry.value], source=MESH_KEY).mesh or MeshPolicy()
+            cached = self._mesh = (entry.modify_index, parsed)
+        return cached[1]
 
     def server_policies(self, service: str | None = None) -> list[ServerPolicy]:
         prefix = SERVERS if service is None else f"{SERVERS}{service}/"
