@@ -27,6 +27,7 @@ from tether.agent.agent import Agent, AgentConfig
 from tether.agent.api import agent_router, forward_router
 from tether.agent.authz_api import authz_router
 from tether.agent.connect_api import connect_router
+from tether.agent.dns import open_dns
 from tether.agent.leafcache import LeafCache
 from tether.agent.link import HttpLink, LocalLink
 from tether.agent.supervisor import ProxySupervisor
@@ -54,6 +55,7 @@ class Options:
     datacenter: str = "dc1"
     advertise: str = "127.0.0.1"
     managed_proxies: bool = True
+    dns_port: int = 8600  # 0: any free port; -1: no DNS server
     #: Floor for the CA's LeafCertTTL; tests lower it to exercise renewal (docs/identity.md).
     ca_min_leaf_ttl: float = MIN_LEAF_TTL_SECONDS
     #: -default-policy allow|deny: the mesh default intention (None: keep the stored one; a new
@@ -144,7 +146,7 @@ def _server_url(addr: str) -> str:
 
 async def serve(
     opts: Options,
-    on_ready: Callable[[str], None] = lambda url: None,
+    on_ready: Callable[[str, str], None] = lambda url, dns: None,
     *,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -171,11 +173,25 @@ async def serve(
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         if app.state.supervisor is not None:
             app.state.supervisor.start(f"{host}:{port}", app.state.agent.services)
-        on_ready(f"http://{host}:{port}")
-        await task
+        dns = None
+        if app.state.agent is not None and opts.dns_port >= 0:
+            try:
+                dns, dns_port = await open_dns(opts.http_host, opts.dns_port, f"http://{host}:{port}", opts.datacenter)
+            except OSError as exc:
+                server.should_exit = True
+                await task
+                raise OSError(f"cannot serve DNS on {opts.http_host}:{opts.dns_port}: {exc.strerror}; "
+                              "use -dns-port to pick another port, or -dns-port -1 to turn DNS off") from None
+            app.state.dns_addr = f"{host}:{dns_port}"
+        on_ready(f"http://{host}:{port}", getattr(app.state, "dns_addr", ""))
+        try:
+            await task
+        finally:
+            if dns is not None:
+                await dns.close()
 
 
-def run(opts: Options, on_ready: Callable[[str], None] = lambda url: None) -> None:
+def run(opts: Options, on_ready: Callable[[str, str], None] = lambda url, dns: None) -> None:
     logging.basicConfig(level=os.environ.get("TETHER_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -39,11 +39,12 @@ def agent_router(agent: Agent, *, is_server: bool) -> APIRouter:
     r = APIRouter(dependencies=[Depends(authorizer_dependency())])
 
     @r.get("/v1/agent/self", tags=["agent"])
-    async def agent_self() -> Response:
+    async def agent_self(request: Request) -> Response:
         c = agent.config
         return json_response({
             "Config": {"Datacenter": c.datacenter, "NodeName": c.node, "NodeID": c.node_id,
-                       "Server": is_server, "Version": __version__, "Revision": "tether"},
+                       "Server": is_server, "Version": __version__, "Revision": "tether",
+                       "DNSAddr": getattr(request.app.state, "dns_addr", "")},
             "Member": {"Name": c.node, "Addr": c.advertise, "Status": MEMBER_ALIVE},
             "Meta": c.node_meta,
         })

@@ -19,11 +19,14 @@ def _default_policy(value: str | None) -> str | None:
 _DEFAULT_POLICY_HELP = ("The mesh default intention when no intention matches: allow or deny "
                         "(a new store starts with {}; an explicit value replaces the stored one).")
 
-def _banner(role: str, data_dir: Path | None, ephemeral: bool) -> Callable[[str], None]:
-    def on_ready(url: str) -> None:
+def _banner(role: str, data_dir: Path | None, ephemeral: bool) -> Callable[[str, str], None]:
+    def on_ready(url: str, dns_addr: str) -> None:
         where = "in memory (ephemeral: everything is lost on exit; pass -data-dir to keep it)" if ephemeral \
             else f"in {data_dir}"
         print(f"==> Tether {role} is running. HTTP API: {url}", flush=True)
+        if dns_addr:
+            host, port = dns_addr.rsplit(":", 1)
+            print(f"    DNS: {dns_addr} (try: dig @{host} -p {port} web.service.tether)", flush=True)
         print(f"    State is kept {where}.", flush=True)
         if role != "server":
             print("    Try, in another terminal:", flush=True)
@@ -46,6 +49,8 @@ def agent(
     advertise: str = typer.Option("127.0.0.1", "-advertise", "--advertise", help="Address other nodes use for this one."),
     no_managed_proxies: bool = typer.Option(False, "-no-managed-proxies", "--no-managed-proxies",
                                             help="Do not start sidecar proxies for registered services."),
+    dns_port: int = typer.Option(8600, "-dns-port", "--dns-port", min=-1, max=65535,
+                                 help="DNS interface port (UDP, on the -client address); -1 turns DNS off."),
     default_policy: str = typer.Option(None, "-default-policy", "--default-policy", metavar="allow|deny",
                                        callback=_default_policy, help=_DEFAULT_POLICY_HELP.format("allow; -dev only")),
 ) -> None:
@@ -70,7 +75,7 @@ def agent(
     role = "dev" if dev else "agent"
     opts = daemon.Options(role=role, http_host=http_host, http_port=http_port, data_dir=data_dir,
                           server_addr=server_addr, node=node, datacenter=datacenter, advertise=advertise,
-                          managed_proxies=not no_managed_proxies, default_policy=default_policy)
+                          managed_proxies=not no_managed_proxies, dns_port=dns_port, default_policy=default_policy)
     daemon.run(opts, _banner("dev agent" if dev else "agent", data_dir, dev and data_dir is None))
 
 

@@ -45,7 +45,8 @@ class RunningAgent:
 
 def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> RunningAgent:
     """Run `tether ARGS -http-port 0` and return once its API is listening."""
-    cmd = [sys.executable, "-m", "tether.cli.main", *args, "-http-port", "0"]
+    dns = ["-dns-port", "0"] if args and args[0] == "agent" and "-dns-port" not in args else []
+    cmd = [sys.executable, "-m", "tether.cli.main", *args, "-http-port", "0", *dns]
     full_env = {**os.environ, "TETHER_LOG_LEVEL": "WARNING", **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     lines: list[str] = []
@@ -87,10 +88,11 @@ async def serve_in_process(role: str = "dev", **options: object) -> AsyncIterato
     from tether import daemon
 
     options.setdefault("managed_proxies", False)
+    options.setdefault("dns_port", -1)
     opts = daemon.Options(role=role, http_port=0, **options)  # type: ignore[arg-type]
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    task = asyncio.create_task(daemon.serve(opts, lambda url: ready.set_result(url), stop=stop))
+    task = asyncio.create_task(daemon.serve(opts, lambda url, dns: ready.set_result(url), stop=stop))
     done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         await task  # startup failed: raise its error
