@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-import pytest
 
-from tether.testing.agent import serve_in_process
-
-
-@pytest.fixture
-async def api():
-    async with serve_in_process("dev", node="n1") as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
 
 
 async def status_of(api, check_id):

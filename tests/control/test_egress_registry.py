@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
-import httpx
-import pytest
+from tether.testing.agent import run_cli as tether
 
-from tether.testing.agent import serve_in_process
 
 SERVICE_ENTRY = """
 apiVersion: networking.istio.io/v1beta1
@@ -40,13 +36,6 @@ spec:
   ports: [{number: 6379, name: redis, protocol: TCP}]
   resolution: NONE
 """
-
-
-@pytest.fixture
-async def api():
-    async with serve_in_process("dev", node="n1") as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
 
 
 async def put_yaml(api, text):
@@ -93,11 +82,6 @@ async def test_egress_state_is_a_blocking_query(api):
     await put_yaml(api, "apiVersion: tether.dev/v1\nkind: OutboundPolicy\nmetadata: {name: mesh}\nspec: {mode: REGISTRY_ONLY}\n")
     r = await asyncio.wait_for(watch, 10)
     assert r.json()["Policy"]["spec"]["mode"] == "REGISTRY_ONLY"
-
-
-def tether(*args, addr, stdin=None):
-    return subprocess.run([sys.executable, "-m", "tether.cli.main", *args], capture_output=True, text=True,
-                          input=stdin, timeout=60, env={"TETHER_HTTP_ADDR": addr, "PATH": "/usr/bin:/bin"})
 
 
 def test_cli_apply_list_get_delete(dev_agent, tmp_path):

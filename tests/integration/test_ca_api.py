@@ -20,13 +20,6 @@ from tether.testing.agent import serve_in_process
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
-@pytest.fixture
-async def api():
-    async with serve_in_process("dev", node="n1") as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def shared_api():
     """One agent for the refusal cases: each asserts that it changed nothing."""

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import time
 
 import httpx
@@ -18,14 +17,7 @@ from cryptography.x509.oid import NameOID
 from tether.ca import x509 as tx
 from tether.core.chain import match_chain
 from tether.testing.agent import start_tether
-
-
-def tether(*args: str, addr: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ}
-    if addr:
-        env["TETHER_HTTP_ADDR"] = addr
-    return subprocess.run([sys.executable, "-m", "tether.cli.main", *args], capture_output=True, text=True,
-                          env=env, input=stdin, timeout=60)
+from tether.testing.agent import run_cli as tether
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,6 @@ spec:
 """
 
 
-@pytest.fixture
-async def api():
-    async with serve_in_process("dev", node="n1") as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
-
-
 async def put_exact(api, source, destination, body):
     return await api.put(EXACT, params={"source": source, "destination": destination}, json=body)
 

@@ -4,7 +4,6 @@ spellings as typed, exit codes (0 yes, 1 no, 2 error), one clear line for bad in
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from tether.testing.agent import start_tether
+from tether.testing.agent import run_cli as tether
 
 POLICY = """\
 apiVersion: tether.dev/v1
@@ -27,12 +27,6 @@ spec:
       unauthenticated: true
       networks: [{cidr: 192.0.2.0/24}]
 """
-
-
-def tether(*args: str, addr: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TETHER_HTTP_ADDR": addr}
-    return subprocess.run([sys.executable, "-m", "tether.cli.main", *args], capture_output=True, text=True,
-                          env=env, input=stdin, timeout=60)
 
 
 @pytest.fixture(scope="module")

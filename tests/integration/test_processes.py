@@ -5,22 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import httpx
 import pytest
 
 from tether.testing.agent import start_dev_agent, start_tether
-
-
-def tether(*args: str, addr: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ}
-    if addr:
-        env["TETHER_HTTP_ADDR"] = addr
-    return subprocess.run([sys.executable, "-m", "tether.cli.main", *args], capture_output=True, text=True,
-                          env=env, input=stdin, timeout=60)
+from tether.testing.agent import run_cli as tether
 
 
 def test_kill_9_loses_no_acknowledged_write(tmp_path):

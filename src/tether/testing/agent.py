@@ -101,3 +101,11 @@ async def serve_in_process(role: str = "dev", **options: object) -> AsyncIterato
     finally:
         stop.set()
         await task
+
+
+def run_cli(*args: str, addr: str | None = None, stdin: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `tether ARGS` as a user would (a new process), against the agent at `addr`."""
+    env = {**os.environ, **({"TETHER_HTTP_ADDR": addr} if addr else {})}
+    return subprocess.run([sys.executable, "-m", "tether.cli.main", *args], capture_output=True, text=True,
+                          env=env, input=stdin, timeout=timeout)
