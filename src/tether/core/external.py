@@ -112,6 +112,9 @@ class ExternalService:
     tls: TlsOrigination = TlsOrigination()
     protocol_hint: str | None = None  # "postgres": answer/perform SSLRequest around origination
     allowed_sources: tuple[str, ...] = ("*",)
+    #: Mesh service name of the egress gateway this traffic must leave through (None: the
+    #: sidecar connects directly). The gateway itself ignores it: it is the exit.
+    egress_gateway: str | None = None
 
     def allows_source(self, source: str) -> bool:
         return "*" in self.allowed_sources or source in self.allowed_sources
@@ -295,6 +298,10 @@ def external_service_problems(svc: ExternalService, prefix: str | None = None) -
     for s in svc.allowed_sources:
         if s != "*" and (not isinstance(s, str) or not _NAME.fullmatch(s)):
             out.append(f"allowedSources: {s!r} is not a service name or '*'")
+    if svc.egress_gateway is not None and (not isinstance(svc.egress_gateway, str)
+                                           or not _NAME.fullmatch(svc.egress_gateway)):
+        out.append(f"egressGateway {svc.egress_gateway!r} is not a service name (the gateway's mesh service, "
+                   "e.g. egress-gateway)")
     head = f"external service {svc.name!r}: " if prefix is None else prefix
     return [head + p for p in out]
 

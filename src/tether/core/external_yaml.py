@@ -46,6 +46,7 @@ MAX_INPUT_BYTES = 1 << 20
 #: Annotations that carry Tether-only settings on an Istio ServiceEntry.
 ANNOTATION_PROTOCOL_HINT = "tether.dev/protocol-hint"
 ANNOTATION_ALLOWED_SOURCES = "tether.dev/allowed-sources"
+ANNOTATION_EGRESS_GATEWAY = "tether.dev/egress-gateway"
 
 # Istio port protocols and what they become at L4 (HTTPS is routed by SNI, like TLS).
 _ISTIO_PROTOCOLS = {"TCP": Protocol.TCP, "TLS": Protocol.TLS, "HTTPS": Protocol.TLS,
@@ -295,12 +296,14 @@ def _tls(r: _Reader, value: object, path: str) -> TlsOrigination:
 
 
 def _tether_service(r: _Reader, name: str, spec: object) -> ExternalService:
-    s = r.mapping(spec, "spec", _SERVICE_FIELDS | {"tls", "protocolHint", "allowedSources"}, refuse=False) or {}
+    s = r.mapping(spec, "spec", _SERVICE_FIELDS | {"tls", "protocolHint", "allowedSources", "egressGateway"},
+                  refuse=False) or {}
     common = _common_spec(r, s, _TETHER_PROTOCOLS, _TETHER_RESOLUTIONS)
     return ExternalService(
         name, **common, tls=_tls(r, s["tls"], "spec.tls") if "tls" in s else TlsOrigination(),
         protocol_hint=r.string(s.get("protocolHint"), "spec.protocolHint", optional=True),
-        allowed_sources=r.strings(s["allowedSources"], "spec.allowedSources") if "allowedSources" in s else ("*",))
+        allowed_sources=r.strings(s["allowedSources"], "spec.allowedSources") if "allowedSources" in s else ("*",),
+        egress_gateway=r.string(s.get("egressGateway"), "spec.egressGateway", optional=True))
 
 
 def _tether_policy(r: _Reader, spec: object) -> OutboundPolicy:
@@ -336,9 +339,10 @@ def _istio_service_entry(r: _Reader, name: str, spec: object,
         common["location"] = "MESH_EXTERNAL"
     notes = annotations if isinstance(annotations, dict) else {}
     hint, sources = notes.get(ANNOTATION_PROTOCOL_HINT), notes.get(ANNOTATION_ALLOWED_SOURCES)
+    gateway = notes.get(ANNOTATION_EGRESS_GATEWAY)
     allowed = tuple(x.strip() for x in sources.split(",")) if isinstance(sources, str) else ("*",)
     svc = ExternalService(name, **common, protocol_hint=hint if isinstance(hint, str) else None,
-                          allowed_sources=allowed)
+                          allowed_sources=allowed, egress_gateway=gateway if isinstance(gateway, str) else None)
     return svc, r.strings(s.get("subjectAltNames"), "spec.subjectAltNames")
 
 
@@ -417,6 +421,8 @@ def format_external_service(svc: ExternalService) -> dict[str, Any]:
         spec["protocolHint"] = svc.protocol_hint
     if svc.allowed_sources != ("*",):
         spec["allowedSources"] = list(svc.allowed_sources)
+    if svc.egress_gateway is not None:
+        spec["egressGateway"] = svc.egress_gateway
     return {"apiVersion": TETHER_API, "kind": "ExternalService", "metadata": {"name": svc.name}, "spec": spec}
 
 
