@@ -64,3 +64,9 @@ def redirect_traffic(
     install_redirect(config)
     out.print(f"Redirecting outbound TCP to port {config.outbound_port} and inbound TCP to port "
               f"{config.inbound_port} (proxy uid {proxy_uid} exempt). Undo with: tether connect redirect-traffic -cleanup")
+
+
+# `tether connect proxy` lives in its own module (a lean process: see proxy_cmds).
+from tether.cli import proxy_cmds  # noqa: E402
+
+proxy_cmds.register(connect_app)

@@ -1,0 +1,369 @@
+"""The agent-driven sidecar: feeds the proxy engine from the local agent and keeps it current.
+
+    sidecar = Sidecar(SidecarOptions(agent_addr="127.0.0.1:8500", sidecar_for="web"))
+    await sidecar.start()        # resolve the registration, fetch identity + policy, open listeners
+    ...                          # blocking watches keep everything current
+    await sidecar.stop(15.0)     # drain (SIGTERM)
+
+Where the config comes from (all through the local agent, `TETHER_HTTP_ADDR`):
+
+  registration   /v1/agent/service/<proxy-id> (hash-blocking). `-sidecar-for ID` finds the
+                 connect-proxy whose Proxy.DestinationServiceID is ID; `-proxy-id` names it;
+                 `-service NAME` needs none (an unregistered proxy, sidecar_config.plan_for_service).
+                 Changes (upstreams added/removed, ports) are applied without a restart.
+  identity       /v1/agent/connect/ca/leaf/<service> + /ca/roots (index-blocking) -> update_tls:
+                 new handshakes use the new material, live connections keep theirs.
+  authorization  /v1/agent/connect/authz-snapshot (index-blocking) -> a PolicySnapshot ->
+                 update_authorizer: `decide` runs in this process per connection, and live
+                 connections that lost their permit are closed at once and logged.
+  upstreams      /v1/health/connect/<dest>?passing (index-blocking) -> update_upstream.
+
+Fail static: when the agent cannot be reached every watch keeps retrying with back-off, the
+engine keeps serving what it has and logs it once (`config_source_failed`); the first
+answer after that clears it.
+
+The agent's health check on the public listener is a TCP connect that sends nothing
+(agent/checks.py probe_tcp). It succeeds as soon as the kernel accepts the connection, before
+any TLS or authorization, so no policy can fail it; the engine records the closed-before-hello
+connection and nothing else happens. Everything that completes a handshake is authorized.
+
+Modes other than `direct` (Proxy.Mode) are handled by hooks: `register_mode_hook("transparent",
+fn)`; `await fn(sidecar, plan)` runs after the listeners are open and after every plan change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, TextIO
+
+from tether.core.errors import InvalidInput, NotFound, TetherError, Unavailable
+from tether.core.spiffe import format_spiffe_id, service_id
+from tether.proxy.agentclient import AgentClient
+from tether.proxy.engine import Engine
+from tether.proxy.listener import Listener
+from tether.proxy.sidecar_config import (
+    DEFAULT_ADMIN_BIND, SidecarPlan, SnapshotAuthorizer, UpstreamPlan, instances_from_health, plan_for_service, plan_from_registration,
+)
+from tether.proxy.sidecar_policy import snapshot_from_agent_state
+from tether.proxy.tls import TlsMaterial
+from tether.proxy.upstream import UpstreamSpec
+from tether.proxy.watch import SourceHealth, watch_hash, watch_index
+
+log = logging.getLogger("tether.proxy.sidecar")
+
+#: How long start() keeps trying to reach the agent before giving up (a managed sidecar is
+#: restarted by the agent anyway; a person at a terminal wants an answer).
+STARTUP_TIMEOUT = 30.0
+#: Seconds live connections get to finish on SIGTERM (Consul's built-in proxy has none; Envoy 5 s+).
+DEFAULT_DRAIN_TIMEOUT = 15.0
+
+ModeHook = Callable[["Sidecar", SidecarPlan], Awaitable[None]]
+#: Proxy.Mode -> hook. The transparent-proxy work registers its handler here.
+MODE_HOOKS: dict[str, ModeHook] = {}
+
+
+def register_mode_hook(mode: str, hook: ModeHook) -> None:
+    """Install the handler for registrations with `Proxy.Mode == mode`."""
+    MODE_HOOKS[mode] = hook
+
+
+@dataclass(frozen=True)
+class SidecarOptions:
+    agent_addr: str
+    token: str | None = None
+    sidecar_for: str = ""  # parent service ID
+    proxy_id: str = ""  # the connect-proxy registration's ID
+    service: str = ""  # unregistered proxy for this service name
+    upstreams: tuple[str, ...] = ()  # "name:port" (with `service`)
+    listen: str = ""  # "addr:port" public listener (with `service`)
+    service_addr: str = ""  # "host:port" the local app (with `listen`)
+    register: bool = False
+    register_id: str = ""
+    log_format: str = "json"
+    admin_bind: tuple[str, int] | None = None  # None: Proxy.Config admin_bind, else 127.0.0.1:0
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    access_log: TextIO | None = None  # default: stderr
+
+
+class Sidecar:
+    def __init__(self, options: SidecarOptions, *, mode_hooks: Mapping[str, ModeHook] | None = None) -> None:
+        self.options = options
+        self.client = AgentClient(options.agent_addr, options.token)
+        self.mode_hooks = MODE_HOOKS if mode_hooks is None else mode_hooks
+        self.engine: Engine | None = None
+        self.plan: SidecarPlan | None = None
+        self.proxy_id = options.proxy_id
+        self.trust_domain = ""
+        self.datacenter = ""
+        self.admin: tuple[str, int] | None = None
+        self.registered_id = ""
+        self.health = SourceHealth(f"agent at {self.client.addr}", self._failed, self._ok)
+        self._leaf: dict[str, Any] = {}
+        self._roots: dict[str, Any] = {}
+        self._known: dict[tuple[Any, Any], Any] = {}
+        self._snapshot = None
+        self._inbound: Listener | None = None
+        self._upstreams: dict[str, tuple[UpstreamPlan, Listener, asyncio.Task]] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    # ------------------------------------------------------------------ start
+    async def start(self) -> None:
+        """Fetch everything once (retrying while the agent is unreachable), open the listeners
+        and start the watches. Raises TetherError (or OSError for a port in use) on failure."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_TIMEOUT
+        while True:
+            try:
+                return await self._start_once()
+            except Unavailable as e:
+                if loop.time() >= deadline:
+                    raise Unavailable(f"{e} (gave up after {STARTUP_TIMEOUT:g}s; is TETHER_HTTP_ADDR right?)") from None
+                log.warning("waiting for the agent: %s", e)
+                await asyncio.sleep(1.0)
+
+    async def _start_once(self) -> None:
+        reg_hash, plan = await self._resolve()
+        self.datacenter = plan.datacenter or (await self.client.get("/v1/agent/self")).body["Config"]["Datacenter"]
+        leaf = await self.client.get(f"/v1/agent/connect/ca/leaf/{plan.service}")
+        roots = await self.client.get("/v1/agent/connect/ca/roots")
+        authz = await self.client.get("/v1/agent/connect/authz-snapshot")
+        self._leaf, self._roots = leaf.body, roots.body
+        self.trust_domain = roots.body["TrustDomain"]
+        self.engine = Engine(self._material(), access_log=self.options.access_log or sys.stderr,
+                             log_format=self.options.log_format, handshake_timeout=plan.handshake_timeout)
+        self._snapshot = snapshot_from_agent_state(authz.body, self.trust_domain)
+        await self.apply_plan(plan, initial=True)
+        if plan.admin_bind:
+            self.admin = await self.engine.open_admin(*plan.admin_bind)
+            log.info("admin endpoint (metrics, ready) on http://%s:%s/metrics", *self.admin)
+        if self.options.register:
+            await self._register()
+        spawn = self._spawn
+        spawn(watch_index(self.client, self.health, "leaf", f"/v1/agent/connect/ca/leaf/{plan.service}",
+                          self._set_leaf, index=leaf.index))
+        spawn(watch_index(self.client, self.health, "roots", "/v1/agent/connect/ca/roots", self._set_roots,
+                          index=roots.index))
+        spawn(watch_index(self.client, self.health, "authz", "/v1/agent/connect/authz-snapshot", self._set_authz,
+                          index=authz.index))
+        if reg_hash:
+            spawn(watch_hash(self.client, self.health, "registration", f"/v1/agent/service/{self.proxy_id}",
+                             self._set_registration, content_hash=reg_hash))
+
+    async def _resolve(self) -> tuple[str, SidecarPlan]:
+        """(registration ContentHash or "", plan) from -proxy-id / -sidecar-for / -service."""
+        o = self.options
+        if o.service:
+            return "", plan_for_service(o.service, o.upstreams, listen=o.listen, service_addr=o.service_addr,
+                                        admin_bind=o.admin_bind or DEFAULT_ADMIN_BIND)
+        if not self.proxy_id:
+            self.proxy_id = await self._find_sidecar(o.sidecar_for)
+        try:
+            doc = (await self.client.get(f"/v1/agent/service/{self.proxy_id}")).body
+        except NotFound:
+            raise NotFound(f"no service {self.proxy_id!r} is registered with the agent at {self.client.addr}; "
+                           "register it first, or give -service NAME for an unregistered proxy") from None
+        return doc.get("ContentHash", ""), plan_from_registration(doc, admin_bind=o.admin_bind)
+
+    async def _find_sidecar(self, parent_id: str) -> str:
+        if not parent_id:
+            raise InvalidInput("give -sidecar-for SERVICE_ID, -proxy-id PROXY_ID or -service NAME")
+        services = (await self.client.get("/v1/agent/services")).body or {}
+        for sid, svc in sorted(services.items()):
+            if svc.get("Kind") == "connect-proxy" and (svc.get("Proxy") or {}).get("DestinationServiceID") == parent_id:
+                return sid
+        raise NotFound(f"no connect-proxy registered for service ID {parent_id!r} on the agent at "
+                       f"{self.client.addr}; register it with \"connect\": {{\"sidecar_service\": {{}}}}")
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        return task
+
+    # ------------------------------------------------------------------ the plan
+    async def apply_plan(self, plan: SidecarPlan, *, initial: bool = False) -> None:
+        """Open, move or close listeners so the engine matches `plan`. On `initial`, a port that
+        cannot be bound raises; later, it is logged and the rest is applied."""
+        old = self.plan
+        self.plan = plan
+        await self._apply_inbound(plan, initial)
+        for name in [n for n in self._upstreams if n not in {u.name for u in plan.upstreams}]:
+            self._close_upstream(name)
+        for up in plan.upstreams:
+            current = self._upstreams.get(up.name)
+            if current is not None and current[0] == up:
+                continue
+            if current is not None:
+                self._close_upstream(up.name)
+            try:
+                await self._open_upstream(up)
+            except (OSError, TetherError) as e:
+                if initial:
+                    raise
+                log.error("upstream %s: cannot listen on %s:%s: %s", up.name, up.bind_host, up.bind_port, e)
+        if old is not None and old.admin_bind != plan.admin_bind:
+            log.warning("admin_bind changed to %s; restart the proxy to move the admin endpoint", plan.admin_bind)
+        hook = self.mode_hooks.get(plan.mode)
+        if hook is not None:
+            await hook(self, plan)
+        elif plan.mode != "direct" and (old is None or old.mode != plan.mode):
+            log.warning("Proxy.Mode %r has no handler in this proxy; serving the direct listeners only", plan.mode)
+
+    async def _apply_inbound(self, plan: SidecarPlan, initial: bool) -> None:
+        spec, lst = plan.inbound, self._inbound
+        if lst is not None and spec is not None and (lst.spec.bind_host, lst.spec.bind_port) == (spec.bind_host, spec.bind_port):
+            lst.spec = spec  # same socket: new connections read the new app address and timeout
+        else:
+            if lst is not None:
+                self._close_listener(lst)
+                self._inbound = None
+            if spec is not None:
+                try:
+                    self._inbound = await self.engine.open_inbound(spec)
+                except OSError as e:
+                    if initial:
+                        raise
+                    log.error("inbound %s: cannot listen on %s:%s: %s", spec.service, spec.bind_host, spec.bind_port, e)
+        self._install_authorizer()
+
+    async def _open_upstream(self, up: UpstreamPlan) -> None:
+        params = {"passing": "1", **({"dc": up.datacenter} if up.datacenter else {})}
+        path = f"/v1/health/connect/{up.name}"
+        first = await self.client.get(path, params)
+        instances = await _resolved(instances_from_health(first.body))
+        spiffe = format_spiffe_id(service_id(self.trust_domain, up.datacenter or self.datacenter, up.name))
+        spec = UpstreamSpec(up.name, up.bind_port, spiffe, bind_host=up.bind_host, policy=up.policy,
+                            connect_timeout=up.connect_timeout)
+        lst = await self.engine.open_upstream(spec, instances)
+
+        async def apply(entries: Any) -> None:
+            if up.name in self.engine.upstreams:
+                self.engine.update_upstream(up.name, await _resolved(instances_from_health(entries)))
+
+        task = self._spawn(watch_index(self.client, self.health, f"upstream {up.name}", path, apply,
+                                       index=first.index, params=params))
+        self._upstreams[up.name] = (up, lst, task)
+
+    def _close_upstream(self, name: str) -> None:
+        _, lst, task = self._upstreams.pop(name)
+        task.cancel()
+        self.engine.upstreams.pop(name, None)
+        self._close_listener(lst)
+        self.health.ok(f"upstream {name}")
+        log.info("upstream %s closed (connections already open keep running)", name)
+
+    def _close_listener(self, lst: Listener) -> None:
+        lst.close()
+        if lst in self.engine.listeners:
+            self.engine.listeners.remove(lst)
+
+    # ------------------------------------------------------------------ watch callbacks
+    def _material(self) -> TlsMaterial:
+        leaf, roots = self._leaf, self._roots
+        return TlsMaterial(cert_pem=leaf["CertPEM"], key_pem=leaf["PrivateKeyPEM"],
+                           roots_pem=tuple(r["RootCert"] for r in roots.get("Roots") or ()),
+                           spiffe_id=leaf["ServiceURI"])
+
+    def _set_leaf(self, leaf: dict[str, Any]) -> None:
+        self._leaf = leaf
+        self.engine.update_tls(self._material())
+
+    def _set_roots(self, roots: dict[str, Any]) -> None:
+        self._roots = roots
+        if roots.get("TrustDomain") and roots["TrustDomain"] != self.trust_domain:
+            log.warning("trust domain changed from %s to %s; restart the proxy so upstreams expect the new IDs",
+                        self.trust_domain, roots["TrustDomain"])
+        self.engine.update_tls(self._material())
+
+    def _set_authz(self, state: dict[str, Any]) -> None:
+        snap = snapshot_from_agent_state(state, self.trust_domain, known=self._known)
+        self._known = {(i.id, i.modify_index): i for i in snap.intentions if getattr(i, "id", None)}
+        self._snapshot = snap
+        closed = self._install_authorizer()
+        log.info("authorization updated (index %s)%s", state.get("Index"),
+                 f"; closed {closed} connection(s) no longer allowed" if closed else "")
+
+    def _install_authorizer(self) -> int:
+        spec = self.plan.inbound if self.plan else None
+        port = spec.local_app_port if spec else None
+        return self.engine.update_authorizer(SnapshotAuthorizer(self._snapshot, self.plan.service, port))
+
+    async def _set_registration(self, doc: dict[str, Any]) -> None:
+        plan = plan_from_registration(doc, admin_bind=self.options.admin_bind)
+        if plan != self.plan:
+            log.info("registration %s changed; applying it live", self.proxy_id)
+            await self.apply_plan(plan)
+
+    def _failed(self, source: str, error: str) -> None:
+        self.engine.config_source_failed(source, error)
+
+    def _ok(self, source: str) -> None:
+        self.engine.config_source_ok(source)
+
+    # ------------------------------------------------------------------ -register
+    async def _register(self) -> None:
+        """Register this unregistered proxy as a Connect-native instance of its service, so
+        other proxies find it (a connect-proxy registration would make the agent start a
+        second, managed proxy for it)."""
+        plan = self.plan
+        if self._inbound is None:
+            raise InvalidInput("-register needs a public listener: give -listen and -service-addr")
+        host, port = self._inbound.address
+        self.registered_id = self.options.register_id or f"{plan.service}-proxy"
+        body = {"ID": self.registered_id, "Name": plan.service, "Port": port, "Connect": {"Native": True},
+                "Address": "" if host in ("0.0.0.0", "::") else host}
+        await self.client.put("/v1/agent/service/register", body)
+        log.info("registered %s as %s on port %d", plan.service, self.registered_id, port)
+
+    # ------------------------------------------------------------------ stop
+    async def stop(self, drain_timeout: float | None = None) -> int:
+        """Stop watching, deregister what -register added, drain; returns connections cut."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.registered_id:
+            try:
+                await self.client.put(f"/v1/agent/service/deregister/{self.registered_id}")
+            except TetherError as e:
+                log.warning("could not deregister %s: %s", self.registered_id, e)
+        if self.engine is None:
+            return 0
+        cut = await self.engine.drain(self.options.drain_timeout if drain_timeout is None else drain_timeout)
+        await self.engine.close()
+        return cut
+
+    def ready_line(self) -> str:
+        """`READY inbound=h:p upstream.<name>=h:p admin=h:p`: what callers wait for on stderr."""
+        parts = []
+        if self._inbound is not None:
+            parts.append("inbound=%s:%s" % self._inbound.address)
+        parts += [f"upstream.{n}=%s:%s" % lst.address for n, (_, lst, _) in self._upstreams.items()]
+        if self.admin:
+            parts.append("admin=%s:%s" % self.admin)
+        return "READY " + " ".join(parts)
+
+
+async def _resolved(instances: list) -> list:
+    """Instances with host names resolved to IP addresses (the engine dials IPs only)."""
+    out = []
+    loop = asyncio.get_running_loop()
+    for inst in instances:
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in inst.host else socket.AF_INET, inst.host)
+            out.append(inst)
+            continue
+        except OSError:
+            pass
+        try:
+            info = await loop.getaddrinfo(inst.host, inst.port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            log.warning("cannot resolve upstream instance %s: %s", inst.host, e)
+            continue
+        out.append(type(inst)(info[0][4][0], inst.port, inst.spiffe_id))
+    return out
+
+
+__all__ = ["MODE_HOOKS", "ModeHook", "Sidecar", "SidecarOptions", "register_mode_hook"]

@@ -1,0 +1,108 @@
+"""Blocking-query watch loops against the local agent, with fail-static bookkeeping.
+
+`watch_index` follows an index-blocking endpoint (`?index=N&wait=`) and calls `apply(body)`
+whenever the index moves; `watch_hash` does the same for a hash-blocking endpoint
+(`?hash=H&wait=`, the agent's service definition). Both never return on their own: a
+failed request is reported to `SourceHealth` and retried with back-off; a body that
+`apply` refuses (InvalidInput and friends) is logged and the current config stays.
+
+`SourceHealth` turns many watches' successes and failures into the engine's two calls:
+`config_source_failed` when the first watch starts failing (logged once by the engine),
+`config_source_ok` when none is failing any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Mapping
+
+from tether.core.errors import TetherError
+from tether.proxy.agentclient import AgentClient
+
+log = logging.getLogger("tether.proxy.sidecar")
+
+#: Seconds a blocking query waits on the agent before answering "unchanged" (Consul's
+#: default is 5 minutes; shorter keeps half-open connections to a dead agent short-lived).
+WATCH_WAIT = 60.0
+#: First retry delay after a failed request; doubles up to RETRY_MAX.
+RETRY_START = 0.25
+RETRY_MAX = 5.0
+
+Apply = Callable[[Any], Awaitable[None] | None]
+
+
+class SourceHealth:
+    """Which watches are failing now; tells the engine when the agent is lost and regained."""
+
+    def __init__(self, name: str, failed: Callable[[str, str], None], ok: Callable[[str], None]) -> None:
+        self.name = name
+        self._failed_cb = failed
+        self._ok_cb = ok
+        self.failing: dict[str, str] = {}
+
+    def failed(self, watch: str, error: str) -> None:
+        if watch not in self.failing:
+            log.debug("watch %s failing: %s", watch, error)
+        self.failing[watch] = error
+        self._failed_cb(self.name, error)
+
+    def ok(self, watch: str) -> None:
+        if self.failing.pop(watch, None) is not None and not self.failing:
+            self._ok_cb(self.name)
+
+
+async def _apply(what: str, apply: Apply, body: Any) -> None:
+    try:
+        result = apply(body)
+        if asyncio.iscoroutine(result):
+            await result
+    except (TetherError, OSError, ValueError, KeyError, TypeError) as e:
+        log.error("%s: cannot apply the agent's answer (%s); keeping the current config", what, e)
+
+
+async def watch_index(client: AgentClient, health: SourceHealth, what: str, path: str, apply: Apply, *,
+                      index: int = 0, params: Mapping[str, Any] | None = None, wait: float = WATCH_WAIT) -> None:
+    """Follow `path` from `index` forever, calling `apply(body)` on every new index."""
+    delay = RETRY_START
+    while True:
+        query = {**(params or {}), "index": index, "wait": f"{wait:g}s"} if index else dict(params or {})
+        try:
+            reply = await client.get(path, query, wait=wait if index else 0.0)
+        except TetherError as e:
+            health.failed(what, str(e))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+            continue
+        delay = RETRY_START
+        health.ok(what)
+        new = reply.index
+        if new and new == index:
+            continue  # the wait ran out: nothing changed
+        # An index that goes backwards (a restarted agent, a restored store) means "start
+        # over": apply what we got and block from there (Consul's client rule).
+        index = new if new > 0 else 0
+        await _apply(what, apply, reply.body)
+        if not index:
+            await asyncio.sleep(RETRY_MAX)  # an endpoint without an index: poll gently
+
+
+async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path: str, apply: Apply, *,
+                     content_hash: str, wait: float = WATCH_WAIT) -> None:
+    """Follow a hash-blocking endpoint (the agent's service definition) forever."""
+    delay = RETRY_START
+    while True:
+        try:
+            reply = await client.get(path, {"hash": content_hash, "wait": f"{wait:g}s"}, wait=wait)
+        except TetherError as e:
+            health.failed(what, str(e))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+            continue
+        delay = RETRY_START
+        health.ok(what)
+        new = (reply.body or {}).get("ContentHash") or reply.headers.get("x-consul-contenthash", "")
+        if new == content_hash:
+            continue
+        content_hash = new
+        await _apply(what, apply, reply.body)

@@ -1,0 +1,281 @@
+"""Helpers for the proxy integration tests: echo apps, a dev agent with managed sidecars,
+registrations with fast checks, and waiting on the sidecars' READY lines and access logs.
+
+Everything runs on loopback with kernel-chosen ports; nothing sleeps for readiness: every
+wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+
+from tether.testing.agent import RunningAgent, start_dev_agent
+
+#: How long any wait in these tests may take before it fails.
+DEADLINE = 30.0
+#: A sidecar's listener check runs this often in the tests (the default 10 s would make
+#: every test wait for the first check).
+CHECK_INTERVAL = "300ms"
+_READY = re.compile(r"READY (.*)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = DEADLINE, every: float = 0.05) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (OSError, httpx.HTTPError, ValueError, KeyError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+class EchoServer:
+    """A threaded TCP echo app on 127.0.0.1:0. With `greeting`, every connection first
+    receives `greeting + b"\\n"` (tells load-balanced instances apart)."""
+
+    def __init__(self, greeting: bytes = b"") -> None:
+        self.greeting = greeting
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if self.greeting:
+                    conn.sendall(self.greeting + b"\n")
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def roundtrip(port: int, payload: bytes = b"ping", *, greeting: bool = False, timeout: float = 5.0) -> bytes:
+    """Connect to 127.0.0.1:port, send `payload`, return what came back (greeting line + echo)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        want = len(payload)
+        buf = b""
+        while True:
+            if greeting and b"\n" in buf and len(buf.split(b"\n", 1)[1]) >= want:
+                return buf
+            if not greeting and len(buf) >= want:
+                return buf
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                chunk = b""  # a proxy that refuses a connection may reset it
+            if not chunk:
+                return buf
+            buf += chunk
+
+
+def open_stream(port: int, timeout: float = 5.0) -> socket.socket:
+    """A connection through a proxy that has proven it works (one echo round trip)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(b"hi")
+    got = b""
+    while len(got) < 2:
+        chunk = s.recv(64)
+        if not chunk:
+            raise OSError("closed before the first echo")
+        got += chunk
+    return s
+
+
+def still_open(s: socket.socket, payload: bytes = b"again") -> bool:
+    """True when an echo round trip still works on `s`; False when the proxy closed it."""
+    try:
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = s.recv(64)
+            if not chunk:
+                return False
+            got += chunk
+        return got == payload
+    except OSError:
+        return False
+
+
+@dataclass
+class Mesh:
+    """A `tether agent -dev` with managed sidecars, and an HTTP client for it."""
+
+    agent: RunningAgent
+    api: httpx.Client
+    apps: list[EchoServer] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, **kwargs: Any) -> "Mesh":
+        agent = start_dev_agent(managed_proxies=True, **kwargs)
+        return cls(agent, httpx.Client(base_url=agent.url, timeout=30))
+
+    def close(self) -> None:
+        self.agent.stop()
+        for app in self.apps:
+            app.close()
+
+    def app(self, greeting: bytes = b"") -> EchoServer:
+        server = EchoServer(greeting)
+        self.apps.append(server)
+        return server
+
+    def register(self, name: str, port: int, *, id: str = "", upstreams: list[dict] | None = None,
+                 config: dict | None = None, sidecar_port: int = 0) -> int:
+        """Register `name` with a sidecar (fast listener check); returns the sidecar's port."""
+        sidecar_port = sidecar_port or free_port()
+        proxy: dict[str, Any] = {"upstreams": upstreams or []}
+        if config:
+            proxy["config"] = config
+        body = {"name": name, "port": port, "connect": {"sidecar_service": {
+            "port": sidecar_port, "proxy": proxy,
+            "checks": [{"name": "listening", "tcp": f"127.0.0.1:{sidecar_port}", "interval": CHECK_INTERVAL}]}}}
+        if id:
+            body["id"] = id
+        self.api.put("/v1/agent/service/register", json=body).raise_for_status()
+        return sidecar_port
+
+    def healthy(self, name: str, count: int = 1) -> list:
+        return wait_for(f"{count} passing connect instance(s) of {name}", lambda: (
+            lambda e: e if len(e) >= count else None)(
+                self.api.get(f"/v1/health/connect/{name}", params={"passing": "1"}).json()))
+
+    def intention(self, source: str, destination: str, action: str) -> None:
+        self.api.put("/v1/connect/intentions/exact", params={"source": source, "destination": destination},
+                     json={"Action": action}).raise_for_status()
+
+    def default_intention(self, action: str) -> None:
+        self.api.put("/v1/tether/mesh", json={"defaultIntention": action}).raise_for_status()
+
+    def ready(self, service: str, after: int = 0) -> dict[str, str]:
+        """The fields of the newest READY line of `service`'s proxy (after log line `after`)."""
+        def find() -> dict[str, str] | None:
+            for line in reversed(self.agent.log[after:]):
+                m = _READY.search(line)
+                if m:
+                    fields = dict(kv.split("=", 1) for kv in m.group(1).split())
+                    if fields.get("service") == service:
+                        return fields
+            return None
+        return wait_for(f"READY line of {service}'s proxy", find)
+
+    def access_logs(self, **match: Any) -> list[dict]:
+        """Access-log records (JSON lines in the agent's output) with every given field equal."""
+        out = []
+        for line in list(self.agent.log):
+            if line.startswith('{"start_time"'):
+                rec = json.loads(line)
+                if all(rec.get(k) == v for k, v in match.items()):
+                    out.append(rec)
+        return out
+
+    def wait_log(self, what: str, **match: Any) -> dict:
+        return wait_for(what, lambda: (self.access_logs(**match) or [None])[-1])
+
+
+def metrics(admin: str) -> str:
+    return httpx.get(f"http://{admin}/metrics", timeout=5).text
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text; 0.0 when absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name + ("{" + want + "}" if want else " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def start_proxy(*args: str, addr: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, dict[str, str], list[str]]:
+    """`tether connect proxy ARGS` as a person runs it; returns (process, READY fields, log lines)."""
+    cmd = [sys.executable, "-m", "tether.cli.main", "connect", "proxy", *args, "-http-addr", addr]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    lines: list[str] = []
+    ready: dict[str, str] = {}
+    got = threading.Event()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            m = _READY.search(line)
+            if m and not got.is_set():
+                ready.update(kv.split("=", 1) for kv in m.group(1).split())
+                got.set()
+        got.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not got.wait(DEADLINE) or not ready:
+        proc.kill()
+        raise AssertionError(f"tether connect proxy {' '.join(args)} did not get ready:\n{''.join(lines)}")
+    return proc, ready, lines
+
+
+def stop_proxy(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def port_of(hostport: str) -> int:
+    return int(hostport.rsplit(":", 1)[1])
