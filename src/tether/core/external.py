@@ -465,7 +465,7 @@ def _describe(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, port: in
 
 
 def _target(svc: ExternalService, p: ServicePort, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
-            sni: str | None) -> EgressTarget | None:
+            sni: str | None, route_on_sni: bool = False) -> EgressTarget | None:
     tls = svc.tls if svc.tls.mode != TlsMode.DISABLE else None
     out_sni = svc.origination_sni() if tls else None
     port = p.target_port or p.number
@@ -480,8 +480,8 @@ def _target(svc: ExternalService, p: ServicePort, ip: ipaddress.IPv4Address | ip
         else:
             addrs = tuple((h.lower(), port) for h in svc.hosts)
         return EgressTarget(TargetKind.DNS, addrs, tls, out_sni)
-    if ip is not None:  # NONE: the original destination
-        return EgressTarget(TargetKind.ORIGINAL_DST, ((str(ip), port),), tls, out_sni)
+    if ip is not None and not (route_on_sni and sni is not None and p.protocol == Protocol.TLS):
+        return EgressTarget(TargetKind.ORIGINAL_DST, ((str(ip), port),), tls, out_sni)  # NONE: where it was going
     if sni is not None:
         # No original IP (e.g. at the egress gateway, which sees only the SNI): resolve the
         # SNI itself. This is what lets a wildcard entry route any host under it.
@@ -490,11 +490,14 @@ def _target(svc: ExternalService, p: ServicePort, ip: ipaddress.IPv4Address | ip
 
 
 def decide_egress(snapshot: EgressSnapshot, source_service: str, orig_dst_ip: str | None, orig_dst_port: int,
-                  sni: str | None) -> EgressDecision:
+                  sni: str | None, *, route_on_sni: bool = False) -> EgressDecision:
     """May `source_service` open this outbound connection, to which entry, and where to send it?
 
-    `orig_dst_ip` is the address the application dialled (None where it is unknown, as at
-    an egress gateway); `sni` is the ClientHello's server name (None for plain TCP).
+    `orig_dst_ip` is the address the application dialled (None where it is unknown);
+    `sni` is the ClientHello's server name (None for plain TCP). `route_on_sni` is for
+    the egress gateway: a TLS port with resolution NONE then goes to the SNI's own
+    address, never to the IP the client claims it dialled, so a workload cannot name an
+    allowed host and reach another address.
     """
     # 1. Normalise what was asked for. A mapped IPv4 address is the IPv4 address it carries.
     ip = None
@@ -513,7 +516,7 @@ def decide_egress(snapshot: EgressSnapshot, source_service: str, orig_dst_ip: st
     if found is None:
         if mode == OutboundMode.REGISTRY_ONLY:
             return EgressDecision(False, None, None, f"REGISTRY_ONLY: no external service matches {what}")
-        if ip is not None:
+        if ip is not None and not (route_on_sni and name is not None):
             target = EgressTarget(TargetKind.ORIGINAL_DST, ((str(ip), orig_dst_port),))
         elif name is not None:
             target = EgressTarget(TargetKind.DNS, ((name, orig_dst_port),))
@@ -527,7 +530,7 @@ def decide_egress(snapshot: EgressSnapshot, source_service: str, orig_dst_ip: st
         return EgressDecision(False, svc, None, f"external service {svc.name!r} matches {what} but does not allow "
                               f"source {source_service!r} (allowed: {', '.join(svc.allowed_sources)})")
     # 4. Where to send it.
-    target = _target(svc, port, ip, name)
+    target = _target(svc, port, ip, name, route_on_sni)
     if target is None:
         return EgressDecision(False, svc, None, f"external service {svc.name!r} matches {what} but has resolution "
                               "NONE and no original destination is known; give it endpoints (STATIC) or use DNS")
