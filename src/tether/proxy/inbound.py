@@ -1,0 +1,105 @@
+"""The public listener: mutual TLS in, authorize the client's SPIFFE ID, plain TCP to the app.
+
+Per connection: TLS handshake as server (client certificate required, chain verified
+against the roots) -> read the client's URI SAN -> `engine.check(source, ip, port)` ->
+on deny close and log the rule; on allow dial the local application (connect timeout)
+-> relay. The connection stays registered so a later `update_authorizer` can re-check it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from time import monotonic
+
+from tether.core.errors import InvalidInput
+from tether.proxy.conn import Conn
+
+#: Connect timeout towards the local app and the upstream instances (Consul's
+#: local_connect_timeout_ms / connect_timeout_ms default to 5000).
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSpec:
+    """The public mTLS listener of one local service."""
+
+    service: str  # the local service: destination in logs, metrics and authorization
+    local_app_port: int
+    local_app_host: str = "127.0.0.1"
+    bind_host: str = "0.0.0.0"  # public: other hosts' sidecars connect here (Consul's default)
+    bind_port: int = 0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    def validate(self) -> None:
+        problems = []
+        if not self.service:
+            problems.append("service: must not be empty")
+        if not 0 < self.local_app_port < 65536:
+            problems.append(f"local_app_port: {self.local_app_port} is not a TCP port")
+        if not 0 <= self.bind_port < 65536:
+            problems.append(f"bind_port: {self.bind_port} is not a TCP port")
+        if not self.connect_timeout > 0:
+            problems.append(f"connect_timeout: {self.connect_timeout} must be > 0 seconds")
+        if problems:
+            raise InvalidInput("inbound listener: " + "; ".join(problems))
+
+
+class InboundConn(Conn):
+    __slots__ = ("rule",)
+
+    direction = "inbound"
+
+    def __init__(self, lst, client, addr) -> None:
+        super().__init__(lst, client, addr)
+        self.rule = ""
+        self.t = client  # the accepted socket carries TLS
+
+    def begin(self) -> None:
+        eng = self.lst.engine
+        self.tls_begin(self.t, eng.contexts.server, True, eng.handshake_timeout)
+
+    def destination(self) -> str:
+        return self.lst.spec.service
+
+    def byte_counts(self) -> tuple[int, int]:
+        return self.n_t, self.n_p
+
+    def on_handshake(self) -> None:
+        uris = self.peer_uris()
+        self.source = next((u for u in uris if u.startswith("spiffe://")), None)
+        self.phase = "authorize"
+        if not self.authorize(self.lst.engine.authorizer):
+            return
+        spec = self.lst.spec
+        self.phase = "dial"
+        self.up_addr = f"{spec.local_app_host}:{spec.local_app_port}"
+        self.dial_begin(spec.local_app_host, spec.local_app_port, spec.connect_timeout)
+
+    def authorize(self, authorizer) -> bool:
+        """Run `authorizer` for this connection; on deny, count it and close. True if allowed."""
+        eng = self.lst.engine
+        allowed, reason, audit = eng.check(authorizer, self.source, self.src_addr.rsplit(":", 1)[0], self.lst.port)
+        if audit:
+            self.add_flag("audit")
+        if allowed:
+            self.rule = reason
+            return True
+        eng.stats.denials[(self.source or "unknown", self.lst.spec.service)] += 1
+        self.finish("denied", reason)
+        return False
+
+    def on_dial_ok(self, sock) -> None:
+        eng = self.lst.engine
+        eng.stats.connect_latency[self.direction].observe(monotonic() - self.dial_t0)
+        self.p = sock
+        self.pfd = sock.fileno()
+        self.phase = "relay"
+        self.relay_start()
+
+    def on_dial_failed(self, reason: str) -> None:
+        self.finish("upstream-connect-failure", f"local app {self.up_addr}: {reason}")
+
+    def finish(self, result: str, reason: str = "") -> None:
+        if result == "allowed" and not reason:
+            reason = self.rule
+        super().finish(result, reason)

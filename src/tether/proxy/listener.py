@@ -1,0 +1,104 @@
+"""Listening sockets: accept in batches on `loop.add_reader`, hand each socket to a Conn.
+
+Running out of file descriptors (EMFILE/ENFILE) or kernel memory does not crash the
+accept loop: it logs (at most once per back-off period), stops accepting for
+`ACCEPT_BACKOFF` seconds and tries again, like trio's and anyio's serve loops.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+from tether.proxy.conn import NODELAY, family_of
+
+log = logging.getLogger("tether.proxy")
+
+#: Connections accepted per readiness callback before yielding to other work.
+ACCEPT_BATCH = 64
+#: Pause after an out-of-resources accept error.
+ACCEPT_BACKOFF = 0.1
+#: Kernel accept queue; the anchors' native proxies use the same.
+BACKLOG = 4096
+_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def open_listen_socket(host: str, port: int) -> socket.socket:
+    fam = family_of(host)
+    if fam is None:
+        raise OSError(errno.EINVAL, f"bind address {host!r} is not an IP address")
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Listener:
+    """One bound socket of the engine; `conn_cls(listener, sock, addr).begin()` per accept."""
+
+    def __init__(self, engine, sock: socket.socket, conn_cls, name: str) -> None:
+        self.engine = engine
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.conn_cls = conn_cls
+        self.name = name
+        self.address = sock.getsockname()[:2]
+        self.port = self.address[1]
+        self.closed = False
+        self._backoff = None
+
+    @property
+    def direction(self) -> str:
+        return self.conn_cls.direction
+
+    def start(self) -> None:
+        self.engine.loop.add_reader(self.fd, self._on_accept)
+
+    def _on_accept(self) -> None:
+        sock = self.sock
+        cls = self.conn_cls
+        for _ in range(ACCEPT_BATCH):
+            try:
+                c, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in _RESOURCE_ERRORS:
+                    return self._pause(e)
+                continue  # ECONNABORTED and friends: that client is gone, keep going
+            c.setblocking(False)
+            try:
+                c.setsockopt(*NODELAY)
+            except OSError:
+                pass  # the peer may already have reset it; the conn will find out
+            cls(self, c, addr).begin()
+
+    def _pause(self, exc: OSError) -> None:
+        if self._backoff is not None or self.closed:
+            return
+        log.warning("%s listener %s:%s: %s; not accepting for %.1fs", self.direction, *self.address,
+                    exc.strerror, ACCEPT_BACKOFF)
+        loop = self.engine.loop
+        loop.remove_reader(self.fd)
+        self._backoff = loop.call_later(ACCEPT_BACKOFF, self._resume)
+
+    def _resume(self) -> None:
+        self._backoff = None
+        if not self.closed:
+            self.start()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._backoff is not None:
+            self._backoff.cancel()
+        self.engine.loop.remove_reader(self.fd)
+        self.sock.close()

@@ -1,0 +1,262 @@
+"""The hot path: move bytes between one plain TCP socket and one TLS-over-TCP socket.
+
+Once a connection is set up (handshake done, peer authorized, next hop connected), every
+chunk goes through exactly one of two methods, `_read_p` (plain -> TLS) or `_read_t`
+(TLS -> plain): one recv into a preallocated buffer, one encrypt/decrypt through the
+session's `ssl.MemoryBIO` pair, one send. No per-chunk logging, metrics, timers or
+Python-level layers; byte counts are two integer adds, read by the access log at close.
+
+Why raw sockets on `loop.add_reader` rather than asyncio Protocol pairs: measured on the
+two-hop chain (docs/performance.md), a `Protocol` pair (uvloop's SSL transport, or our own
+BIO TLS over uvloop TCP transports) cost 5-10 % more CPU per round trip and per new
+connection than readiness callbacks with `recv_into` + `MemoryBIO`, and the TLS transport
+cannot batch the decrypted records of one read into a single send. Back-pressure is the
+same idea as pause_reading/resume_reading: when a send is short, the unsent tail is kept,
+reading from the source stops (`remove_reader`) and a writer callback flushes the tail,
+then reading resumes.
+
+Half-close is relayed: EOF from the plain side becomes a TLS close_notify plus a TCP
+write shutdown; close_notify/EOF from the TLS side becomes `shutdown(SHUT_WR)` on the plain
+side. The connection ends when both directions have ended, or at once on an error.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+AGAIN = (BlockingIOError, InterruptedError)
+WantRead = ssl.SSLWantReadError
+SSLError = ssl.SSLError
+ZeroReturn = ssl.SSLZeroReturnError
+SHUT_WR = socket.SHUT_WR
+
+#: Plaintext read per wakeup from the plain side. 64 KiB keeps the encrypted copy (one
+#: allocation from `MemoryBIO.read`) below glibc's mmap threshold.
+PLAIN_CHUNK = 65536
+#: Ciphertext read per wakeup from the TLS side (one syscall for up to 16 full records).
+TLS_CHUNK = 262144
+#: Size of the decrypt buffer; decrypted records are gathered into it and sent at once.
+DECRYPT_BUF = 262144
+#: Stop gathering and send once this much is decrypted (leaves room for one more record).
+DECRYPT_FLUSH = DECRYPT_BUF - 16384 - 256
+
+
+class Buffers:
+    """Scratch buffers shared by every connection of one engine (one event loop thread)."""
+
+    __slots__ = ("rbuf", "rmv", "dbuf", "dmv")
+
+    def __init__(self) -> None:
+        self.rbuf = bytearray(TLS_CHUNK)
+        self.rmv = memoryview(self.rbuf)
+        self.dbuf = bytearray(DECRYPT_BUF)
+        self.dmv = memoryview(self.dbuf)
+
+
+class Relay:
+    """Splice state of one connection. Subclasses set the sockets up and implement `finish`."""
+
+    __slots__ = ("loop", "rbuf", "rmv", "dmv", "p", "pfd", "t", "tfd", "obj", "inc", "out",
+                 "pend_p", "pend_t", "n_p", "n_t", "eof_p", "eof_t", "done_a", "done_b", "closed")
+
+    def __init__(self, loop, bufs: Buffers) -> None:
+        self.loop = loop
+        self.rbuf = bufs.rbuf
+        self.rmv = bufs.rmv
+        self.dmv = bufs.dmv
+        self.p = self.t = self.obj = self.inc = self.out = None
+        self.pfd = self.tfd = -1
+        self.pend_p = self.pend_t = None
+        self.n_p = self.n_t = 0
+        self.eof_p = self.eof_t = self.done_a = self.done_b = self.closed = False
+
+    # ------------------------------------------------------------------ start / end
+    def relay_start(self) -> None:
+        """Both sockets connected and the TLS session established: start moving bytes."""
+        loop = self.loop
+        if self.pend_t is None:
+            loop.add_reader(self.pfd, self._read_p)
+        else:  # the last handshake flight is still being written
+            loop.add_writer(self.tfd, self._flush_t)
+        loop.add_reader(self.tfd, self._read_t)
+        if self.inc.pending:  # records that arrived together with the handshake
+            self._drain_tls()
+
+    def finish(self, result: str, reason: str = "") -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close_sockets(self) -> None:
+        """Unregister and close both sockets, exactly once (before any fd can be reused)."""
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.loop
+        for fd, sock in ((self.pfd, self.p), (self.tfd, self.t)):
+            if sock is not None:
+                loop.remove_reader(fd)
+                loop.remove_writer(fd)
+                sock.close()
+
+    def _abort(self, where: str, exc: BaseException) -> None:
+        self.finish("allowed", f"{where}: {exc.__class__.__name__}: {exc}")
+
+    # ------------------------------------------------------------------ plain -> TLS
+    def _read_p(self) -> None:
+        try:
+            n = self.p.recv_into(self.rbuf, PLAIN_CHUNK)
+        except AGAIN:
+            return
+        except OSError as e:
+            return self._abort("plain recv", e)
+        if not n:
+            return self._eof_from_p()
+        self.n_p += n
+        try:
+            self.obj.write(self.rmv[:n])
+        except SSLError as e:
+            return self._abort("tls write", e)
+        data = self.out.read()
+        try:
+            sent = self.t.send(data)
+        except AGAIN:
+            sent = 0
+        except OSError as e:
+            return self._abort("tls send", e)
+        if sent != len(data):
+            self.pend_t = memoryview(data)[sent:]  # `data` is ours: no copy needed
+            self.loop.remove_reader(self.pfd)
+            self.loop.add_writer(self.tfd, self._flush_t)
+
+    def _flush_t(self) -> None:
+        try:
+            sent = self.t.send(self.pend_t)
+        except AGAIN:
+            return
+        except OSError as e:
+            return self._abort("tls send", e)
+        if sent != len(self.pend_t):
+            self.pend_t = self.pend_t[sent:]
+            return
+        self.pend_t = None
+        self.loop.remove_writer(self.tfd)
+        if self.eof_p:
+            self._end_a()
+        else:
+            self.loop.add_reader(self.pfd, self._read_p)
+
+    def _eof_from_p(self) -> None:
+        self.eof_p = True
+        self.loop.remove_reader(self.pfd)
+        if self.pend_t is None:
+            self._end_a()
+
+    def _end_a(self) -> None:
+        """Plain side finished sending: send close_notify, then a TCP write shutdown."""
+        obj = self.obj
+        try:
+            # obj is the C session (its method is shutdown) or, as a fallback, ssl.SSLObject (unwrap)
+            obj.unwrap() if hasattr(obj, "unwrap") else obj.shutdown()
+        except (WantRead, SSLError, ValueError):
+            pass  # close_notify is in the BIO; the peer's own comes later (or never)
+        data = self.out.read()
+        try:
+            if data:
+                self.t.send(data)
+            self.t.shutdown(SHUT_WR)
+        except OSError:
+            pass
+        self.done_a = True
+        if self.done_b:
+            self.finish("allowed", "")
+
+    # ------------------------------------------------------------------ TLS -> plain
+    def _read_t(self) -> None:
+        try:
+            n = self.t.recv_into(self.rbuf, TLS_CHUNK)
+        except AGAIN:
+            return
+        except OSError as e:
+            return self._abort("tls recv", e)
+        if not n:
+            return self._eof_from_t()
+        self.inc.write(self.rmv[:n])
+        self._drain_tls()
+
+    def _drain_tls(self) -> None:
+        """Decrypt every complete record in the BIO, sending at most DECRYPT_BUF at a time."""
+        obj, inc, dmv = self.obj, self.inc, self.dmv
+        while True:
+            off = 0
+            eof = more = False
+            try:
+                while True:
+                    m = obj.read(DECRYPT_BUF - off, dmv[off:]) if off else obj.read(DECRYPT_BUF, dmv)
+                    if not m:
+                        eof = True
+                        break
+                    off += m
+                    if not inc.pending and not obj.pending():
+                        break
+                    if off >= DECRYPT_FLUSH:
+                        more = True
+                        break
+            except WantRead:
+                pass  # the rest of a record is still on its way
+            except ZeroReturn:
+                eof = True
+            except SSLError as e:
+                return self._abort("tls read", e)
+            if off:
+                self.n_t += off
+                try:
+                    sent = self.p.send(dmv[:off])
+                except AGAIN:
+                    sent = 0
+                except OSError as e:
+                    return self._abort("plain send", e)
+                if sent != off:
+                    self.pend_p = bytes(dmv[sent:off])  # the buffer is shared: copy the tail
+                    self.eof_t = eof
+                    self.loop.remove_reader(self.tfd)
+                    self.loop.add_writer(self.pfd, self._flush_p)
+                    return
+            if eof:
+                return self._eof_from_t()
+            if not more:
+                return
+
+    def _flush_p(self) -> None:
+        try:
+            sent = self.p.send(self.pend_p)
+        except AGAIN:
+            return
+        except OSError as e:
+            return self._abort("plain send", e)
+        if sent != len(self.pend_p):
+            self.pend_p = self.pend_p[sent:]
+            return
+        self.pend_p = None
+        self.loop.remove_writer(self.pfd)
+        if self.eof_t:
+            self._end_b()
+        else:
+            self.loop.add_reader(self.tfd, self._read_t)
+            if self.inc.pending:
+                self._drain_tls()
+
+    def _eof_from_t(self) -> None:
+        self.eof_t = True
+        self.loop.remove_reader(self.tfd)
+        if self.pend_p is None:
+            self._end_b()
+
+    def _end_b(self) -> None:
+        """TLS side finished sending: pass the EOF on to the plain side."""
+        try:
+            self.p.shutdown(SHUT_WR)
+        except OSError:
+            pass
+        self.done_b = True
+        if self.done_a:
+            self.finish("allowed", "")
