@@ -205,7 +205,10 @@ class Mesh:
         out = []
         for line in list(self.agent.log):
             if line.startswith('{"start_time"'):
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except ValueError:  # several sidecars share the agent's stderr: a line may be torn
+                    continue
                 if all(rec.get(k) == v for k, v in match.items()):
                     out.append(rec)
         return out
