@@ -181,3 +181,16 @@ async def read_eof(r: asyncio.StreamReader) -> bytes:
         return await asyncio.wait_for(r.read(), DEADLINE)
     except (ConnectionError, ssl.SSLError):
         return b""
+
+
+async def tls_connect(pki: Pki, port: int, leaf: Leaf | None, roots: str | None = None):
+    """A raw mTLS client straight to an inbound listener (as another sidecar would connect)."""
+    return await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, leaf, roots), server_hostname="db"),
+        DEADLINE)
+
+
+async def echo_once(r: asyncio.StreamReader, w: asyncio.StreamWriter, payload: bytes = b"ping") -> bytes:
+    w.write(payload)
+    await w.drain()
+    return await asyncio.wait_for(r.readexactly(len(payload)), DEADLINE)
