@@ -31,6 +31,7 @@ from tether.proxy.tls import TlsMaterial
 from tether.sdk.addr import resolve_addr
 
 log = logging.getLogger("tether.proxy.egress")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per blocking query is noise
 
 WAIT = "5m"
 #: Read timeout: the longest blocking wait plus the server's jitter (wait/16) and slack.
@@ -126,7 +127,10 @@ class AgentFeed:
         self._push_mesh()
 
     def _on_egress(self, doc: dict) -> None:
-        docs = list(doc.get("Services") or []) + ([doc["Policy"]] if doc.get("Policy") else [])
+        # Stored documents carry their store index beside the Tether document itself.
+        services = [{k: v for k, v in d.items() if k not in ("ModifyIndex", "CreateIndex")}
+                    for d in doc.get("Services") or []]
+        docs = services + ([doc["Policy"]] if doc.get("Policy") else [])
         cfg = parse_external_documents(docs, source="agent /v1/tether/egress")
         self.snapshot = EgressSnapshot.build(cfg.services, cfg.policy or OutboundPolicy())
         if self.px is not None:

@@ -68,6 +68,8 @@ async def _mesh_handshake(px, mesh: Stream) -> str | None:
     except ssl.SSLError as e:
         raise SetupError("handshake-failure", "%s: %s" % classify_tls_error(e)) from None
     except OSError as e:
+        if not capture.buf:  # a TCP health check or a port probe: connect, then close
+            raise SetupError("client-closed", "closed-before-hello: the client closed before sending anything") from None
         raise SetupError("handshake-failure", f"connection-reset: {e}") from None
     sni = capture.hello.sni if capture.hello is not None else None
     return normalize_runtime_name(sni) if sni else None
