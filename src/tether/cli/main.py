@@ -15,6 +15,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from tether.cli import apply_cmds, ca_cmds, catalog_cmds, connect_cmds, kv_cmds, run_cmds
 from tether.cli import intention_cmds, policy_cmds
+from tether.cli import gateway_cmds
 from tether.core.errors import TetherError
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(connect_cmds.connect_app, name="connect")
 app.command("apply")(apply_cmds.apply)
 app.add_typer(apply_cmds.external_app, name="external")
 app.add_typer(ca_cmds.ca_app, name="ca")
+app.command("proxy")(gateway_cmds.proxy)
 
 
 def run(argv: list[str] | None = None) -> None:
