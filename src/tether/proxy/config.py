@@ -142,7 +142,8 @@ def parse_config(raw: Any, base: Path = Path(".")) -> StandaloneConfig:
                        "idle_timeout_ms", "drain_timeout_ms", "loop"}, "config")
     tls = _parse_tls(raw.get("tls"), base, errs)
     inbound = _parse_inbound(raw["inbound"], errs) if raw.get("inbound") is not None else None
-    ups = [_parse_upstream(u, i, errs) for i, u in enumerate(errs.typed(raw.get("upstreams", []), list, "config.upstreams") or [])]
+    raw_ups = errs.typed(raw.get("upstreams", []), list, "config.upstreams") or []
+    ups = [_parse_upstream(u, i, errs) for i, u in enumerate(raw_ups)]
     allow = errs.typed(raw.get("allow", []), list, "config.allow") or []
     for i, a in enumerate(allow):
         if not isinstance(a, str) or not (a == "*" or a.startswith("spiffe://")):
@@ -163,8 +164,8 @@ def parse_config(raw: Any, base: Path = Path(".")) -> StandaloneConfig:
         errs.append(f"config.loop: {loop!r}, use one of {', '.join(LOOPS)}")
     if not inbound and not ups:
         errs.append("config: nothing to do; give \"inbound\" and/or \"upstreams\"")
-    names = [u[0].name for u in ups if u]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
+    names = [u.get("name") for u in raw_ups if isinstance(u, dict)]
+    for dup in sorted({n for n in names if names.count(n) > 1}, key=str):
         errs.append(f"config.upstreams: {dup!r} appears more than once")
     hs = errs.ms(raw, "handshake_timeout_ms", 10.0, "config")
     idle = errs.ms(raw, "idle_timeout_ms", None, "config")
