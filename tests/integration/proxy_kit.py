@@ -282,3 +282,28 @@ def stop_proxy(proc: subprocess.Popen, timeout: float = 20.0) -> int:
 
 def port_of(hostport: str) -> int:
     return int(hostport.rsplit(":", 1)[1])
+
+
+def start_agent_on(port: int, data_dir: str, node: str = "node1") -> RunningAgent:
+    """A dev agent on a fixed port with a data dir, so a test can stop and restart it in place
+    (the proxies keep its address). Managed proxies off: the test runs them by hand."""
+    cmd = [sys.executable, "-m", "tether.cli.main", "agent", "-dev", "-node", node, "-no-managed-proxies",
+           "-data-dir", data_dir, "-http-port", str(port), "-dns-port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TETHER_LOG_LEVEL": "WARNING"})
+    lines: list[str] = []
+    up = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "HTTP API: http://" in line:
+                up.set()
+        up.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not up.wait(DEADLINE) or proc.poll() is not None:
+        proc.kill()
+        raise AssertionError(f"agent on port {port} did not start:\n{''.join(lines)}")
+    return RunningAgent(f"http://127.0.0.1:{port}", proc, lines)

@@ -65,20 +65,25 @@ async def watch_index(client: AgentClient, health: SourceHealth, what: str, path
                       index: int = 0, params: Mapping[str, Any] | None = None, wait: float = WATCH_WAIT) -> None:
     """Follow `path` from `index` forever, calling `apply(body)` on every new index."""
     delay = RETRY_START
+    failing = False
     while True:
-        query = {**(params or {}), "index": index, "wait": f"{wait:g}s"} if index else dict(params or {})
+        # After a failure, ask without blocking: the first answer proves the agent is back
+        # (a blocking query on an unchanged index would hide that for a whole `wait`).
+        blocking = bool(index) and not failing
+        query = {**(params or {}), **({"index": index, "wait": f"{wait:g}s"} if blocking else {})}
         try:
-            reply = await client.get(path, query, wait=wait if index else 0.0)
+            reply = await client.get(path, query, wait=wait if blocking else 0.0)
         except TetherError as e:
+            failing = True
             health.failed(what, str(e))
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
-        delay = RETRY_START
+        delay, failing = RETRY_START, False
         health.ok(what)
         new = reply.index
         if new and new == index:
-            continue  # the wait ran out: nothing changed
+            continue  # the wait ran out (or the agent is back with nothing new)
         # An index that goes backwards (a restarted agent, a restored store) means "start
         # over": apply what we got and block from there (Consul's client rule).
         index = new if new > 0 else 0
@@ -91,15 +96,18 @@ async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path:
                      content_hash: str, wait: float = WATCH_WAIT) -> None:
     """Follow a hash-blocking endpoint (the agent's service definition) forever."""
     delay = RETRY_START
+    failing = False
     while True:
+        query = {"hash": content_hash, "wait": f"{wait:g}s"} if not failing else {}
         try:
-            reply = await client.get(path, {"hash": content_hash, "wait": f"{wait:g}s"}, wait=wait)
+            reply = await client.get(path, query, wait=0.0 if failing else wait)
         except TetherError as e:
+            failing = True
             health.failed(what, str(e))
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
-        delay = RETRY_START
+        delay, failing = RETRY_START, False
         health.ok(what)
         new = (reply.body or {}).get("ContentHash") or reply.headers.get("x-consul-contenthash", "")
         if new == content_hash:
