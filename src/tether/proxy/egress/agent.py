@@ -1,17 +1,18 @@
 """Agent-fed state for an egress proxy: leaf, roots, registry, virtual IPs, instances.
 
-Each input is one blocking query on the local agent (`?index=N&wait=5m`), re-issued as
-soon as it answers, so a change reaches the proxy within milliseconds:
+Each input is one blocking query on the local agent, followed with the sidecar's own
+watch loops (proxy/watch.py over the lean proxy/agentclient.py, so the proxy process
+loads no httpx), and applied to the proxy as soon as it changes:
 
     /v1/agent/connect/ca/leaf/<service>   our certificate and key (renewed by the agent)
     /v1/agent/connect/ca/roots            trust anchors and the trust domain
     /v1/tether/egress                     external services + outbound policy
     /v1/tether/virtual-ips                service -> virtual IP (sidecars only)
-    /v1/health/connect/<service>?passing  healthy instances of every gateway named by the
-                                          registry and (sidecars) every service with a VIP
+    /v1/health/connect/<service>?passing  healthy instances of every gateway the registry
+                                          names and (sidecars) of every service with a VIP
 
-Fail static: when the agent is unreachable or answers garbage, the proxy keeps what it
-has; the failure is logged once per outage and retried with capped back-off.
+Fail static: when the agent is unreachable or answers something unusable, the proxy keeps
+what it has; the loss and the recovery are logged once each.
 """
 
 from __future__ import annotations
@@ -20,23 +21,16 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
-
-from tether.core.errors import TetherError
 from tether.core.external import EgressSnapshot, OutboundPolicy
 from tether.core.external_yaml import parse_external_documents
+from tether.proxy.agentclient import AgentClient
 from tether.proxy.egress.routes import MeshService
 from tether.proxy.pool import Instance
 from tether.proxy.tls import TlsMaterial
+from tether.proxy.watch import SourceHealth, watch_index
 from tether.sdk.addr import resolve_addr
 
 log = logging.getLogger("tether.proxy.egress")
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per blocking query is noise
-
-WAIT = "5m"
-#: Read timeout: the longest blocking wait plus the server's jitter (wait/16) and slack.
-READ_TIMEOUT = 330.0
-RETRY_FIRST, RETRY_MAX = 0.5, 30.0
 
 
 class AgentFeed:
@@ -44,9 +38,8 @@ class AgentFeed:
 
     def __init__(self, http_addr: str | None, service: str, *, token: str | None = None,
                  virtual_ips: bool = True) -> None:
-        headers = {"X-Consul-Token": token} if token else {}
-        self.http = httpx.AsyncClient(base_url=resolve_addr(http_addr), headers=headers,
-                                      timeout=httpx.Timeout(READ_TIMEOUT, connect=5.0))
+        self.client = AgentClient(resolve_addr(http_addr), token)
+        self.health = SourceHealth(f"agent at {self.client.addr}", self._lost, self._regained)
         self.service = service
         self.want_vips = virtual_ips
         self.px = None
@@ -58,17 +51,22 @@ class AgentFeed:
         self.datacenters: dict[str, str] = {}  # service -> the datacenter its instances report
         self.tasks: dict[str, asyncio.Task] = {}
         self.ready = asyncio.Event()
-        self._failing: set[str] = set()
+        self._down = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, timeout: float = 30.0) -> None:
         """Start the watches; return once leaf, roots and registry have all arrived."""
-        self._spawn("leaf", self._watch(f"/v1/agent/connect/ca/leaf/{self.service}", self._on_leaf))
-        self._spawn("roots", self._watch("/v1/agent/connect/ca/roots", self._on_roots))
-        self._spawn("egress", self._watch("/v1/tether/egress", self._on_egress))
+        self._spawn("leaf", f"/v1/agent/connect/ca/leaf/{self.service}", self._on_leaf)
+        self._spawn("roots", "/v1/agent/connect/ca/roots", self._on_roots)
+        self._spawn("egress", "/v1/tether/egress", self._on_egress)
         if self.want_vips:
-            self._spawn("vips", self._watch("/v1/tether/virtual-ips", self._on_vips))
-        await asyncio.wait_for(self.ready.wait(), timeout)
+            self._spawn("virtual-ips", "/v1/tether/virtual-ips", self._on_vips)
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            failing = "; ".join(f"{w}: {e}" for w, e in self.health.failing.items()) or "no answer"
+            raise TimeoutError(f"egress state from the agent at {self.client.addr} not complete after "
+                               f"{timeout:g}s ({failing})") from None
 
     def material(self) -> TlsMaterial:
         roots = tuple(r["RootCert"] for r in self.roots["Roots"])
@@ -76,7 +74,7 @@ class AgentFeed:
 
     def mesh(self) -> list[MeshService]:
         td = self.roots.get("TrustDomain", "") if self.roots else ""
-        return [MeshService(name, f"spiffe://{td}/ns/default/dc/{self._dc(name)}/svc/{name}",
+        return [MeshService(name, f"spiffe://{td}/ns/default/dc/{self.datacenters.get(name, 'dc1')}/svc/{name}",
                             self.instances.get(name, ()), self.vips.get(name)) for name in sorted(self._wanted())]
 
     def attach(self, px) -> None:
@@ -87,35 +85,20 @@ class AgentFeed:
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        await self.http.aclose()
 
     # ------------------------------------------------------------------ watches
-    def _spawn(self, key: str, coro) -> None:
+    def _spawn(self, key: str, path: str, apply, params: dict[str, str] | None = None) -> None:
+        coro = watch_index(self.client, self.health, key, path, apply, params=params)
         self.tasks[key] = asyncio.get_running_loop().create_task(coro)
 
-    async def _watch(self, path: str, apply, params: dict[str, str] | None = None) -> None:
-        index, delay = 0, RETRY_FIRST
-        while True:
-            try:
-                resp = await self.http.get(path, params={**(params or {}), "index": str(index), "wait": WAIT})
-                resp.raise_for_status()
-                new_index = int(resp.headers.get("X-Consul-Index", "0"))
-                if new_index != index or index == 0:
-                    apply(resp.json())
-                # An index that went backwards (store restored) restarts from the top.
-                index = new_index if new_index >= index else 0
-                delay = RETRY_FIRST
-                if path in self._failing:
-                    self._failing.discard(path)
-                    log.info("agent watch %s recovered", path)
-            except asyncio.CancelledError:
-                raise
-            except (httpx.HTTPError, ValueError, KeyError, TetherError) as e:
-                if path not in self._failing:
-                    self._failing.add(path)
-                    log.warning("agent watch %s failed (%s); keeping the last known state", path, e)
-                await asyncio.sleep(delay)  # back-off between retries of a failed watch
-                delay = min(RETRY_MAX, delay * 2)
+    def _lost(self, source: str, error: str) -> None:
+        if not self._down:
+            self._down = True
+            log.warning("%s unreachable (%s); egress keeps its last known state", source, error)
+
+    def _regained(self, source: str) -> None:
+        self._down = False
+        log.info("%s reachable again; egress state is current", source)
 
     def _on_leaf(self, doc: dict) -> None:
         self.leaf = doc
@@ -131,42 +114,36 @@ class AgentFeed:
         services = [{k: v for k, v in d.items() if k not in ("ModifyIndex", "CreateIndex")}
                     for d in doc.get("Services") or []]
         docs = services + ([doc["Policy"]] if doc.get("Policy") else [])
-        cfg = parse_external_documents(docs, source="agent /v1/tether/egress")
+        cfg = parse_external_documents(docs, source="the agent's /v1/tether/egress")
         self.snapshot = EgressSnapshot.build(cfg.services, cfg.policy or OutboundPolicy())
         if self.px is not None:
             self.px.update_registry(self.snapshot)
+        log.info("egress registry: %d external service(s), outbound mode %s", len(cfg.services),
+                 self.snapshot.policy.mode)
         self._sync_service_watches()
         self._check_ready()
 
     def _on_vips(self, doc: dict) -> None:
         self.vips = {str(k): str(v) for k, v in doc.items()}
         self._sync_service_watches()
-        self._push_mesh()
 
     def _on_instances(self, name: str, doc: list) -> None:
-        found = []
         for e in doc[:1]:
             self.datacenters[name] = e["Node"].get("Datacenter") or "dc1"
-        for e in doc:
-            svc = e["Service"]
-            found.append(Instance(svc.get("Address") or e["Node"]["Address"], int(svc["Port"])))
-        self.instances[name] = tuple(found)
+        self.instances[name] = tuple(Instance(e["Service"].get("Address") or e["Node"]["Address"],
+                                              int(e["Service"]["Port"])) for e in doc)
         self._push_mesh()
 
-    def _dc(self, name: str) -> str:
-        return self.datacenters.get(name, "dc1")
-
     def _wanted(self) -> set[str]:
-        names = {s.egress_gateway for s in self.snapshot.services if s.egress_gateway} if self.snapshot else set()
-        return names | set(self.vips)
+        gateways = {s.egress_gateway for s in self.snapshot.services if s.egress_gateway} if self.snapshot else set()
+        return gateways | set(self.vips)
 
     def _sync_service_watches(self) -> None:
         wanted = self._wanted()
         for name in wanted:
-            key = f"health:{name}"
-            if key not in self.tasks:
-                self._spawn(key, self._watch(f"/v1/health/connect/{name}",
-                                             lambda doc, n=name: self._on_instances(n, doc), {"passing": "1"}))
+            if f"health:{name}" not in self.tasks:
+                self._spawn(f"health:{name}", f"/v1/health/connect/{name}",
+                            lambda doc, n=name: self._on_instances(n, doc), {"passing": "1"})
         for key in [k for k in self.tasks if k.startswith("health:") and k[7:] not in wanted]:
             self.tasks.pop(key).cancel()
             self.instances.pop(key[7:], None)
@@ -177,10 +154,7 @@ class AgentFeed:
         if self.leaf is None or self.roots is None:
             return
         if self.px is not None:
-            try:
-                self.px.update_tls(self.material())
-            except TetherError as e:
-                log.error("new TLS material refused (%s); keeping the current one", e)
+            self.px.update_tls(self.material())  # InvalidInput: watch_index logs it, the old one stays
         self._check_ready()
 
     def _push_mesh(self) -> None:
