@@ -366,4 +366,13 @@ async def _resolved(instances: list) -> list:
     return out
 
 
+async def _transparent_mode(sidecar: Sidecar, plan: SidecarPlan) -> None:
+    # Imported on first use: a direct-mode sidecar never loads the egress code.
+    from tether.proxy.egress.transparent import transparent_mode
+
+    await transparent_mode(sidecar, plan)
+
+
+register_mode_hook("transparent", _transparent_mode)
+
 __all__ = ["MODE_HOOKS", "ModeHook", "Sidecar", "SidecarOptions", "register_mode_hook"]
