@@ -80,7 +80,8 @@ def proxy(
             agent.put("/v1/agent/service/register", json={
                 "Name": service, "ID": service, "Address": host, "Port": port, "Connect": {"Native": True},
                 "Meta": {"tether-gateway": "egress"},
-                "Check": {"Name": "egress gateway listener", "TCP": f"{host}:{port}", "Interval": "10s"}})
+                "Check": {"Name": "egress gateway listener", "TCP": f"{host}:{port}", "Interval": "10s",
+                          "Status": "passing"}})  # it is listening already: no critical window
             registered.append(service)
 
     listen = egress_run.Listen(gateway=bind, admin=admin)

@@ -7,10 +7,10 @@ TETHER_ names). The rules are applied with one `iptables-restore --noflush`, whi
 atomic: either every rule is in place or none is.
 
     OUTPUT -p tcp -> TETHER_PROXY_OUTPUT
-        proxy uid, excluded uids, 127.0.0.1/32, excluded ports and CIDRs -> RETURN
+        not a SYN (a connection older than the rules), proxy uid, excluded uids, 127.0.0.1/32, excluded ports and CIDRs -> RETURN
         everything else -> TETHER_PROXY_REDIRECT -> REDIRECT --to-ports <outbound>
     PREROUTING -p tcp -> TETHER_PROXY_INBOUND
-        excluded inbound ports -> RETURN
+        not a SYN, excluded inbound ports -> RETURN
         everything else -> TETHER_PROXY_IN_REDIRECT -> REDIRECT --to-ports <inbound>
     (with a DNS address) OUTPUT -p udp --dport 53 -> TETHER_DNS_REDIRECT -> DNAT
 """
@@ -104,7 +104,12 @@ def format_install(c: RedirectConfig, iptables_save: str = "") -> str:
     """
     check_redirect_config(c)
     lines = ["*nat"] + [f":{chain} - [0:0]" for chain in CHAINS]
-    out = [f"-A {OUTPUT_CHAIN} -m owner --uid-owner {c.proxy_uid} -j RETURN"]
+    # Only a connection's first packet (SYN) is redirected. Connections opened before the
+    # nat table existed in this namespace are unknown to conntrack, which would take their
+    # next packet (a reply, mid-stream) for a new connection and redirect it, breaking it;
+    # this way installing the rules never cuts a live connection.
+    out = [f"-A {OUTPUT_CHAIN} -p tcp -m tcp ! --syn -j RETURN",
+           f"-A {OUTPUT_CHAIN} -m owner --uid-owner {c.proxy_uid} -j RETURN"]
     out += [f"-A {OUTPUT_CHAIN} -m owner --uid-owner {uid} -j RETURN" for uid in c.exclude_uids]
     out.append(f"-A {OUTPUT_CHAIN} -d 127.0.0.1/32 -j RETURN")
     out += [f"-A {OUTPUT_CHAIN} -p tcp -m tcp --dport {p} -j RETURN" for p in c.exclude_outbound_ports]
@@ -112,7 +117,8 @@ def format_install(c: RedirectConfig, iptables_save: str = "") -> str:
             for cidr in c.exclude_outbound_cidrs]
     out.append(f"-A {OUTPUT_CHAIN} -j {REDIRECT_CHAIN}")
     out.append(f"-A {REDIRECT_CHAIN} -p tcp -j REDIRECT --to-ports {c.outbound_port}")
-    inbound = [f"-A {INBOUND_CHAIN} -p tcp -m tcp --dport {p} -j RETURN" for p in c.exclude_inbound_ports]
+    inbound = [f"-A {INBOUND_CHAIN} -p tcp -m tcp ! --syn -j RETURN"]
+    inbound += [f"-A {INBOUND_CHAIN} -p tcp -m tcp --dport {p} -j RETURN" for p in c.exclude_inbound_ports]
     inbound.append(f"-A {INBOUND_CHAIN} -p tcp -j {IN_REDIRECT_CHAIN}")
     inbound.append(f"-A {IN_REDIRECT_CHAIN} -p tcp -j REDIRECT --to-ports {c.inbound_port}")
     dns = []
