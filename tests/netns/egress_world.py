@@ -150,10 +150,12 @@ class EgressWorld:
             raise AssertionError(f"{host}$ {' '.join(cmd)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
         return r
 
-    def hosts_file(self, names: dict[str, str]) -> None:
-        """Name -> IP for every namespace (bind-mounted over /etc/hosts by ip netns exec)."""
+    def hosts_file(self, names: dict[str, str], only: tuple[str, ...] = ()) -> None:
+        """Name -> IP for every namespace, or the `only` ones (bind-mounted over /etc/hosts by ip netns exec)."""
         text = "127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in names.items())
-        for host in self.topo.hosts.values():
+        for key, host in self.topo.hosts.items():
+            if only and key not in only:
+                continue
             d = Path("/etc/netns") / host.netns
             d.mkdir(parents=True, exist_ok=True)
             (d / "hosts").write_text(text)
@@ -178,7 +180,8 @@ class EgressWorld:
         code = textwrap.dedent(f"""
             import json, sys, httpx
             r = httpx.request({method!r}, "http://{self.agent_addr}{path}", json={body!r}, timeout=30)
-            r.raise_for_status(); print(json.dumps(r.json() if r.content else None))
+            if r.status_code >= 400: sys.exit(f"{{r.status_code}}: {{r.text}}")
+            print(json.dumps(r.json() if r.content else None))
         """)
         r = self.topo[host].python(code)
         if r.returncode != 0:
@@ -217,16 +220,18 @@ class EgressWorld:
         proc.wait(lambda l: l.startswith("READY gateway="))
         return proc
 
-    def start_sidecar(self, host: str, service: str, app_port: int = 9080) -> Proc:
+    def start_sidecar(self, host: str, service: str, app_port: int = 9080, public_port: int = 0) -> Proc:
         """Register `service` with a transparent sidecar, install its iptables rules, start it.
 
         The rules go in first, as an init container would do it: connections a process opened
         before the nat table existed are not tracked, and their replies would be redirected.
         """
         ip = self.topo[host].address
+        # Every service registers on the one agent (one node), where ports must be unique.
+        public_port = public_port or 21000 + sum(k.startswith("sidecar-") for k in self.procs)
         self.api(host, "PUT", "/v1/agent/service/register", {
             "Name": service, "ID": service, "Address": ip, "Port": app_port,
-            "Connect": {"SidecarService": {"Port": 21000, "Proxy": {"Mode": "transparent"}}}})
+            "Connect": {"SidecarService": {"Port": public_port, "Proxy": {"Mode": "transparent"}}}})
         self.tether(host, "connect", "redirect-traffic", "-proxy-id", f"{service}-sidecar-proxy", "-proxy-uid", "0",
                     "-http-addr", self.agent_addr)
         proc = self.spawn(f"sidecar-{service}", host, [sys.executable, "-m", "tether.cli.proxy_cmds", "-sidecar-for",
