@@ -152,9 +152,16 @@ class Mesh:
         return cls(agent, httpx.Client(base_url=agent.url, timeout=30))
 
     def close(self) -> None:
-        self.agent.stop()
+        self.agent.stop()  # the agent stops its sidecars (SIGTERM, they drain and exit)
         for app in self.apps:
             app.close()
+        # Belt and braces: a sidecar that outlived its agent (started in its own session)
+        # would keep running; end the ones this test started, by PID.
+        pids = {int(m.group(1)) for line in self.agent.log for m in [re.search(r"READY .* pid=(\d+)", line)] if m}
+        for pid in pids:
+            if process_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        wait_for("the sidecars to exit", lambda: not any(process_alive(p) for p in pids), timeout=15)
 
     def app(self, greeting: bytes = b"") -> EchoServer:
         server = EchoServer(greeting)

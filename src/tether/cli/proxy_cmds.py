@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="process log level (default $TETHER_LOG_LEVEL, else INFO)")
     add("-admin-bind", "--admin-bind", dest="admin_bind", default="", metavar="ADDR:PORT",
         help="metrics and readiness endpoint (default Proxy.Config admin_bind, else 127.0.0.1:0)")
-    add("-drain-timeout", "--drain-timeout", dest="drain_timeout", type=float, default=15.0, metavar="SECONDS",
-        help="on SIGTERM, how long open connections may finish (default 15)")
+    add("-drain-timeout", "--drain-timeout", dest="drain_timeout", type=float, default=5.0, metavar="SECONDS",
+        help="on SIGTERM, how long open connections may finish (default 5)")
     add("-http-addr", "--http-addr", dest="http_addr", default="", metavar="HOST:PORT",
         help="the local agent (default $TETHER_HTTP_ADDR, then $CONSUL_HTTP_ADDR, then 127.0.0.1:8500)")
     add("-token", "--token", default="", help="ACL token (default $TETHER_HTTP_TOKEN)")

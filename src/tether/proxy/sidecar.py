@@ -58,8 +58,13 @@ log = logging.getLogger("tether.proxy.sidecar")
 #: How long start() keeps trying to reach the agent before giving up (a managed sidecar is
 #: restarted by the agent anyway; a person at a terminal wants an answer).
 STARTUP_TIMEOUT = 30.0
-#: Seconds live connections get to finish on SIGTERM (Consul's built-in proxy has none; Envoy 5 s+).
-DEFAULT_DRAIN_TIMEOUT = 15.0
+#: Seconds live connections get to finish on SIGTERM. Below the agent's stop grace (10 s,
+#: agent/supervisor.py) so a managed sidecar has always exited before the agent kills it.
+DEFAULT_DRAIN_TIMEOUT = 5.0
+
+#: Cancellation rounds for the watch tasks at shutdown, and the wait after each.
+STOP_CANCEL_ROUNDS = 5
+STOP_CANCEL_WAIT = 0.2
 
 ModeHook = Callable[["Sidecar", SidecarPlan], Awaitable[None]]
 #: Proxy.Mode -> hook. The transparent-proxy work registers its handler here.
@@ -189,6 +194,7 @@ class Sidecar:
         cannot be bound raises; later, it is logged and the rest is applied."""
         old = self.plan
         self.plan = plan
+        self.engine.handshake_timeout = plan.handshake_timeout  # read per new handshake
         await self._apply_inbound(plan, initial)
         for name in [n for n in self._upstreams if n not in {u.name for u in plan.upstreams}]:
             self._close_upstream(name)
@@ -321,9 +327,7 @@ class Sidecar:
     # ------------------------------------------------------------------ stop
     async def stop(self, drain_timeout: float | None = None) -> int:
         """Stop watching, deregister what -register added, drain; returns connections cut."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_all(self._tasks)
         if self.registered_id:
             try:
                 await self.client.put(f"/v1/agent/service/deregister/{self.registered_id}")
@@ -344,6 +348,22 @@ class Sidecar:
         if self.admin:
             parts.append("admin=%s:%s" % self.admin)
         return "READY " + " ".join(parts)
+
+
+async def _cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Cancel the watch tasks and wait for them, briefly. Cancelling again matters: on
+    Python 3.11 `asyncio.wait_for` can swallow a cancellation that lands as its inner
+    call finishes (a refused connect to a dead agent finishes at once), and the loop
+    goes on; the next cancel hits its next await. Shutdown never waits on them for long."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(STOP_CANCEL_ROUNDS):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_CANCEL_WAIT)
+    if pending:
+        log.warning("%d watch task(s) did not stop; shutting down anyway", len(pending))
 
 
 async def _resolved(instances: list) -> list:
