@@ -165,3 +165,25 @@ def test_access_log_and_metrics_of_a_managed_sidecar(mesh):
     assert metric_value(text, "tether_proxy_config_stale") == 0
     # The agent's listener check is a bare TCP connect: it never reaches authorization.
     assert "tether_proxy_handshake_failures_total" in text
+
+
+def test_an_unregistered_proxy_can_register_itself_and_logs_text(mesh):
+    from proxy_kit import start_proxy, stop_proxy
+
+    app = mesh.app()
+    listen = free_port()
+    proc, ready, log = start_proxy("-service", "kiosk", "-listen", f"127.0.0.1:{listen}", "-service-addr",
+                                   f"127.0.0.1:{app.port}", "-register", "-log-format", "text", addr=mesh.agent.addr)
+    try:
+        entry = mesh.healthy("kiosk")[0]["Service"]
+        assert (entry["ID"], entry["Port"], entry["Connect"]) == ("kiosk-proxy", listen, {"Native": True})
+        up = free_port()
+        mesh.register("visitor", 1, upstreams=[{"destination_name": "kiosk", "local_bind_port": up}])
+        mesh.ready("visitor")
+        assert wait_for("visitor -> kiosk", lambda: roundtrip(up, b"hey") == b"hey")
+        line = wait_for("a text access-log line", lambda: [l for l in log if l.startswith("start_time=")
+                                                           and "result=allowed" in l])[0]
+        assert "destination=kiosk" in line and "/svc/visitor" in line
+    finally:
+        assert stop_proxy(proc) == 0
+    assert "kiosk-proxy" not in mesh.api.get("/v1/agent/services").json()  # deregistered on the way out

@@ -188,3 +188,24 @@ def test_the_proxy_process_loads_no_web_framework():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'fastapi', 'httpx', 'typer', 'rich', 'yaml'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+async def test_a_mode_hook_runs_for_transparent_registrations(api):
+    from proxy_kit import free_port
+    from tether.proxy.sidecar import Sidecar, SidecarOptions
+
+    await api.put("/v1/agent/service/register", json={"name": "tp", "port": 1, "connect": {"sidecar_service": {
+        "port": free_port(), "proxy": {"mode": "transparent", "upstreams": []}}}})
+    seen = []
+
+    async def hook(sidecar, plan):
+        seen.append((plan.mode, plan.service, sidecar.trust_domain.endswith(".tether")))
+
+    sidecar = Sidecar(SidecarOptions(agent_addr=str(api.base_url), sidecar_for="tp", access_log=None),
+                      mode_hooks={"transparent": hook})
+    await sidecar.start()
+    try:
+        assert seen == [("transparent", "tp", True)]
+        assert sidecar.ready_line().startswith("READY inbound=")
+    finally:
+        await sidecar.stop(0)
