@@ -27,7 +27,7 @@ def test_sidecars_keep_serving_while_the_agent_is_down_and_recover(tmp_path):
         api.put("/v1/agent/service/register", json={"name": "store", "port": app.port, "connect": {"sidecar_service": {
             "port": store_port, "checks": [{"tcp": f"127.0.0.1:{store_port}", "interval": "300ms"}]}}}).raise_for_status()
         api.put("/v1/agent/service/register", json={"name": "cashier", "port": 1, "connect": {"sidecar_service": {
-            "proxy": {"upstreams": [{"destination_name": "store", "local_bind_port": up}]}}}}).raise_for_status()
+            "port": free_port(), "proxy": {"upstreams": [{"destination_name": "store", "local_bind_port": up}]}}}}).raise_for_status()
         store, _, store_log = start_proxy("-sidecar-for", "store", addr=agent.addr)
         cashier, ready, cashier_log = start_proxy("-sidecar-for", "cashier", addr=agent.addr)
         procs += [store, cashier]
