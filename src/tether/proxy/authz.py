@@ -7,12 +7,14 @@ The real mesh passes the agent's intention `decide()` instead; both return a val
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ANY = "*"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """Allowed or not, and why (a NamedTuple: built on every inbound connection)."""
+
     allowed: bool
     reason: str
     audit: bool = False

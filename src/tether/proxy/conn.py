@@ -9,6 +9,7 @@ closes every socket exactly once, updates the counters and writes the access-log
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
 import socket
@@ -23,6 +24,21 @@ from tether.proxy.tls import classify_tls_error, match_first_bytes
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 #: A handshake flight is a few KiB; read at most this much per wakeup while handshaking.
 HS_CHUNK = 16384
+SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+
+
+def wrap_bio(ctx: ssl.SSLContext, inc: ssl.MemoryBIO, out: ssl.MemoryBIO, server_side: bool,
+             server_hostname: str | None):
+    """A TLS session object over two memory BIOs.
+
+    Returns the C session that `ssl.SSLObject` wraps (same read/write/pending/do_handshake/
+    getpeercert methods, one Python frame less per call on the hot path); falls back to the
+    public `ssl.SSLObject` if this Python's ssl module is built differently.
+    """
+    try:
+        return ctx._wrap_bio(inc, out, server_side, server_hostname)
+    except (AttributeError, TypeError):
+        return ctx.wrap_bio(inc, out, server_side=server_side, server_hostname=server_hostname)
 
 
 def family_of(host: str) -> int | None:
@@ -80,10 +96,7 @@ class Conn(Relay):
         self.tfd = sock.fileno()
         self.inc = ssl.MemoryBIO()
         self.out = ssl.MemoryBIO()
-        obj = ctx.wrap_bio(self.inc, self.out, server_side=server_side, server_hostname=server_hostname)
-        # The C object under ssl.SSLObject has the same read/write/pending/do_handshake
-        # methods minus one Python frame per call; fall back to the public object.
-        self.obj = getattr(obj, "_sslobj", obj)
+        self.obj = wrap_bio(ctx, self.inc, self.out, server_side, server_hostname)
         self.hs_server = server_side
         self.hs_rx = 0
         self.timer = self.loop.call_later(timeout, self._hs_timeout)
@@ -189,10 +202,9 @@ class Conn(Relay):
         if fam is None:
             return self.on_dial_failed(f"{host}: not an IP address (resolve names before handing them to the engine)")
         try:
-            s = socket.socket(fam, socket.SOCK_STREAM)
+            s = _socket.socket(fam, SOCK_STREAM_NONBLOCK)
         except OSError as e:  # EMFILE / ENFILE: out of descriptors
             return self.on_dial_failed(f"socket: {e.strerror}")
-        s.setblocking(False)
         s.setsockopt(*NODELAY)
         err = s.connect_ex((host, port))
         if err not in (0, errno.EINPROGRESS):

@@ -7,6 +7,7 @@ accept loop: it logs (at most once per back-off period), stops accepting for
 
 from __future__ import annotations
 
+import _socket
 import errno
 import logging
 import socket
@@ -49,6 +50,7 @@ class Listener:
         self.fd = sock.fileno()
         self.conn_cls = conn_cls
         self.name = name
+        self.family = sock.family
         self.address = sock.getsockname()[:2]
         self.port = self.address[1]
         self.closed = False
@@ -62,17 +64,20 @@ class Listener:
         self.engine.loop.add_reader(self.fd, self._on_accept)
 
     def _on_accept(self) -> None:
-        sock = self.sock
+        accept = self.sock._accept  # the C call under socket.accept(), minus its Python wrapper
         cls = self.conn_cls
+        fam = self.family
         for _ in range(ACCEPT_BATCH):
             try:
-                c, addr = sock.accept()
+                fd, addr = accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 if e.errno in _RESOURCE_ERRORS:
                     return self._pause(e)
                 continue  # ECONNABORTED and friends: that client is gone, keep going
+            # Connections use the C socket type directly: no Python-level wrapper per socket.
+            c = _socket.socket(fam, socket.SOCK_STREAM, 0, fd)
             c.setblocking(False)
             try:
                 c.setsockopt(*NODELAY)

@@ -180,24 +180,48 @@ class Relay:
             return self._abort("tls recv", e)
         if not n:
             return self._eof_from_t()
-        self.inc.write(self.rmv[:n])
-        self._drain_tls()
+        inc = self.inc
+        inc.write(self.rmv[:n])
+        # Fast path, one small record (request/response traffic): decrypt, send, done.
+        # Records are at most 16 KiB and the buffer is larger, so a record is always
+        # consumed whole and SSL_pending stays 0; only the BIO can hold more.
+        try:
+            m = self.obj.read(DECRYPT_BUF, self.dmv)
+        except WantRead:
+            return  # the rest of the record is still on its way
+        except ZeroReturn:
+            return self._eof_from_t()
+        except SSLError as e:
+            return self._abort("tls read", e)
+        if not m:
+            return self._eof_from_t()
+        if inc.pending:
+            return self._drain_tls(m)
+        self.n_t += m
+        try:
+            sent = self.p.send(self.dmv[:m])
+        except AGAIN:
+            sent = 0
+        except OSError as e:
+            return self._abort("plain send", e)
+        if sent != m:
+            self._backlog_p(sent, m, False)
 
-    def _drain_tls(self) -> None:
-        """Decrypt every complete record in the BIO, sending at most DECRYPT_BUF at a time."""
+    def _drain_tls(self, off: int = 0) -> None:
+        """Decrypt every complete record in the BIO, sending at most DECRYPT_BUF at a time.
+
+        `off`: bytes already decrypted into the buffer by the caller.
+        """
         obj, inc, dmv = self.obj, self.inc, self.dmv
         while True:
-            off = 0
             eof = more = False
             try:
-                while True:
-                    m = obj.read(DECRYPT_BUF - off, dmv[off:]) if off else obj.read(DECRYPT_BUF, dmv)
+                while inc.pending:
+                    m = obj.read(DECRYPT_BUF - off, dmv[off:])
                     if not m:
                         eof = True
                         break
                     off += m
-                    if not inc.pending and not obj.pending():
-                        break
                     if off >= DECRYPT_FLUSH:
                         more = True
                         break
@@ -216,15 +240,18 @@ class Relay:
                 except OSError as e:
                     return self._abort("plain send", e)
                 if sent != off:
-                    self.pend_p = bytes(dmv[sent:off])  # the buffer is shared: copy the tail
-                    self.eof_t = eof
-                    self.loop.remove_reader(self.tfd)
-                    self.loop.add_writer(self.pfd, self._flush_p)
-                    return
+                    return self._backlog_p(sent, off, eof)
             if eof:
                 return self._eof_from_t()
             if not more:
                 return
+            off = 0
+
+    def _backlog_p(self, sent: int, end: int, eof: bool) -> None:
+        self.pend_p = bytes(self.dmv[sent:end])  # the buffer is shared: copy the tail
+        self.eof_t = eof
+        self.loop.remove_reader(self.tfd)
+        self.loop.add_writer(self.pfd, self._flush_p)
 
     def _flush_p(self) -> None:
         try:
