@@ -135,3 +135,22 @@ async def test_new_instances_join_the_pool_live(pki, app, engines):
     from tether.proxy import Instance
     web.update_upstream("db", [Instance("127.0.0.1", db_port)])
     assert await roundtrip(port, b"joined") == b"joined"
+
+
+async def test_closing_an_upstream_keeps_its_open_connections(pki, app, engines):
+    db, db_port = await open_db(pki, app.port)
+    web, port = await open_web(pki, [db_port])
+    engines += [db, web]
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"a")
+    assert await asyncio.wait_for(r.readexactly(1), 10) == b"a"
+    web.close_upstream("db")
+    assert "db" not in web.upstreams and not web.listeners
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"b")
+    assert await asyncio.wait_for(r.readexactly(1), 10) == b"b"
+    w.close()
+    from tether.core.errors import NotFound
+    with pytest.raises(NotFound):
+        web.close_upstream("db")

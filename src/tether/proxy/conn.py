@@ -14,6 +14,7 @@ import errno
 import os
 import socket
 import ssl
+import logging
 import time
 from time import monotonic
 
@@ -21,6 +22,7 @@ from tether.proxy.der import uri_sans_cached
 from tether.proxy.relay import AGAIN, SSLError, WantRead, Relay
 from tether.proxy.tls import classify_tls_error, match_first_bytes
 
+log = logging.getLogger("tether.proxy")
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 #: A handshake flight is a few KiB; read at most this much per wakeup while handshaking.
 HS_CHUNK = 16384
@@ -56,7 +58,7 @@ class Conn(Relay):
     """One proxied connection from accept to access-log line."""
 
     __slots__ = ("lst", "timer", "hs_rx", "hs_tx", "hs_server", "dsock", "dfd", "dial_t0", "start", "t0",
-                 "src_addr", "source", "up_addr", "flags", "phase", "idle_mark", "idle_since")
+                 "peer_ip", "src_addr", "source", "up_addr", "flags", "phase", "idle_mark", "idle_since")
 
     direction = "?"
 
@@ -73,7 +75,8 @@ class Conn(Relay):
         self.dial_t0 = 0.0
         self.start = time.time()
         self.t0 = monotonic()
-        self.src_addr = f"{addr[0]}:{addr[1]}" if addr else ""
+        self.peer_ip = addr[0] if addr else ""
+        self.src_addr = (f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}") if addr else ""
         self.source = None
         self.up_addr = None
         self.flags = None
@@ -294,3 +297,8 @@ class Conn(Relay):
 
     def on_closed(self) -> None:
         """Subclass hook: release pool slots, leave registries."""
+
+    def internal_error(self, exc: BaseException) -> None:
+        """A bug surfaced in a callback: log it with the traceback, close this connection only."""
+        log.error("%s connection from %s: internal error", self.direction, self.src_addr, exc_info=exc)
+        self.finish("error", f"internal error: {exc.__class__.__name__}: {exc}")

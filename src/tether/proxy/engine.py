@@ -7,6 +7,7 @@
     engine.update_tls(new_material)          # new handshakes use it
     engine.update_upstream("web", instances) # pool membership, counters kept
     engine.update_authorizer(fn)             # re-checks live inbound connections now
+    engine.close_upstream("web")             # stop accepting; open connections keep running
     engine.config_source_failed("agent", "connection refused")  # fail static, logged once
     await engine.drain(15.0); await engine.close()
 
@@ -134,6 +135,22 @@ class Engine:
         self._admin = await serve_admin(self.registry, host, port, lambda: not self.draining)
         return self._admin.sockets[0].getsockname()[:2]
 
+    def close_listener(self, lst: Listener) -> None:
+        """Stop accepting on `lst` (inbound or upstream); its open connections keep running."""
+        lst.close()
+        if lst in self.listeners:
+            self.listeners.remove(lst)
+        for name, up in list(self.upstreams.items()):
+            if up is lst:
+                del self.upstreams[name]
+
+    def close_upstream(self, name: str) -> None:
+        """Stop the upstream listener `name`; raises NotFound if it is not open."""
+        lst = self.upstreams.get(name)
+        if lst is None:
+            raise NotFound(f"upstream {name!r} is not open; known: {', '.join(sorted(self.upstreams)) or 'none'}")
+        self.close_listener(lst)
+
     # ------------------------------------------------------------------ live updates
     def update_tls(self, material: TlsMaterial) -> None:
         """Use `material` for every handshake from now on. Live connections keep theirs.
@@ -162,7 +179,7 @@ class Engine:
         for conn in list(self.live):
             if conn.direction != "inbound" or conn.phase not in ("dial", "relay"):
                 continue
-            allowed, reason, _ = self.check(authorize, conn.source, conn.src_addr.rsplit(":", 1)[0], conn.lst.port)
+            allowed, reason, _ = self.check(authorize, conn.source, conn.peer_ip, conn.lst.port)
             if allowed:
                 continue
             dst = conn.destination()

@@ -78,7 +78,7 @@ class InboundConn(Conn):
     def authorize(self, authorizer) -> bool:
         """Run `authorizer` for this connection; on deny, count it and close. True if allowed."""
         eng = self.lst.engine
-        allowed, reason, audit = eng.check(authorizer, self.source, self.src_addr.rsplit(":", 1)[0], self.lst.port)
+        allowed, reason, audit = eng.check(authorizer, self.source, self.peer_ip, self.lst.port)
         if audit:
             self.add_flag("audit")
         if allowed:

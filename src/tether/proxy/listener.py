@@ -83,7 +83,11 @@ class Listener:
                 c.setsockopt(*NODELAY)
             except OSError:
                 pass  # the peer may already have reset it; the conn will find out
-            cls(self, c, addr).begin()
+            conn = cls(self, c, addr)
+            try:
+                conn.begin()
+            except Exception as e:  # a bug must cost one connection, never the listener or an fd
+                conn.internal_error(e)
 
     def _pause(self, exc: OSError) -> None:
         if self._backoff is not None or self.closed:
