@@ -188,6 +188,11 @@ class Mesh:
             lambda e: e if len(e) >= count else None)(
                 self.api.get(f"/v1/health/connect/{name}", params={"passing": "1"}).json()))
 
+    def flowing(self, port: int) -> None:
+        """Wait until an echo round trip through upstream `port` works (the sidecar's pool has
+        caught up with the catalog: health can pass before the proxy's watch fires)."""
+        wait_for(f"traffic through 127.0.0.1:{port}", lambda: roundtrip(port, b"ok") == b"ok")
+
     def intention(self, source: str, destination: str, action: str) -> None:
         self.api.put("/v1/connect/intentions/exact", params={"source": source, "destination": destination},
                      json={"Action": action}).raise_for_status()

@@ -35,6 +35,7 @@ def test_round_robin_retry_and_outlier_ejection(mesh):
     ready = mesh.ready("front")
     mesh.healthy("catalog", count=3)
 
+    wait_for("both live instances in front's pool", lambda: len({_greeting(up) for _ in range(6)}) == 2)
     seen = [_greeting(up) for _ in range(12)]
     assert set(seen) == {b"catalog-1", b"catalog-2"}  # every connection succeeded, on both live instances
 

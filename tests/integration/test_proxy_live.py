@@ -40,6 +40,7 @@ def test_root_rotation_under_live_traffic(mesh):
     mesh.register("rotweb", 1, upstreams=[{"destination_name": "rotdb", "local_bind_port": up}])
     mesh.ready("rotweb")
     mesh.healthy("rotdb")
+    mesh.flowing(up)
     streams = [open_stream(up) for _ in range(4)]
     before = presented_serial(mesh, db_sidecar)
     old_root = mesh.api.get("/v1/agent/connect/ca/roots").json()["ActiveRootID"]
@@ -71,6 +72,8 @@ def test_intention_flip_closes_only_the_denied_sources_connections(mesh):
         mesh.register(name, 1, upstreams=[{"destination_name": "vault", "local_bind_port": ups[name]}])
         mesh.ready(name)
     mesh.healthy("vault")
+    mesh.flowing(ups["alpha"])
+    mesh.flowing(ups["beta"])
     alpha = [open_stream(ups["alpha"]) for _ in range(2)]
     beta = [open_stream(ups["beta"]) for _ in range(2)]
 
@@ -97,7 +100,7 @@ def test_registration_changes_apply_without_a_restart(mesh):
     ready = mesh.ready("client")
     mesh.healthy("first")
     mesh.healthy("second")
-    assert roundtrip(up1, b"one") == b"one"
+    mesh.flowing(up1)
     held = open_stream(up1)
     mark = len(mesh.agent.log)
 

@@ -38,7 +38,7 @@ def test_sidecars_connect_web_to_db_over_mtls_and_the_agent_supervises_them(mesh
     assert port_of(web_ready["upstream.db"]) == up
     mesh.healthy("db")
 
-    assert roundtrip(up, b"hello through the mesh") == b"hello through the mesh"
+    assert wait_for("web -> db", lambda: roundtrip(up, b"hello through the mesh") == b"hello through the mesh")
     rec = mesh.wait_log("db's inbound access-log line", direction="inbound", destination="db", result="allowed")
     assert rec["source"].endswith("/svc/web")  # db's sidecar saw web's SPIFFE ID from its client certificate
     assert rec["bytes_received"] == len(b"hello through the mesh")
@@ -85,8 +85,8 @@ def test_authorization_by_name_denies_then_allows_and_logs_the_rule(mesh):
     mesh.healthy("billing")
 
     # Denied: the TLS handshake succeeds, then billing's sidecar closes without a byte.
-    assert roundtrip(up, b"x") == b""
-    denied = mesh.wait_log("a denied line", destination="billing", result="denied")
+    denied = wait_for("a denied connection", lambda: roundtrip(up, b"x") == b"" and mesh.access_logs(
+        destination="billing", result="denied"))[-1]
     assert denied["source"].endswith("/svc/shop")
     assert "shop -> billing (deny" in denied["reason"]
     assert api.accepted == 0  # the application never saw the denied caller
@@ -134,8 +134,8 @@ def _check_impostor_refused(mesh, port: int) -> None:
     up = free_port()
     mesh.register("audit", 1, upstreams=[{"destination_name": "ledger", "local_bind_port": up}])
     mesh.ready("audit")
-    assert roundtrip(up, b"secret") == b""
-    rec = mesh.wait_log("an identity-mismatch line", destination="ledger", result="upstream-identity-mismatch")
+    rec = wait_for("an identity mismatch", lambda: roundtrip(up, b"secret") == b"" and mesh.access_logs(
+        destination="ledger", result="upstream-identity-mismatch"))[-1]
     assert "/svc/notledger" in rec["reason"] and rec["reason"].endswith("/svc/ledger")
 
 
@@ -149,10 +149,12 @@ def test_access_log_and_metrics_of_a_managed_sidecar(mesh):
     assert ready["admin"] == f"127.0.0.1:{admin_port}"  # Proxy.Config admin_bind
     mesh.ready("orders")
     mesh.healthy("inventory")
+    mesh.flowing(up)
     with open_stream(up) as s:
         s.sendall(b"12345")
         assert s.recv(5) == b"12345"
-    rec = mesh.wait_log("inventory's line", destination="inventory", result="allowed", direction="inbound")
+    rec = mesh.wait_log("inventory's line", destination="inventory", result="allowed", direction="inbound",
+                        bytes_received=7)
     assert set(rec) >= {"start_time", "duration_ms", "source", "source_address", "destination",
                         "upstream_address", "bytes_received", "bytes_sent", "result", "reason", "flags"}
     assert rec["upstream_address"] == f"127.0.0.1:{app.port}"

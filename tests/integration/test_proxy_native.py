@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from proxy_kit import Mesh, free_port, roundtrip
+from proxy_kit import Mesh, free_port, roundtrip, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_native_and_proxied_services_talk_both_ways(mesh):
         mesh.healthy("dashboard")
 
         # proxied -> native: dashboard's sidecar dials the SDK server with dashboard's leaf.
-        assert roundtrip(up, b"q1", timeout=10) == b"native:q1"
+        assert wait_for("dashboard -> reports", lambda: roundtrip(up, b"q1", timeout=10) == b"native:q1")
         assert seen and seen[-1][0] is True
 
         # native -> proxied: the SDK verifies dashboard's sidecar is dashboard, the sidecar authorizes reports.

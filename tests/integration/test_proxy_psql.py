@@ -75,9 +75,9 @@ def test_psql_through_an_unregistered_local_proxy(postgres):
                                         addr=mesh.agent.addr)
         assert ready["upstream.postgresql"] == f"127.0.0.1:{up}"
 
-        refused = _psql(up, "select 1")
-        assert refused.returncode != 0  # no intention allows mitchellh -> postgresql
-        rec = mesh.wait_log("postgresql's sidecar denying mitchellh", destination="postgresql", result="denied")
+        # no intention allows mitchellh -> postgresql: psql fails, postgresql's sidecar says why
+        rec = wait_for("postgresql's sidecar denying mitchellh", lambda: _psql(up, "select 1").returncode != 0
+                       and mesh.access_logs(destination="postgresql", result="denied"))[-1]
         assert rec["source"].endswith("/svc/mitchellh")
 
         mesh.intention("mitchellh", "postgresql", "allow")
