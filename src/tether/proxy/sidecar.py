@@ -125,10 +125,20 @@ class Sidecar:
             try:
                 return await self._start_once()
             except Unavailable as e:
+                await self._discard()  # a half-built start must not keep its ports for the retry
                 if loop.time() >= deadline:
                     raise Unavailable(f"{e} (gave up after {STARTUP_TIMEOUT:g}s; is TETHER_HTTP_ADDR right?)") from None
                 log.warning("waiting for the agent: %s", e)
                 await asyncio.sleep(1.0)
+
+    async def _discard(self) -> None:
+        await _cancel_all(self._tasks)
+        self._tasks.clear()
+        self._upstreams.clear()
+        self._inbound, self.plan, self.admin = None, None, None
+        if self.engine is not None:
+            await self.engine.close()
+            self.engine = None
 
     async def _start_once(self) -> None:
         reg_hash, plan = await self._resolve()
