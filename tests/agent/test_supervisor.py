@@ -69,3 +69,30 @@ async def test_daemon_command_is_started_restarted_and_stopped(api, tmp_path):
 
     await api.put("/v1/agent/service/deregister/web")  # takes the sidecar and its process along
     await wait_for(lambda: not alive(second))
+
+
+async def test_sidecars_die_with_a_killed_agent(tmp_path, monkeypatch):
+    """kill -9 of the agent must not leave its proxies holding their ports."""
+    from tether.testing.agent import start_dev_agent
+
+    pidfile = tmp_path / "proxy.pid"
+    monkeypatch.setenv("PIDFILE", str(pidfile))  # inherited by the agent, then by its proxies
+    agent = start_dev_agent(managed_proxies=True)
+    try:
+        async with httpx.AsyncClient(base_url=agent.url, timeout=30) as api:
+            await api.put("/v1/agent/service/register", json={
+                "name": "web", "port": 8080,
+                "connect": {"proxy": {"exec_mode": "daemon", "command": [sys.executable, "-c", FAKE_PROXY]}}})
+        pid = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text()))
+        assert alive(pid)
+    finally:
+        agent.stop(signal.SIGKILL)
+    await wait_for(lambda: not alive(pid) or _zombie(pid))
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -9,7 +9,9 @@ plane instead, Consul 1.2 style: `"connect": {"proxy": {"exec_mode": "daemon",
 
 A process that exits is restarted with exponential back-off (1 s doubling to 30 s); a
 run that lasted a minute resets the back-off. Stopping sends SIGTERM (the proxy drains)
-and SIGKILL after a grace period.
+and SIGKILL after a grace period. If the agent itself dies (even by SIGKILL), its proxies
+get SIGTERM from the kernel (parent-death signal, set through util-linux `setpriv`), so a
+restarted agent never finds its ports held by orphans.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -30,6 +33,15 @@ STABLE_AFTER = 60.0  # a run this long resets the back-off
 STOP_GRACE = 10.0  # SIGTERM, then SIGKILL after this long (the proxy drains meanwhile)
 
 CommandFor = Callable[[dict[str, Any]], Sequence[str]]
+
+# prctl(PR_SET_PDEATHSIG) must be set in the child before exec; Python's preexec_fn is not
+# safe in a threaded process like the agent, so setpriv does it. Without setpriv, proxies
+# outlive a crashed agent (logged once at start).
+_SETPRIV = shutil.which("setpriv")
+
+
+def with_parent_death_signal(command: Sequence[str]) -> list[str]:
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *command] if _SETPRIV else list(command)
 
 
 def default_command(proxy: dict[str, Any]) -> list[str]:
@@ -63,6 +75,8 @@ class ProxySupervisor:
 
     def start(self, agent_addr: str, services: dict[str, dict[str, Any]]) -> None:
         """Begin supervising once the agent's API is listening (proxies need its address)."""
+        if _SETPRIV is None:
+            log.warning("setpriv (util-linux) not found: sidecars will outlive the agent if it crashes")
         self.agent_addr = agent_addr.removeprefix("http://")
         for service_id, doc in services.items():
             self.on_service_change(service_id, doc)
@@ -97,7 +111,8 @@ class ProxySupervisor:
             started = loop.time()
             try:
                 process = await asyncio.create_subprocess_exec(
-                    *command, env=self._env(doc), stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                    *with_parent_death_signal(command), env=self._env(doc), stdin=asyncio.subprocess.DEVNULL,
+                    start_new_session=True)
             except OSError as exc:
                 log.error("proxy %s: cannot start %s: %s", proxy_id, command[0], exc)
                 rc = None
