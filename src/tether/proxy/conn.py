@@ -27,6 +27,12 @@ NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 #: A handshake flight is a few KiB; read at most this much per wakeup while handshaking.
 HS_CHUNK = 16384
 SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+#: Most bytes a peer may send (kept in memory) before the next hop is connected.
+PARK_LIMIT = 262144
+
+
+def _placeholder() -> None:
+    """Read callback held for an instant between two phases (always replaced at once)."""
 
 
 def wrap_bio(ctx: ssl.SSLContext, inc: ssl.MemoryBIO, out: ssl.MemoryBIO, server_side: bool,
@@ -145,8 +151,23 @@ class Conn(Relay):
         if done:
             self.timer.cancel()
             self.timer = None
-            self.loop.remove_reader(self.tfd)
+            # Stay registered (cheaper than re-registering): until the relay starts,
+            # whatever the peer sends is parked in the BIO.
+            self.loop.add_reader(self.tfd, self._park_t)
             self.on_handshake()
+
+    def _park_t(self) -> None:
+        """TLS bytes that arrive while the next hop is being dialed: keep them in the BIO."""
+        try:
+            n = self.t.recv_into(self.rbuf, HS_CHUNK)
+        except AGAIN:
+            return
+        except OSError:
+            n = 0  # the relay will meet the reset (or EOF) itself
+        if n:
+            self.inc.write(self.rmv[:n])
+        if not n or self.inc.pending >= PARK_LIMIT:
+            self.loop.remove_reader(self.tfd)  # relay_start registers it again
 
     def _hs_send(self) -> bool:
         data = self.out.read()
@@ -220,16 +241,21 @@ class Conn(Relay):
         self.timer = self.loop.call_later(timeout, self._dial_timeout, timeout)
 
     def _dial_ready(self) -> None:
-        s, self.dsock = self.dsock, None
-        self.loop.remove_writer(self.dfd)
-        self.dfd = -1
+        s, fd = self.dsock, self.dfd
+        self.dsock, self.dfd = None, -1
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
+            self.loop.remove_writer(fd)
             s.close()
             return self.on_dial_failed(os.strerror(err))
+        # The next phase reads this socket. Registering the read side before dropping the
+        # write side keeps the loop's poll handle (no close, re-create and re-add); the
+        # next phase replaces the placeholder callback at once.
+        self.loop.add_reader(fd, _placeholder)
+        self.loop.remove_writer(fd)
         self.on_dial_ok(s)
 
     def _dial_timeout(self, timeout: float) -> None:

@@ -75,9 +75,9 @@ class Relay:
     def relay_start(self) -> None:
         """Both sockets connected and the TLS session established: start moving bytes."""
         loop = self.loop
-        if self.pend_t is None:
-            loop.add_reader(self.pfd, self._read_p)
-        else:  # the last handshake flight is still being written
+        loop.add_reader(self.pfd, self._read_p)
+        if self.pend_t is not None:  # the last handshake flight is still being written: that first
+            loop.remove_reader(self.pfd)
             loop.add_writer(self.tfd, self._flush_t)
         loop.add_reader(self.tfd, self._read_t)
         if self.inc.pending:  # records that arrived together with the handshake
