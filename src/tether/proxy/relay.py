@@ -87,16 +87,29 @@ class Relay:
         raise NotImplementedError
 
     def close_sockets(self) -> None:
-        """Unregister and close both sockets, exactly once (before any fd can be reused)."""
+        """Unregister and close both sockets, exactly once (before any fd can be reused).
+
+        Only registrations that may still exist are removed: a reader is gone once its
+        side hit EOF or while the other side's backlog is flushed; a writer exists only
+        while there is a backlog. (Each removal costs the loop a lookup and, maybe, a
+        system call; at normal close none is left.)
+        """
         if self.closed:
             return
         self.closed = True
         loop = self.loop
-        for fd, sock in ((self.pfd, self.p), (self.tfd, self.t)):
-            if sock is not None:
-                loop.remove_reader(fd)
-                loop.remove_writer(fd)
-                sock.close()
+        if self.p is not None:
+            if not self.eof_p and self.pend_t is None:
+                loop.remove_reader(self.pfd)
+            if self.pend_p is not None:
+                loop.remove_writer(self.pfd)
+            self.p.close()
+        if self.t is not None:
+            if not self.eof_t and self.pend_p is None:
+                loop.remove_reader(self.tfd)
+            if self.pend_t is not None:
+                loop.remove_writer(self.tfd)
+            self.t.close()
 
     def _abort(self, where: str, exc: BaseException) -> None:
         self.finish("allowed", f"{where}: {exc.__class__.__name__}: {exc}")
