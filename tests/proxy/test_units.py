@@ -146,15 +146,6 @@ def test_config_reports_every_problem_at_once():
 
 from hypothesis import given, strategies as st  # noqa: E402
 
-_values = st.one_of(st.none(), st.text(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                    st.lists(st.text(), max_size=3))
-
-
-@given(st.dictionaries(st.from_regex(r"\A[a-z_]{1,12}\Z"), _values, max_size=8))
-def test_fast_json_lines_equal_json_dumps(rec):
-    assert format_json(rec) == json.dumps(rec, separators=(",", ":"))
-
-
 @given(st.floats(min_value=0, max_value=4e9))
 def test_time_format_matches_strftime(ts):
     import time
