@@ -154,3 +154,20 @@ async def test_closing_an_upstream_keeps_its_open_connections(pki, app, engines)
     from tether.core.errors import NotFound
     with pytest.raises(NotFound):
         web.close_upstream("db")
+
+
+async def test_tls_failure_on_one_instance_is_retried_on_another(pki, app, engines):
+    from proxy_testkit import new_engine
+    from tether.proxy import InboundSpec
+    impostor = new_engine(pki, pki.foreign, allow=[pki.id("web")])  # a cert from another trust domain
+    lst = await impostor.open_inbound(InboundSpec("db", app.port, bind_host="127.0.0.1"))
+    db, db_port = await open_db(pki, app.port)
+    web, port = await open_web(pki, [lst.port, db_port])
+    engines += [impostor, db, web]
+    assert await roundtrip(port, b"hi") == b"hi"
+    rec = (await eventually(lambda: records(web)))[0]
+    assert rec["result"] == "allowed" and rec["flags"] == ["retried"]
+    assert web.stats.handshake_failures[("outbound", "unknown-ca")] == 1
+    # the impostor saw our client reject it
+    imp = (await eventually(lambda: records(impostor)))[0]
+    assert imp["result"] == "handshake-failure" and imp["reason"].startswith("peer-rejected")

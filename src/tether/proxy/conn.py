@@ -144,7 +144,12 @@ class Conn(Relay):
         except WantRead:
             pass
         except (SSLError, ValueError) as e:
-            self._hs_send()  # deliver our alert so the peer learns why
+            alert = self.out.read()  # deliver our alert (best effort) so the peer learns why
+            if alert and self.pend_t is None:
+                try:
+                    self.t.send(alert)
+                except OSError:
+                    pass
             return self._hs_failed(*classify_tls_error(e))
         if not self._hs_send() or self.closed:
             return
