@@ -215,8 +215,26 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def background_load() -> dict:
+    """Load average and the busiest other processes: the machine is shared, say how busy it was."""
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    busy = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "R":
+            busy.append(stat.split("(", 1)[1].rsplit(")", 1)[0])
+    return {"loadavg": [float(x) for x in load], "running_now": sorted(busy)}
+
+
 def run() -> dict:
     bins = build_native()
+    before = background_load()
     work = Path(tempfile.mkdtemp(prefix="tether-bench-proxy-"))
     procs = Procs(work)
     try:
@@ -256,7 +274,8 @@ def run() -> dict:
         access_lines = sum(1 for f in ("tether-in-access.log", "tether-out-access.log")
                            for _ in open(work / f))
         return {"params": P, "results": results, "idle_rss_kb": idle_rss, "rss_after_kb": peak_rss,
-                "access_log_lines": access_lines, "versions": versions()}
+                "access_log_lines": access_lines, "versions": versions(),
+                "background": {"before": before, "after": background_load()}}
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -330,6 +349,9 @@ def main() -> None:
           f"haproxy out/in {rss['haproxy-out']}/{rss['haproxy-in']}; tether after the run "
           f"{data['rss_after_kb']['tether-out']}/{data['rss_after_kb']['tether-in']}; "
           f"access-log lines written: {data['access_log_lines']:,}")
+    bg = data["background"]
+    print(f"background load (1/5/15 min): before {bg['before']['loadavg']}, after {bg['after']['loadavg']}; "
+          f"runnable at start besides the bench: {', '.join(bg['before']['running_now']) or 'none'}")
     m = machine()
     print(f"machine: {m['cpus']} CPUs, {m['platform']}, python {m['python']}, {data['versions']['haproxy']}, "
           f"{data['versions']['openssl']}, uvloop {data['versions']['uvloop']}; {m['date']}; wall {data['wall_s']}s")

@@ -151,3 +151,17 @@ def test_time_format_matches_strftime(ts):
     import time
     sec = int(ts)
     assert format_time(ts) == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((ts - sec) * 1000):03d}Z"
+
+
+def _mode(ctx) -> int:
+    import ctypes
+    from tether.proxy.tls import _libssl_handle
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    return _libssl_handle().SSL_CTX_ctrl(ptr, 33, 0, None)  # SSL_CTX_get_mode
+
+
+def test_own_chain_is_not_rebuilt_per_handshake(pki, monkeypatch):
+    ctx = build_contexts(pki.material(pki.web))
+    assert _mode(ctx.server) & 0x8 and _mode(ctx.client) & 0x8  # SSL_MODE_NO_AUTO_CHAIN
+    monkeypatch.setenv("TETHER_PROXY_AUTO_CHAIN", "1")
+    assert not _mode(build_contexts(pki.material(pki.web)).server) & 0x8
