@@ -6,6 +6,7 @@ Public API (everything else in this package is internal):
            handshake_timeout=10.0, idle_timeout=None)
       await open_inbound(InboundSpec) / open_upstream(UpstreamSpec, instances) / open_admin(host, port)
       update_tls(TlsMaterial) / update_upstream(name, instances) / update_authorizer(fn)
+      close_upstream(name) / close_listener(listener)
       config_source_failed(source, error) / config_source_ok(source)
       await drain(timeout) / await close()
     TlsMaterial, InboundSpec, UpstreamSpec, Instance
