@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from pathlib import Path
 
 import typer
 
-from tether.cli.common import HttpAddr, Token, client
+from tether.cli.common import HttpAddr, Token
+from tether.sdk.addr import resolve_addr
 
 DEFAULT_GATEWAY_PORT = 8443
 GATEWAY_KINDS = ("egress",)
@@ -48,8 +49,6 @@ def proxy(
 
       tether proxy -gateway egress -config gateway.json
     """
-    from tether.proxy.egress import run as egress_run
-
     if gateway not in GATEWAY_KINDS:
         raise typer.BadParameter(f"{gateway!r}: only 'egress' is supported (mesh, ingress and terminating "
                                  "gateways are not implemented)", param_hint="-gateway")
@@ -58,37 +57,27 @@ def proxy(
     advertised = _hostport(address, "-address") if address else None
     if register and advertised is None:
         raise typer.BadParameter("-register needs -address IP:PORT (where sidecars reach the gateway)")
-    bind = _hostport(bind_address, "-bind-address") if bind_address else \
-        ("0.0.0.0", advertised[1] if advertised else DEFAULT_GATEWAY_PORT)
+    bind = _hostport(bind_address, "-bind-address") if bind_address else None
     admin = _hostport(admin_bind, "-admin-bind") if admin_bind else None
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = ["-log-format", log_format, "-access-log", access_log]
+    if admin:
+        argv += ["-admin", "%s:%d" % admin]
     if config is not None:
         if register:
             raise typer.BadParameter("-register needs the agent; it cannot be combined with -config")
         from tether.proxy.egress.config import load_egress_config
 
-        cfg = load_egress_config(config)
+        cfg = load_egress_config(config)  # report a bad file here, as one line, exit 2
         cfg.tls.load()
-        listen = egress_run.Listen(gateway=cfg.gateway or bind, admin=admin or cfg.admin)
-        return egress_run.run(lambda: egress_run.serve_static(cfg, str(config), listen), cfg.loop)
-    agent = client(http_addr, token)
-    registered = []
-
-    async def on_ready() -> None:
-        if register:
-            host, port = advertised
-            agent.put("/v1/agent/service/register", json={
-                "Name": service, "ID": service, "Address": host, "Port": port, "Connect": {"Native": True},
-                "Meta": {"tether-gateway": "egress"},
-                "Check": {"Name": "egress gateway listener", "TCP": f"{host}:{port}", "Interval": "10s",
-                          "Status": "passing"}})  # it is listening already: no critical window
-            registered.append(service)
-
-    listen = egress_run.Listen(gateway=bind, admin=admin)
-    try:
-        return egress_run.run(lambda: egress_run.serve_agent(
-            service, listen, http_addr=http_addr, token=token, access_log=access_log, log_format=log_format,
-            virtual_ips=False, on_ready=on_ready))
-    finally:
-        if registered:
-            agent.put(f"/v1/agent/service/deregister/{service}")
+        if bind or cfg.gateway is None:
+            argv += ["-gateway", "%s:%d" % (bind or ("0.0.0.0", DEFAULT_GATEWAY_PORT))]
+        argv += ["-config", str(config)]
+    else:
+        bind = bind or ("0.0.0.0", advertised[1] if advertised else DEFAULT_GATEWAY_PORT)
+        argv += ["-service", service, "-gateway", "%s:%d" % bind, "-http-addr", resolve_addr(http_addr)]
+        argv += ["-token", token] if token else []
+        argv += ["-register", "%s:%d" % advertised] if register else []
+    # The gateway is a long-running data-plane process: replace this CLI process (same PID,
+    # so signals reach it) with the lean entry point, which loads no Typer, Rich or httpx.
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "tether.proxy.egress", *argv])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from tether.core.external import EgressSnapshot, OutboundPolicy
@@ -28,9 +29,14 @@ from tether.proxy.egress.routes import MeshService
 from tether.proxy.pool import Instance
 from tether.proxy.tls import TlsMaterial
 from tether.proxy.watch import SourceHealth, watch_index
-from tether.sdk.addr import resolve_addr
 
 log = logging.getLogger("tether.proxy.egress")
+
+
+def agent_addr(flag: str | None) -> str:
+    """The flag, else $TETHER_HTTP_ADDR, else $CONSUL_HTTP_ADDR, else 127.0.0.1:8500 (as the
+    CLI does; tether.sdk is not imported because it loads httpx into the proxy process)."""
+    return flag or os.environ.get("TETHER_HTTP_ADDR") or os.environ.get("CONSUL_HTTP_ADDR") or "127.0.0.1:8500"
 
 
 class AgentFeed:
@@ -38,7 +44,7 @@ class AgentFeed:
 
     def __init__(self, http_addr: str | None, service: str, *, token: str | None = None,
                  virtual_ips: bool = True) -> None:
-        self.client = AgentClient(resolve_addr(http_addr), token)
+        self.client = AgentClient(agent_addr(http_addr), token)
         self.health = SourceHealth(f"agent at {self.client.addr}", self._lost, self._regained)
         self.service = service
         self.want_vips = virtual_ips

@@ -100,9 +100,20 @@ async def serve_static(cfg: EgressConfig, path: str, listen: Listen | None = Non
 
 
 async def serve_agent(service: str, listen: Listen, *, http_addr: str | None, token: str | None,
-                      access_log: str | None, log_format: str, virtual_ips: bool, on_ready=None) -> int:
+                      access_log: str | None, log_format: str, virtual_ips: bool,
+                      register: tuple[str, int] | None = None) -> int:
+    """Serve from the agent's state; with `register`, register as a Connect-native instance
+    of `service` at that address once listening, and deregister on the way out."""
     feed = AgentFeed(http_addr, service, token=token, virtual_ips=virtual_ips)
     stream = open_log(access_log)
+    registered = []
+
+    async def on_ready() -> None:
+        if register is not None:
+            await feed.client.put("/v1/agent/service/register", registration(service, *register))
+            registered.append(service)
+            log.info("registered %s at %s:%d with the agent at %s", service, *register, feed.client.addr)
+
     try:
         await feed.start()
         px = EgressProxy(feed.material(), service=service, snapshot=feed.snapshot, mesh=feed.mesh(),
@@ -110,9 +121,23 @@ async def serve_agent(service: str, listen: Listen, *, http_addr: str | None, to
         feed.attach(px)
         return await _serve(px, listen, on_ready=on_ready)
     finally:
+        if registered:
+            try:
+                await feed.client.put(f"/v1/agent/service/deregister/{service}")
+            except TetherError as e:
+                log.warning("could not deregister %s: %s", service, e)
         await feed.close()
         if stream not in (None, sys.stdout):
             stream.close()
+
+
+def registration(service: str, host: str, port: int) -> dict:
+    """The gateway's catalog entry: a Connect-native instance (it terminates mesh mTLS itself)."""
+    return {"Name": service, "ID": service, "Address": host, "Port": port, "Connect": {"Native": True},
+            "Meta": {"tether-gateway": "egress"},
+            # It is listening already, so the check starts passing: sidecars find it at once.
+            "Check": {"Name": "egress gateway listener", "TCP": f"{host}:{port}", "Interval": "10s",
+                      "Status": "passing"}}
 
 
 def run(coro_fn, loop_kind: str = "uvloop") -> int:
@@ -137,9 +162,12 @@ def _hostport(value: str) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tether.proxy.egress", description=__doc__.split("\n")[0])
     ap.add_argument("-config", help="static JSON config (see tether.proxy.egress.config)")
-    ap.add_argument("-service", help="our service (agent mode)")
-    ap.add_argument("-outbound", type=_hostport, help="transparent listener HOST:PORT (agent mode)")
-    ap.add_argument("-admin", type=_hostport, help="metrics HOST:PORT (agent mode)")
+    ap.add_argument("-service", help="our service: the sidecar's, or the gateway's own (agent mode)")
+    ap.add_argument("-outbound", type=_hostport, help="transparent listener HOST:PORT")
+    ap.add_argument("-gateway", type=_hostport, help="egress gateway listener HOST:PORT")
+    ap.add_argument("-register", type=_hostport, metavar="IP:PORT",
+                    help="register the gateway with the agent at this address (deregistered on exit)")
+    ap.add_argument("-admin", type=_hostport, help="metrics HOST:PORT")
     ap.add_argument("-http-addr", default=None, help="the local agent (default $TETHER_HTTP_ADDR or 127.0.0.1:8500)")
     ap.add_argument("-token", default=None)
     ap.add_argument("-access-log", default="-", help="file, or - for stdout (agent mode)")
@@ -152,15 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             cfg = load_egress_config(args.config)
             cfg.tls.load()
-            return run(lambda: serve_static(cfg, args.config), cfg.loop)
-        if not args.service or not args.outbound:
-            ap.error("give -config FILE, or -service NAME and -outbound HOST:PORT (agent mode)")
-        return run(lambda: serve_agent(args.service, Listen(outbound=args.outbound, admin=args.admin),
-                                       http_addr=args.http_addr, token=args.token, access_log=args.access_log,
-                                       log_format=args.log_format, virtual_ips=True))
+            listen = Listen(args.outbound or cfg.outbound, args.gateway or cfg.gateway, args.admin or cfg.admin)
+            return run(lambda: serve_static(cfg, args.config, listen), cfg.loop)
+        if not args.service or not (args.outbound or args.gateway):
+            ap.error("give -config FILE, or -service NAME with -outbound and/or -gateway HOST:PORT (agent mode)")
+        listen = Listen(outbound=args.outbound, gateway=args.gateway, admin=args.admin)
+        return run(lambda: serve_agent(args.service, listen, http_addr=args.http_addr, token=args.token,
+                                       access_log=args.access_log, log_format=args.log_format,
+                                       virtual_ips=bool(args.outbound), register=args.register))
     except TetherError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (OSError, asyncio.TimeoutError) as e:
-        print(f"error: {e or 'timed out waiting for the agent'}", file=sys.stderr)
+    except OSError as e:  # a port in use, or the agent unreachable or too slow (TimeoutError)
+        print(f"error: {e}", file=sys.stderr)
         return 2

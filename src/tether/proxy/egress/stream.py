@@ -154,8 +154,9 @@ async def dial(loop: asyncio.AbstractEventLoop, host: str, port: int, timeout: f
     try:
         sock.setblocking(False)
         sock.setsockopt(*NODELAY)
-        await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, (host, port))
+    except TimeoutError:
         sock.close()
         raise OSError(errno.ETIMEDOUT, f"connect timeout after {timeout:g}s") from None
     except BaseException:
