@@ -234,7 +234,7 @@ class Sidecar:
             lst.spec = spec  # same socket: new connections read the new app address and timeout
         else:
             if lst is not None:
-                self._close_listener(lst)
+                self.engine.close_listener(lst)
                 self._inbound = None
             if spec is not None:
                 try:
@@ -266,15 +266,9 @@ class Sidecar:
     def _close_upstream(self, name: str) -> None:
         _, lst, task = self._upstreams.pop(name)
         task.cancel()
-        self.engine.upstreams.pop(name, None)
-        self._close_listener(lst)
+        self.engine.close_listener(lst)
         self.health.ok(f"upstream {name}")
         log.info("upstream %s closed (connections already open keep running)", name)
-
-    def _close_listener(self, lst: Listener) -> None:
-        lst.close()
-        if lst in self.engine.listeners:
-            self.engine.listeners.remove(lst)
 
     # ------------------------------------------------------------------ watch callbacks
     def _material(self) -> TlsMaterial:
