@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from bench.common import machine, percentile, print_table, write_result
-from bench.proxy_chain import HOST, Procs, build_native, cpu_seconds, free_port, rss_kb
+from bench.proxy_chain import HOST, Procs, background_load, build_native, cpu_seconds, free_port, rss_kb
 
 SNI = "api.bench.example"
 ENTRY_PORT = 9443  # the registry's port number; the backend's real port is the endpoint's
@@ -250,6 +250,7 @@ def measure(client: Client, path: str, pid: int | None) -> dict:
 def run() -> dict:
     work = Path(tempfile.mkdtemp(prefix="tether-bench-egress-"))
     procs = Procs(work)
+    before = background_load()
     try:
         bins = build_native()
         ports = {k: free_port() for k in ("echo", "backend", "nginx", "tether")}
@@ -275,7 +276,8 @@ def run() -> dict:
         lines = (work / "gateway-access.log").read_text().splitlines()
         denied = sum('"result":"denied"' in line for line in lines)
         return {"params": P, "reps": reps, "gateway_idle_rss_kb": idle_rss, "gateway_rss_kb_after": rss_kb(pids["tether"]),
-                "gateway_access_log_lines": len(lines), "gateway_denied": denied, "versions": versions()}
+                "gateway_access_log_lines": len(lines), "gateway_denied": denied, "versions": versions(),
+                "background": {"before": before, "after": background_load()}}
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -337,6 +339,8 @@ def main() -> None:
     print(f"\ntether/nginx: lat p50 x{ratio['lat_p50_us']:.2f}, conn/s x{ratio['conn_per_s']:.2f}, "
           f"bulk x{ratio['bulk_MBps']:.2f}; gateway RSS idle {data['gateway_idle_rss_kb'] / 1024:.1f} MiB, "
           f"{data['gateway_access_log_lines']} access-log lines ({data['gateway_denied']} denied)")
+    bg = data["background"]
+    print(f"background load (1/5/15 min): before {bg['before']['loadavg']}, after {bg['after']['loadavg']}")
     path = write_result("egress", {**data, "medians": med, "ratios_tether_vs_nginx": ratio})
     print(f"results: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
