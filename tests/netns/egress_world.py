@@ -118,8 +118,11 @@ class EgressWorld:
             for name, addrs in self.extra.items():
                 for a in addrs:
                     self.sh(name, "ip", "addr", "add", f"{a}/24", "dev", "eth0")
-            for host in self.topo.hosts.values():  # virtual IPs (240.0.0.0/4) must be routable to be redirected
-                subprocess.run(["ip", "-n", host.netns, "route", "add", "240.0.0.0/4", "dev", "eth0"], check=True)
+            # Virtual IPs (240.0.0.0/4) and TEST-NET-3 "internet" addresses must be routable for a
+            # connect() to reach iptables at all (the redirect happens after the route lookup).
+            for host in self.topo.hosts.values():
+                for net in ("240.0.0.0/4", "203.0.113.0/24"):
+                    subprocess.run(["ip", "-n", host.netns, "route", "add", net, "dev", "eth0"], check=True)
         except BaseException:
             self.close()
             raise
@@ -243,6 +246,10 @@ class EgressWorld:
         self.wait_api(host, "/v1/health/connect/egress-gateway?passing=1", lambda got: len(got) == 1)
 
     # ------------------------------------------------------------------ the internet
+    def client_cert(self, name: str) -> tuple[Path, Path]:
+        """A client certificate from the world's CA (TLS origination with mode MUTUAL)."""
+        return self.server_cert(name, f"{name}.client.example")
+
     def server_cert(self, name: str, *names: str) -> tuple[Path, Path]:
         cert = self.ca.issue_cert(*names)
         crt, key = self.tmp / f"{name}.crt", self.tmp / f"{name}.key"
@@ -275,11 +282,12 @@ class EgressWorld:
                 user=pg.pw_uid)
 
     def start_redis(self, host: str, name: str, port: int = 6379) -> None:
+        """Redis on TLS only, requiring a client certificate from the world's CA (for MUTUAL)."""
         crt, key = self.server_cert("redis", name)
         proc = self.spawn("redis", host, ["redis-server", "--port", "0", "--tls-port", str(port), "--bind",
                                           self.topo[host].address, "--tls-cert-file", str(crt), "--tls-key-file",
                                           str(key), "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients",
-                                          "no", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                                          "yes", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
         proc.wait(lambda l: "Ready to accept connections" in l)
 
     def start_echo(self, host: str, bind: str, port: int, *, tls_names: tuple[str, ...] = (), banner: str = "") -> None:

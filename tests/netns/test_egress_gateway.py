@@ -5,7 +5,8 @@ behind a transparent sidecar; `gw` (198.51.100.20) with the control plane and th
 gateway; the "internet" host `net` with two TLS servers for *.payments.example on
 198.51.100.30 and 198.51.100.31. The application hosts resolve every payments name to
 an address where nothing listens (198.51.100.99): only the gateway, which resolves the
-SNI itself, can know where api.* and other.* really are.
+SNI itself, can know where api.* and other.* really are. Also: an exact host with
+resolution DNS (resolved at the gateway) and an Istio ServiceEntry with STATIC endpoints.
 """
 
 from __future__ import annotations
@@ -31,6 +32,26 @@ spec:
   egressGateway: egress-gateway
 ---
 apiVersion: tether.dev/v1
+kind: ExternalService
+metadata: {{name: partner-status}}
+spec:
+  hosts: [status.partner.example]
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  resolution: DNS                  # an exact host, resolved by the gateway
+  egressGateway: egress-gateway
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ledger}}
+spec:
+  hosts: [ledger.internal]
+  addresses: [203.0.113.7/32]      # what applications dial
+  ports: [{{number: 7000, name: tcp, protocol: TCP}}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints: [{{address: {NET}}}]    # where it really is
+---
+apiVersion: tether.dev/v1
 kind: OutboundPolicy
 metadata: {{name: mesh}}
 spec:
@@ -42,15 +63,18 @@ spec:
 @pytest.fixture(scope="module")
 def world():
     with EgressWorld({"web": WEB, "batch": BATCH, "gw": GW, "net": NET}, {"net": [NET2]}) as w:
-        apps = {"api.payments.example": NOWHERE, "other.payments.example": NOWHERE, "evil.example": NET}
+        apps = {"api.payments.example": NOWHERE, "other.payments.example": NOWHERE, "evil.example": NET,
+                "status.partner.example": NOWHERE}
         w.hosts_file(apps, only=("web", "batch"))
-        w.hosts_file({"api.payments.example": NET, "other.payments.example": NET2}, only=("gw",))
+        w.hosts_file({"api.payments.example": NET, "other.payments.example": NET2, "status.partner.example": NET2},
+                     only=("gw",))
         w.start_agent("gw")
         w.apply("gw", REGISTRY)
-        names = ("*.payments.example", "evil.example")
+        names = ("*.payments.example", "evil.example", "status.partner.example")
         w.start_echo("net", NET, 443, tls_names=names, banner="api-server")
         w.start_echo("net", NET2, 443, tls_names=names, banner="other-server")
         w.start_echo("net", NET, 7001)
+        w.start_echo("net", NET, 7000)
         w.start_gateway("gw")
         w.start_sidecar("web", "web")
         w.start_sidecar("batch", "batch")
@@ -101,3 +125,14 @@ def test_outbound_mode_is_per_service(world):
     assert call(world, "web", NET, 7001, "anything", tls=False).returncode == 3  # web: REGISTRY_ONLY
     rec = world.procs["sidecar-batch"].record(lambda r: r["destination"] == f"{NET}:7001")
     assert rec["result"] == "allowed" and rec["rule"].startswith("ALLOW_ANY: no external service matches")
+
+
+def test_an_exact_host_with_dns_resolution_and_a_static_tcp_entry(world):
+    r = call(world, "web", "status.partner.example", 443, "up?")
+    assert r.stdout.split("\n")[:2] == ["other-server", "up?"], r.stdout + r.stderr
+    gw = world.procs["gateway"].record(lambda r: r.get("entry") == "partner-status")
+    assert gw["result"] == "allowed" and gw["upstream_address"] == f"{NET2}:443"
+    # An Istio ServiceEntry with STATIC endpoints: the application dials the entry's address.
+    assert call(world, "batch", "203.0.113.7", 7000, "debit", tls=False).stdout.strip() == "debit"
+    rec = world.procs["sidecar-batch"].record(lambda r: r.get("entry") == "ledger")
+    assert rec["route"] == "direct" and rec["upstream_address"] == f"{NET}:7000"

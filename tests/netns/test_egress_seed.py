@@ -44,7 +44,7 @@ spec:
   hosts: [cache.example.com]
   addresses: [{net}/32]
   ports: [{{number: 6379, name: redis, protocol: TCP}}]
-  tls: {{mode: SIMPLE, caCertificates: {ca}}}
+  tls: {{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {crt}, privateKey: {key}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -70,7 +70,8 @@ def world():
         # Only the gateway may talk to the database: the registry's exit is the only way out.
         w.sh("net", "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "5432", "!", "-s", GW, "-j", "DROP")
         w.start_agent("gw")
-        w.apply("gw", REGISTRY.format(net=NET, ca=w.ca_file))
+        crt, key = w.client_cert("ratings")  # Redis wants a client certificate: MUTUAL origination
+        w.apply("gw", REGISTRY.format(net=NET, ca=w.ca_file, crt=crt, key=key))
         w.start_postgres("net", "db.example.com")
         w.start_redis("net", "cache.example.com")
         w.start_echo("net", NET, 7000)
@@ -118,7 +119,8 @@ def test_an_application_cannot_bypass_registry_only(world):
     assert world.procs["sidecar-ratings"].record(lambda r: r.get("entry") == "ledger")["route"] == "direct"
 
 
-def test_redis_over_tls_by_plain_origination(world):
+def test_redis_over_tls_by_mutual_tls_origination(world):
+    # The application speaks plain RESP; the sidecar opens TLS with the entry's client certificate.
     r = world.sh("app", "redis-cli", "-h", "cache.example.com", "-p", "6379", "SET", "greeting", "hi", user=APP_UID,
                  check=False)
     assert r.stdout.strip() == "OK", r.stdout + r.stderr
@@ -151,4 +153,4 @@ def test_seed_breaks_with_a_named_log_line_when_the_entry_is_removed(world):
         assert rec["rule"] == f"REGISTRY_ONLY: no external service matches {NET}:5432"
         assert rec["source"].endswith("/svc/ratings") and rec["entry"] is None
     finally:
-        world.apply("gw", REGISTRY.format(net=NET, ca=world.ca_file).split("---")[0])
+        world.apply("gw", REGISTRY.format(net=NET, ca=world.ca_file, crt="-", key="-").split("---")[0])
