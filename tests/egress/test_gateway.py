@@ -167,3 +167,33 @@ async def test_plain_tcp_through_the_gateway_is_routed_by_address(mesh_ca, ext_c
     finally:
         await m.close()
         server.close()
+
+
+async def test_the_gateway_originates_tls_and_relays_megabytes_both_ways(mesh_ca, ext_ca, tmp_path):
+    # plain app -> sidecar --mTLS--> gateway --TLS (originated)--> echo: TLS on both sides of the
+    # gateway's splice, with enough data to make every send short at least once.
+    from tether.core.external import TlsMode, TlsOrigination
+
+    ca_file = tmp_path / "ca.pem"
+    ext_ca.cert_pem.write_to_path(str(ca_file))
+    server, port = await start_echo(external_server_context(ext_ca, "files.example.com"))
+    entry = ExternalService("files", hosts=("files.example.com",), addresses=(f"{LO}/32",),
+                            ports=(ServicePort(port, "tcp"),), egress_gateway=GW,
+                            tls=TlsOrigination(TlsMode.SIMPLE, ca_certificates=str(ca_file)))
+    m = await Mesh(mesh_ca, ext_ca).start(gateway_entries=[entry])
+    try:
+        px, addr, redirects = await m.sidecar("web", entries=[entry])
+        reader, writer = await redirects.dial(addr, (LO, port))
+        payload = bytes(range(256)) * 16384  # 4 MiB
+        writer.write(payload)
+        got = await asyncio.wait_for(reader.readexactly(len(payload)), 30)
+        assert got == payload
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        rec = await wait_log(m.gw, lambda r: r["result"] == "allowed")
+        assert rec["route"] == "originate" and rec["bytes_received"] == rec["bytes_sent"] == len(payload)
+        side = await wait_log(px, lambda r: r["result"] == "allowed")
+        assert side["bytes_received"] == side["bytes_sent"] == len(payload)
+    finally:
+        await m.close()
+        server.close()
