@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine, percentile, print_table, write_result
+from bench.common import percentile, print_table, write_result
 from bench.proxy_chain import HOST, Procs, background_load, build_native, cpu_seconds, free_port, rss_kb
 
 SNI = "api.bench.example"

@@ -11,9 +11,10 @@ import json
 import ssl
 
 import pytest
+import trustme
 
 from tether.core.external import EgressSnapshot, ExternalService, OutboundMode, OutboundPolicy, Protocol, ServicePort
-from tether.core.external import Resolution, TlsMode, TlsOrigination
+from tether.core.external import TlsMode, TlsOrigination
 from tether.proxy.egress import EgressProxy, MeshService
 from tether.proxy.egress.stats import EgressStats
 
@@ -146,12 +147,12 @@ async def test_allowed_sources_restrict_an_entry_per_service(mesh_ca, ext_ca):
 
 
 async def test_tls_origination_simple_and_mutual(mesh_ca, ext_ca, tmp_path):
-    client_ca = external_ca_for_clients = __import__("trustme").CA()
+    client_ca = trustme.CA()  # signs the proxy's client certificate for MUTUAL
     server, port = await start_echo(external_server_context(ext_ca, "db.example.com"))
     mserver, mport = await start_echo(external_server_context(ext_ca, "vault.example.com", client_ca=client_ca))
     ca_file = tmp_path / "ext-ca.pem"
     ext_ca.cert_pem.write_to_path(str(ca_file))
-    client_cert = external_ca_for_clients.issue_cert("ratings.client")
+    client_cert = client_ca.issue_cert("ratings.client")
     cert_file, key_file = tmp_path / "client.crt", tmp_path / "client.key"
     client_cert.cert_chain_pems[0].write_to_path(str(cert_file))
     client_cert.private_key_pem.write_to_path(str(key_file))

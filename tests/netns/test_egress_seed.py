@@ -13,7 +13,6 @@ only through the exit the registry names.
 from __future__ import annotations
 
 import sys
-import textwrap
 
 import pytest
 
@@ -21,7 +20,7 @@ from egress_world import APP_UID, CLIENT, EgressWorld
 
 APP, GW, NET = "198.51.100.10", "198.51.100.20", "198.51.100.30"
 PSQL = ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-DB = f"host=db.example.com port=5432 user=postgres dbname=postgres sslmode=prefer connect_timeout=10"
+DB = "host=db.example.com port=5432 user=postgres dbname=postgres sslmode=prefer connect_timeout=10"
 
 REGISTRY = """
 apiVersion: tether.dev/v1
