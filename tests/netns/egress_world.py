@@ -40,6 +40,16 @@ GATEWAY_PORT = 8443
 TETHER = [sys.executable, "-m", "tether.cli.main"]
 
 
+def missing_tools(*names: str) -> list[str]:
+    """The tools among `names` this machine lacks ("postgres" means the server binaries)."""
+    out = []
+    for name in names:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres")) if name == "postgres" else shutil.which(name)
+        if not found:
+            out.append(name)
+    return out
+
+
 class Proc:
     """A process whose stdout/stderr lines are kept; wait for lines instead of sleeping."""
 

@@ -11,7 +11,11 @@ import subprocess
 import sys
 import textwrap
 
-from egress_world import APP_UID, EgressWorld
+import pytest
+
+from egress_world import APP_UID, EgressWorld, missing_tools
+
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(missing_tools("iptables")), reason="iptables is not installed")]
 
 APP, NET = "198.51.100.10", "198.51.100.30"
 

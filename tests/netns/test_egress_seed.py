@@ -16,7 +16,12 @@ import sys
 
 import pytest
 
-from egress_world import APP_UID, CLIENT, EgressWorld
+from egress_world import APP_UID, CLIENT, EgressWorld, missing_tools
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow,
+              pytest.mark.skipif(bool(missing_tools("postgres", "psql", "redis-server", "redis-cli", "iptables")),
+                                 reason=f"missing {missing_tools('postgres', 'psql', 'redis-server', 'redis-cli', 'iptables')}"
+                                        " (scripts/test-deps.sh installs them)")]
 
 APP, GW, NET = "198.51.100.10", "198.51.100.20", "198.51.100.30"
 PSQL = ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
