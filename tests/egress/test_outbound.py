@@ -225,3 +225,21 @@ def test_blocked_series_are_bounded():
     for i in range(1200):
         stats.count_blocked("sidecar", "batch", f"h{i}.example:443")
     assert len(stats.blocked) == 1001 and stats.blocked[("sidecar", "batch", "other")] == 200
+
+
+async def test_idle_and_half_closed_relays_are_swept(mesh_ca):
+    server, port = await start_echo()
+    redirects = Redirects()
+    px = EgressProxy(material(mesh_ca, "ratings"), service="ratings", access_log=LogSink(),
+                     snapshot=EgressSnapshot.build([tcp_entry("echo", port)]), original_destination=redirects,
+                     idle_timeout=0.3, half_close_timeout=0.3)
+    addr = await px.open_outbound(LO, 0)
+    try:
+        reader, writer = await redirects.dial(addr, (LO, port))
+        assert await roundtrip(reader, writer, b"hi") == b"hi"
+        assert await closed(reader)  # nothing more either way: the sweep closes it
+        rec = await wait_log(px, lambda r: r["result"] == "idle-timeout")
+        assert rec["reason"] == "no bytes either way for 0.3s" and rec["bytes_received"] == 2
+    finally:
+        await px.close()
+        server.close()

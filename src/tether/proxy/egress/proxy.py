@@ -43,6 +43,10 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: The whole setup (peek, decide, dial, handshakes, SSLRequest dance) of one connection.
 DEFAULT_SETUP_TIMEOUT = 30.0
 DEFAULT_OUTBOUND_PORT = 15001
+#: A connection one side of which has finished is closed after this long without traffic
+#: (the engine's default too), so a peer that never closes cannot pin a socket forever.
+DEFAULT_HALF_CLOSE_TIMEOUT = 60.0
+SWEEP_INTERVAL = 1.0
 ACCEPT_BATCH = 64
 ACCEPT_BACKOFF = 0.1  # after EMFILE/ENFILE: stop accepting briefly instead of spinning
 BACKLOG = 4096
@@ -56,7 +60,8 @@ class EgressProxy:
                  mesh: Iterable[MeshService] = (), access_log: TextIO | None = None, log_format: str = "json",
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, peek_timeout: float = PEEK_TIMEOUT,
-                 setup_timeout: float = DEFAULT_SETUP_TIMEOUT,
+                 setup_timeout: float = DEFAULT_SETUP_TIMEOUT, idle_timeout: float | None = None,
+                 half_close_timeout: float = DEFAULT_HALF_CLOSE_TIMEOUT,
                  original_destination: Callable[[socket.socket], tuple[str, int]] = original_destination) -> None:
         self.contexts = build_contexts(material)
         self.material = material
@@ -70,6 +75,8 @@ class EgressProxy:
         self.handshake_timeout = handshake_timeout
         self.peek_timeout = peek_timeout
         self.setup_timeout = setup_timeout
+        self.idle_timeout = idle_timeout  # None: an open, quiet connection lives until a side closes it
+        self.half_close_timeout = half_close_timeout
         self.original_destination = original_destination
         self.stats = EgressStats()
         self.registry = register_collector(self.stats)
@@ -81,6 +88,7 @@ class EgressProxy:
         self.splices: set[Splice] = set()
         self._admin = None
         self._idle: asyncio.Event | None = None  # set while draining, once nothing is left
+        self._sweeper: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ updates
     def update_tls(self, material: TlsMaterial) -> None:
@@ -102,7 +110,23 @@ class EgressProxy:
         if self.loop is None:
             self.loop = loop
             self.access_log.loop = loop
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
         return loop
+
+    def _sweep_interval(self) -> float:
+        shortest = min(t for t in (self.idle_timeout, self.half_close_timeout) if t)
+        return max(0.01, min(SWEEP_INTERVAL, shortest / 4))
+
+    def _sweep(self) -> None:
+        """Close relays idle past idle_timeout, or half-closed and quiet past half_close_timeout."""
+        now = self.loop.time()
+        for splice in list(self.splices):
+            quiet = splice.quiet_for(now)
+            if self.idle_timeout and quiet >= self.idle_timeout:
+                splice.finish("idle-timeout", f"no bytes either way for {self.idle_timeout:g}s")
+            elif splice.half_closed and quiet >= self.half_close_timeout:
+                splice.finish("allowed", f"half-closed and quiet for {self.half_close_timeout:g}s")
+        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     async def open_outbound(self, host: str = "127.0.0.1", port: int = DEFAULT_OUTBOUND_PORT) -> tuple[str, int]:
         """The transparent outbound listener (iptables REDIRECT target); returns its address."""
@@ -218,6 +242,9 @@ class EgressProxy:
             await asyncio.gather(*self.setups, return_exceptions=True)
         for splice in list(self.splices):
             splice.finish("drained", "proxy closed")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._admin is not None:
             self._admin.close()
             await self._admin.wait_closed()

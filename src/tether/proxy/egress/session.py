@@ -18,7 +18,8 @@ default, key=value text with `log_format="text"`), written when it closes:
   bytes_sent          payload bytes to the client
   result              allowed | denied | not-redirected | handshake-failure |
                       upstream-connect-failure | upstream-identity-mismatch |
-                      origination-failure | client-closed | setup-timeout | drained | error
+                      origination-failure | client-closed | setup-timeout | idle-timeout |
+                      drained | error
   reason              what went wrong after the decision, "" if nothing
 """
 

@@ -73,12 +73,24 @@ class _Flow:
 class Splice:
     """Both directions between `a` (the side that connected to us) and `b` (the next hop)."""
 
-    __slots__ = ("loop", "bufs", "ab", "ba", "on_done", "closed")
+    __slots__ = ("loop", "bufs", "ab", "ba", "on_done", "closed", "idle_mark", "idle_since")
 
     def __init__(self, loop, bufs: Buffers, a: End, b: End, on_done: Callable[[str, str], None]) -> None:
         self.loop, self.bufs, self.on_done = loop, bufs, on_done
         self.ab, self.ba = _Flow(a, b), _Flow(b, a)
         self.closed = False
+        self.idle_mark, self.idle_since = -1, 0.0  # for the proxy's idle sweep (not per chunk)
+
+    def quiet_for(self, now: float) -> float:
+        """Seconds without a byte either way, as seen by successive sweeps."""
+        mark = self.ab.n + self.ba.n
+        if mark != self.idle_mark:
+            self.idle_mark, self.idle_since = mark, now
+        return now - self.idle_since
+
+    @property
+    def half_closed(self) -> bool:
+        return self.ab.done or self.ba.done
 
     @property
     def bytes_ab(self) -> int:
