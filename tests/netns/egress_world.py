@@ -153,6 +153,11 @@ class EgressWorld:
         self.topo.close()
         for d in self._netns_dirs:
             shutil.rmtree(d, ignore_errors=True)
+        if self._netns_dirs:
+            try:
+                Path("/etc/netns").rmdir()  # only when empty: another run may be using it
+            except OSError:
+                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ plumbing
