@@ -101,3 +101,10 @@ def test_cli_apply_list_get_delete(dev_agent, tmp_path):
     # Every problem is named, one per line under a one-line summary; no traceback.
     assert r.returncode == 2 and "spec.bogus: unknown field" in r.stderr and "Traceback" not in r.stderr
     assert "pg2" not in tether("external", "list", addr=dev_agent.addr).stdout
+
+
+async def test_egress_state_documents_are_reappliable_as_returned(api):
+    await put_yaml(api, SERVICE_ENTRY)
+    state = (await api.get("/v1/tether/egress")).json()
+    r = await api.put("/v1/tether/external-services", json=state["Services"])
+    assert r.status_code == 200, r.text

@@ -109,7 +109,6 @@ def external_get(name: str, http_addr: str = HttpAddr, token: str = Token) -> No
       tether external get payments-api > payments-api.yaml
     """
     doc = client(http_addr, token).get(f"/v1/tether/external-services/{name}").json()
-    doc.pop("ModifyIndex", None)
     sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
 
 

@@ -33,8 +33,9 @@ class EgressService:
         self.store = store
 
     def documents(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """(service documents, policy document or None), as stored."""
-        services = [{**e.value, "ModifyIndex": e.modify_index} for e in self.store.list(SERVICES)]
+        """(service documents, policy document or None), exactly as stored: re-appliable as
+        they are (the blocking index is in the X-Consul-Index header)."""
+        services = [e.value for e in self.store.list(SERVICES)]
         policy = self.store.get(POLICY)
         return services, policy.value if policy else None
 

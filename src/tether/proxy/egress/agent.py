@@ -116,10 +116,7 @@ class AgentFeed:
         self._push_mesh()
 
     def _on_egress(self, doc: dict) -> None:
-        # Stored documents carry their store index beside the Tether document itself.
-        services = [{k: v for k, v in d.items() if k not in ("ModifyIndex", "CreateIndex")}
-                    for d in doc.get("Services") or []]
-        docs = services + ([doc["Policy"]] if doc.get("Policy") else [])
+        docs = list(doc.get("Services") or []) + ([doc["Policy"]] if doc.get("Policy") else [])
         cfg = parse_external_documents(docs, source="the agent's /v1/tether/egress")
         self.snapshot = EgressSnapshot.build(cfg.services, cfg.policy or OutboundPolicy())
         if self.px is not None:
