@@ -89,6 +89,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
         raise InvalidInput(f"unknown role {opts.role!r}")
     if opts.role == "agent" and not opts.server_addr:
         raise InvalidInput("agent needs -server-addr HOST:PORT (or -dev for a one-process dev agent)")
+    if opts.role == "agent" and opts.default_policy is not None:
+        raise InvalidInput("-default-policy is the server's setting; a node agent follows its server")
     cp = agent = supervisor = None
     app = new_app(f"Tether {opts.role}")
     store = None

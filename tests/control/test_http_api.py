@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tether.testing.agent import serve_in_process
+
 
 
 async def register(api, body):
@@ -152,3 +154,11 @@ async def test_each_service_name_gets_one_stable_virtual_ip(api):
     await api.put("/v1/agent/service/deregister/db-2")
     await register(api, {"Name": "db"})
     assert (await api.get("/v1/tether/virtual-ips")).json()["db"] == vips["db"]  # never reassigned
+
+
+async def test_a_node_agent_refuses_a_default_policy_of_its_own():
+    from tether.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="server's setting"):
+        async with serve_in_process("agent", server_addr="127.0.0.1:1", default_policy="deny"):
+            pass
