@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -18,7 +16,6 @@ from tether.core.spiffe import SpiffeId
 #: used in handshakes must be valid now. Pure-math tests use fixed datetimes instead.
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 #: Handshakes need at most a handful of flights; the bound only guards against a hang.
-MAX_PUMPS = 20
 
 
 @dataclass
@@ -93,8 +90,3 @@ class ExternalPki:
     def intermediate_key_pem(self) -> str:
         return tx.format_private_key_pem(self.intermediate_key)
 
-
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)

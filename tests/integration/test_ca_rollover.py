@@ -7,18 +7,14 @@ peers that hold the new ones. Then retired roots are pruned after 2x the leaf TT
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 from cryptography import x509
 
 from tether.testing.agent import serve_in_process
+from tether.testing.tls import mtls_handshake
 
-MAX_PUMPS = 20  # TLS needs a handful of flights; this only guards against a hang
 MAX_ROUNDS = 2000  # bound on the client loop
 DEADLINE = 30.0
 
@@ -55,59 +51,6 @@ def active_subject(roots: dict) -> x509.Name:
     return x509.load_pem_x509_certificate(active["RootCert"].encode()).subject
 
 
-class Handshaker:
-    """Mutual TLS between two OpenSSL endpoints over memory BIOs; None on success, else why not."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.counter = itertools.count()
-
-    def context(self, leaf: Leaf, trusted: list[str], server: bool) -> ssl.SSLContext:
-        n = next(self.counter)
-        cert, key = self.tmp / f"cert{n}.pem", self.tmp / f"key{n}.pem"
-        cert.write_text(leaf.chain_pem)
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(leaf.key_pem)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False  # the mesh authorises by SPIFFE ID, after chain verification
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_cert_chain(cert, key)
-        ctx.load_verify_locations(cadata="".join(trusted))
-        cert.unlink()
-        key.unlink()
-        return ctx
-
-    def __call__(self, client: Leaf, client_trusts: list[str], server: Leaf, server_trusts: list[str]) -> str | None:
-        s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-        srv = self.context(server, server_trusts, True).wrap_bio(s_in, s_out, server_side=True)
-        cli = self.context(client, client_trusts, False).wrap_bio(c_in, c_out, server_hostname="mesh.invalid")
-        done = {"client": False, "server": False}
-        for _ in range(MAX_PUMPS):
-            for name, end in (("client", cli), ("server", srv)):
-                if not done[name]:
-                    try:
-                        end.do_handshake()
-                        done[name] = True
-                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                        pass
-                    except ssl.SSLError as exc:
-                        return f"{name}: {exc}"
-            c_in.write(s_out.read())
-            s_in.write(c_out.read())
-            if all(done.values()):
-                break
-        else:
-            return "handshake did not finish"
-        try:  # TLS 1.3: the server judges the client certificate after the client is done
-            cli.write(b"ping")
-            s_in.write(c_out.read())
-            assert srv.read(4) == b"ping"
-        except ssl.SSLError as exc:
-            return f"after handshake: {exc}"
-        return None
-
-
 async def test_rotation_under_traffic_never_breaks_a_handshake(tmp_path):
     """Peers are modelled as they are in a mesh: roots refresh within moments (the agent
     watches them) while leaves are renewed only days later. So at every moment:
@@ -116,7 +59,7 @@ async def test_rotation_under_traffic_never_breaks_a_handshake(tmp_path):
       - a leaf from before the first rotation, not yet renewed, is accepted by peers
         with the newest roots, and accepts theirs.
     """
-    handshake = Handshaker(tmp_path)
+    handshake = mtls_handshake
     async with serve_in_process("dev", node="n1") as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as api:
             ancient = await fetch_leaf(api, "web")
