@@ -54,8 +54,9 @@ class Adoption:
 
 
 def record_filename(proxy_id: str) -> str:
-    """A file name for `proxy_id` that no ID can turn into a path ("/" and ".." are quoted)."""
-    return quote(proxy_id, safe="-_") + ".json"
+    """A file name for `proxy_id` that no ID can turn into a path or a hidden file: everything
+    but letters, digits, "-" and "_" is percent-quoted ("." too, which `quote` keeps)."""
+    return quote(proxy_id, safe="-_").replace(".", "%2E").replace("~", "%7E") + ".json"
 
 
 def format_record(rec: SidecarRecord) -> str:

@@ -32,7 +32,9 @@ class RunningAgent:
     def addr(self) -> str:
         return self.url.removeprefix("http://")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the process and wait; the default outlasts a graceful stop (its sidecars get
+        up to 10 s to drain, agent/supervisor.py STOP_GRACE) before SIGKILL."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
