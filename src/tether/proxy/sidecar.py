@@ -235,6 +235,7 @@ class Sidecar:
         spec, lst = plan.inbound, self._inbound
         if lst is not None and spec is not None and (lst.spec.bind_host, lst.spec.bind_port) == (spec.bind_host, spec.bind_port):
             lst.spec = spec  # same socket: new connections read the new app address and timeout
+            lst.gate.set_cap(spec.max_pending_handshakes)
         else:
             if lst is not None:
                 self.engine.close_listener(lst)
