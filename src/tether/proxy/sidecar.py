@@ -20,7 +20,10 @@ Where the config comes from (all through the local agent, `TETHER_HTTP_ADDR`):
 
 Fail static: when the agent cannot be reached every watch keeps retrying with back-off, the
 engine keeps serving what it has and logs it once (`config_source_failed`); the first
-answer after that clears it.
+answer after that clears it. It ends by itself (`done` is set, `exit_code` says how) when
+the agent answers that its registration is gone (0), or when its leaf has expired while
+the agent is unreachable (1, after it stopped accepting: proxy/leafdeadline.py).
+`reload()` (SIGHUP) asks the agent for everything at once and applies what changed.
 
 The agent's health check on the public listener is a TCP connect that sends nothing
 (agent/checks.py probe_tcp). It succeeds as soon as the kernel accepts the connection, before
