@@ -107,26 +107,34 @@ def sidecar_pids():
             os.kill(pid, signal.SIGKILL)
 
 
-async def test_a_killed_agent_leaves_its_sidecar_and_a_restarted_agent_adopts_it(tmp_path, sidecar_pids):
-    pidfile, data = tmp_path / "proxy.pid", tmp_path / "data"
-    env = {"PIDFILE": str(pidfile)}
-    agent = _agent("-data-dir", str(data), env=env)
+async def _sidecar_of_a_killed_agent(tmp_path, sidecar_pids, *args: str, **env: str) -> tuple[RunningAgent, int, int]:
+    """An agent (ARGS) that started the fake proxy and was then killed with SIGKILL:
+    (the dead agent, the proxy's pid, its port)."""
+    pidfile = tmp_path / "proxy.pid"
+    agent = _agent(*args, env={"PIDFILE": str(pidfile), **env})
     try:
         port = _register_fake(agent)
         pid = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text()))
         sidecar_pids.append(pid)
-        record = data / "proxies" / "web-sidecar-proxy.json"
-        assert json.loads(record.read_text())["pid"] == pid
-        assert (record.stat().st_mode & 0o777, record.parent.stat().st_mode & 0o777) == (0o600, 0o700)
     finally:
         agent.stop(signal.SIGKILL)
+    pidfile.unlink()
+    return agent, pid, port
+
+
+async def test_a_killed_agent_leaves_its_sidecar_and_a_restarted_agent_adopts_it(tmp_path, sidecar_pids):
+    data = tmp_path / "data"
+    agent, pid, port = await _sidecar_of_a_killed_agent(tmp_path, sidecar_pids, "-data-dir", str(data))
+    record = data / "proxies" / "web-sidecar-proxy.json"
+    assert json.loads(record.read_text())["pid"] == pid
+    assert (record.stat().st_mode & 0o777, record.parent.stat().st_mode & 0o777) == (0o600, 0o700)
 
     # Fail static: the sidecar outlives its agent and keeps its listener.
     assert alive(pid)
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.close()
 
-    again = _agent("-data-dir", str(data), "-http-port", _port(agent), env=env)
+    again = _agent("-data-dir", str(data), "-http-port", _port(agent), env={"PIDFILE": str(tmp_path / "proxy.pid")})
     try:
         assert f"proxy web-sidecar-proxy: adopted pid {pid}" in _log(again)
         assert "started pid" not in _log(again)  # adopted, not replaced: same process, same ports
@@ -141,14 +149,9 @@ async def test_a_killed_agent_leaves_its_sidecar_and_a_restarted_agent_adopts_it
 
 
 async def test_a_graceful_stop_stops_adopted_sidecars_and_leaves_no_record(tmp_path, sidecar_pids):
-    pidfile, data = tmp_path / "proxy.pid", tmp_path / "data"
-    env = {"PIDFILE": str(pidfile)}
-    agent = _agent("-data-dir", str(data), env=env)
-    _register_fake(agent)
-    pid = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text()))
-    sidecar_pids.append(pid)
-    agent.stop(signal.SIGKILL)
-    again = _agent("-data-dir", str(data), "-http-port", _port(agent), env=env)
+    data = tmp_path / "data"
+    agent, pid, _ = await _sidecar_of_a_killed_agent(tmp_path, sidecar_pids, "-data-dir", str(data))
+    again = _agent("-data-dir", str(data), "-http-port", _port(agent), env={"PIDFILE": str(tmp_path / "proxy.pid")})
     assert f"adopted pid {pid}" in _log(again)
     assert again.stop(signal.SIGTERM) == 0  # what Ctrl-C (SIGINT) or systemd's stop does
     assert not alive(pid)  # stopped before the agent exited
@@ -158,19 +161,14 @@ async def test_a_graceful_stop_stops_adopted_sidecars_and_leaves_no_record(tmp_p
 async def test_an_agent_back_without_the_registration_stops_what_it_left(tmp_path, sidecar_pids):
     """A dev agent without -data-dir loses its registrations on restart; its sidecars go too.
     Without a data dir the records live in the runtime dir, keyed by the agent's address."""
-    pidfile, run = tmp_path / "proxy.pid", tmp_path / "run"
+    run = tmp_path / "run"
     run.mkdir(mode=0o700)
-    env = {"PIDFILE": str(pidfile), "XDG_RUNTIME_DIR": str(run)}
-    agent = _agent(env=env)
-    _register_fake(agent)
-    pid = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text()))
-    sidecar_pids.append(pid)
+    agent, pid, _ = await _sidecar_of_a_killed_agent(tmp_path, sidecar_pids, XDG_RUNTIME_DIR=str(run))
     records = run / "tether" / f"agent-127.0.0.1_{_port(agent)}" / "proxies"
     assert [p.name for p in records.iterdir()] == ["web-sidecar-proxy.json"]
-    agent.stop(signal.SIGKILL)
     assert alive(pid)
 
-    again = _agent("-http-port", _port(agent), env=env)
+    again = _agent("-http-port", _port(agent), env={"XDG_RUNTIME_DIR": str(run)})
     try:
         assert f"stopping pid {pid} left by the previous agent: its registration is gone" in _log(again)
         await wait_for(lambda: not alive(pid))
@@ -182,21 +180,15 @@ async def test_an_agent_back_without_the_registration_stops_what_it_left(tmp_pat
 async def test_a_recycled_pid_is_never_adopted(tmp_path, sidecar_pids):
     """The record names a PID that now belongs to another process of the same user, with the
     right boot and start time even: without CONNECT_PROXY_ID it is not our sidecar."""
-    pidfile, data = tmp_path / "proxy.pid", tmp_path / "data"
-    env = {"PIDFILE": str(pidfile)}
-    agent = _agent("-data-dir", str(data), env=env)
-    _register_fake(agent)
-    pid = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text()))
-    sidecar_pids.append(pid)
-    agent.stop(signal.SIGKILL)
+    data, pidfile = tmp_path / "data", tmp_path / "proxy.pid"
+    agent, pid, _ = await _sidecar_of_a_killed_agent(tmp_path, sidecar_pids, "-data-dir", str(data))
     os.kill(pid, signal.SIGKILL)
     stranger = await asyncio.create_subprocess_exec("sleep", "600", env={"PATH": os.environ["PATH"]})
     record = data / "proxies" / "web-sidecar-proxy.json"
     doc = json.loads(record.read_text())
     stat = Path(f"/proc/{stranger.pid}/stat").read_text().rpartition(")")[2].split()
     record.write_text(json.dumps({**doc, "pid": stranger.pid, "start_ticks": int(stat[19])}))
-    pidfile.unlink()
-    again = _agent("-data-dir", str(data), "-http-port", _port(agent), env=env)
+    again = _agent("-data-dir", str(data), "-http-port", _port(agent), env={"PIDFILE": str(pidfile)})
     try:
         assert f"not adopting pid {stranger.pid}: pid {stranger.pid} is not the proxy" in _log(again)
         fresh = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text()))
