@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from tether.core.errors import PermissionDenied, Unavailable
-from tether.sdk.addr import resolve_addr
+from tether.sdk.addr import resolve_addr, resolve_token
 from tether.sdk.tls import Material, client_context, peer_serial, peer_spiffe_id, server_context
 
 log = logging.getLogger("tether.sdk")
@@ -47,9 +47,14 @@ class Decision:
 
 
 class Service:
-    def __init__(self, name: str, *, agent_addr: str | None = None, ready_timeout: float = 30.0) -> None:
+    def __init__(self, name: str, *, agent_addr: str | None = None, token: str | None = None,
+                 ready_timeout: float = 30.0) -> None:
+        """`token`: an ACL token with service:write on `name` (default: TETHER_HTTP_TOKEN,
+        CONSUL_HTTP_TOKEN or their _FILE forms; with ACLs on, a leaf needs it)."""
         self.name = name
-        self._http = httpx.Client(base_url=resolve_addr(agent_addr), timeout=httpx.Timeout(400.0, connect=5.0))
+        secret = resolve_token(token)
+        self._http = httpx.Client(base_url=resolve_addr(agent_addr), timeout=httpx.Timeout(400.0, connect=5.0),
+                                  headers={"X-Consul-Token": secret} if secret else {})
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stopped = threading.Event()
