@@ -209,7 +209,7 @@ class LeafCache:
             if not force and entry is not None and self._usable(entry):
                 return entry  # someone else renewed it while we waited for the lock
             try:
-                fresh = await self._issue(service)
+                fresh = await self._issue(service, previous=entry)
             except TetherError as exc:
                 if force or entry is None or is_expired(self.clock(), entry.valid_before):
                     raise
@@ -222,12 +222,14 @@ class LeafCache:
                 self._renewers[service] = asyncio.create_task(self._renew_loop(service), name=f"leaf-{service}")
             return fresh
 
-    async def _issue(self, service: str) -> CachedLeaf:
+    async def _issue(self, service: str, previous: CachedLeaf | None = None) -> CachedLeaf:
         roots, _ = await self.roots()
         spiffe = service_id(roots["TrustDomain"], self.datacenter, service)
         key = tx.generate_private_key()  # EC P-256; it never leaves this process
         requested_at = self.clock()
-        signed = await self.link.sign(tx.make_leaf_csr(spiffe, key), service, self._tokens.get(service))
+        renewing = previous.cert_pem if previous is not None and not is_expired(requested_at, previous.valid_before) \
+            else None
+        signed = await self.link.sign(tx.make_leaf_csr(spiffe, key), service, self._tokens.get(service), renewing)
         valid_after = datetime.fromisoformat(signed["ValidAfter"])
         valid_before = datetime.fromisoformat(signed["ValidBefore"])
         # Leaves are backdated a minute for clock skew; the renewal window starts when we

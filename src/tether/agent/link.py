@@ -31,7 +31,8 @@ class ServerLink(Protocol):
     async def heartbeat(self, node: str) -> None: ...
     async def node_state(self, node: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
     async def node_health(self) -> list[tuple[dict[str, Any], str]]: ...
-    async def sign(self, csr_pem: str, service: str, token: str | None = None) -> dict[str, Any]: ...
+    async def sign(self, csr_pem: str, service: str, token: str | None = None,
+                   previous_cert_pem: str | None = None) -> dict[str, Any]: ...
     async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]: ...
     async def authz_state(self, index: int, wait: float) -> dict[str, Any]: ...
     async def close(self) -> None: ...
@@ -68,10 +69,13 @@ class LocalLink:
         catalog = self.cp.catalog
         return [(n, _serf_status(catalog.node_checks(n["Node"]))) for n in catalog.nodes()]
 
-    async def sign(self, csr_pem: str, service: str, token: str | None = None) -> dict[str, Any]:
+    async def sign(self, csr_pem: str, service: str, token: str | None = None,
+                   previous_cert_pem: str | None = None) -> dict[str, Any]:
         """Have the CA sign a leaf CSR (the agent keeps the private key). In one process the
-        agent's leaf route has already checked the caller's service:write."""
-        return await self.cp.ca.sign(csr_pem, service)
+        agent's leaf route has already checked the caller's service:write; the token only
+        names the requester for the rate limit's fair share."""
+        requester = self.cp.acl.authorizer(token).accessor if self.cp.acl.enabled else "local"
+        return await self.cp.ca.sign(csr_pem, service, requester=requester, previous_cert_pem=previous_cert_pem)
 
     async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]:
         """The CA roots, blocking while their index is still `index` (0: answer now)."""
@@ -143,11 +147,16 @@ class HttpLink:
         checks = await self._call("GET", "/v1/health/state/any")
         return [(n, _serf_status([c for c in checks if c["Node"] == n["Node"]])) for n in nodes]
 
-    async def sign(self, csr_pem: str, service: str, token: str | None = None) -> dict[str, Any]:
-        """Signed with the caller's token: the server checks service:write on `service`."""
+    async def sign(self, csr_pem: str, service: str, token: str | None = None,
+                   previous_cert_pem: str | None = None) -> dict[str, Any]:
+        """Signed with the caller's token: the server checks service:write on `service`.
+        `previous_cert_pem` (the leaf being replaced) makes it a renewal, which the CA's rate
+        limit serves first."""
+        body = {"CSR": csr_pem, "Service": service}
+        if previous_cert_pem:
+            body["PreviousCertPEM"] = previous_cert_pem
         try:
-            response = await self.client.post("/v1/connect/ca/sign", json={"CSR": csr_pem, "Service": service},
-                                              headers=self._headers(token or ""))
+            response = await self.client.post("/v1/connect/ca/sign", json=body, headers=self._headers(token or ""))
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
         if response.status_code == 429:

@@ -55,6 +55,11 @@ class RequestAcl:
             raise self.error
         return self.authz
 
+    def accessor(self) -> str:
+        """The token's AccessorID ("" with ACLs off)."""
+        authz = self._authorizer()
+        return "" if authz is _OPEN_AUTHZ else authz.accessor
+
     def require_valid(self) -> None:
         """Refuse a request whose token did not resolve (unknown, deleted, expired)."""
         self._authorizer()

@@ -23,7 +23,7 @@ from tether.control.ca import ROOTS_PREFIX
 from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput
 
-_SIGN_FIELDS = {"CSR", "Service", "Node"}
+_SIGN_FIELDS = {"CSR", "Service", "Node", "PreviousCertPEM"}
 
 
 def ca_router(cp: ControlPlane) -> APIRouter:
@@ -52,9 +52,14 @@ def ca_router(cp: ControlPlane) -> APIRouter:
     @r.post("/v1/connect/ca/sign", tags=["internal"], include_in_schema=False,
             **needs("service:write", on="Service: the identity signed"))
     async def ca_sign(request: Request) -> Response:
-        csr, service = parse_sign_body(await read_json(request))
-        request_acl(request).require("service", service, "write")
-        return json_response(await ca.sign(csr, service))
+        body = await read_json(request)
+        csr, service = parse_sign_body(body)
+        acl = request_acl(request)
+        acl.require("service", service, "write")
+        # The rate limit's fair share is per token (per client address with ACLs off).
+        requester = acl.accessor() or (request.client.host if request.client else "")
+        previous = body.get("PreviousCertPEM") if isinstance(body.get("PreviousCertPEM"), str) else None
+        return json_response(await ca.sign(csr, service, requester=requester, previous_cert_pem=previous))
 
     return r
 
