@@ -46,7 +46,6 @@ TOKEN_KINDS = ("default", "agent", "agent_recovery", "dns", "config_file_service
 #: Consul's older names for PUT /v1/agent/token/:kind.
 TOKEN_ALIASES = {"acl_token": "default", "acl_agent_token": "agent", "acl_agent_master_token": "agent_recovery",
                  "agent_master": "agent_recovery", "acl_replication_token": "replication"}
-DOWN_POLICIES = ("extend-cache", "async-cache", "deny", "allow")
 AGENT_TOKENS_FILE = "acl-tokens.json"
 LOCAL_TOKENS_FILE = "service-tokens.json"
 
@@ -250,5 +249,4 @@ class AgentAclResolver:
         return await self.backend(self.effective_secret(secret))
 
 
-__all__ = ["AgentAclResolver", "AgentTokens", "LocalTokens", "RemoteAuthorizers", "TOKEN_KINDS", "DOWN_POLICIES",
-           "ACL_NOT_FOUND"]
+__all__ = ["AgentAclResolver", "AgentTokens", "LocalTokens", "RemoteAuthorizers", "TOKEN_KINDS", "ACL_NOT_FOUND"]

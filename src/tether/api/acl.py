@@ -171,3 +171,38 @@ class FilteredHeaderMiddleware:
 
 __all__ = ["RequestAcl", "needs", "request_acl", "resolve_request", "denied_message", "FilteredHeaderMiddleware",
            "INTENTION"]
+
+
+def route_table(app: Any) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(methods, path, declaration or None) for every /v1 route of an app, sorted by path."""
+    out = []
+    for route in _flat_routes(getattr(app, "routes", [])):
+        path = getattr(route, "path", "")
+        if not path.startswith("/v1/"):
+            continue
+        declared = (getattr(route, "openapi_extra", None) or {}).get("x-consul-acl")
+        out.append((",".join(sorted(getattr(route, "methods", ()) or ())), path, declared))
+    return sorted(out, key=lambda row: (row[1], row[0]))
+
+
+def _flat_routes(routes: Iterable[Any]) -> Iterable[Any]:
+    """Routes of an app, through included routers (newer FastAPI keeps them nested)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flat_routes(inner.routes)
+        else:
+            yield route
+
+
+def format_route_table(rows: list[tuple[str, str, dict[str, Any] | None]]) -> str:
+    """The ACL table of docs/api.md: one row per route, as the routes declare it."""
+    lines = ["| method | path | ACL needed |", "| --- | --- | --- |"]
+    for methods, path, declared in rows:
+        if declared is None:
+            continue
+        need = declared["permission"] + (f" ({declared['on']})" if declared["on"] else "")
+        if declared["filtered"]:
+            need += "; the list is filtered"
+        lines.append(f"| {methods} | `{path}` | {need} |")
+    return "\n".join(lines)

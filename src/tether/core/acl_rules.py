@@ -132,7 +132,7 @@ def _line_of(text: str, word: str) -> str:
     found = re.search(r'(^|[\s{,"])' + pattern + r'($|[\s"=:{])', text, re.MULTILINE)
     if not found:
         return ""
-    return f"line {text.count(chr(10), 0, found.start()) + 1}: "
+    return f"line {text.count(chr(10), 0, found.end(1)) + 1}: "
 
 
 def format_rules_for_identity(lines: list[tuple[str, str, str]]) -> str:

@@ -25,6 +25,7 @@ from tether.core.duration import parse_duration
 from tether.core.errors import InvalidInput
 
 ALLOW, DENY = "allow", "deny"
+DOWN_POLICIES = ("extend-cache", "async-cache", "deny", "allow")
 
 
 @dataclass
@@ -108,7 +109,7 @@ SCHEMA: dict[str, Any] = {
               "expose_min_port": Consul(), "expose_max_port": Consul()},
     "addresses": {"http": STR, "dns": STR, "https": _NO_TLS, "grpc": Consul("no gRPC/xDS interface yet"),
                   "grpc_tls": _NO_TLS},
-    "acl": {"enabled": BOOL, "default_policy": STR, "down_policy": STR, "token_ttl": DURATION,
+    "acl": {"enabled": BOOL, "default_policy": (ALLOW, DENY), "down_policy": DOWN_POLICIES, "token_ttl": DURATION,
             "enable_token_persistence": BOOL, "enable_key_list_policy": BOOL, "tokens": ACL_TOKENS,
             "policy_ttl": Consul("policies are resolved with the token (token_ttl)"),
             "role_ttl": Consul("roles are resolved with the token (token_ttl)"),
@@ -120,7 +121,7 @@ SCHEMA: dict[str, Any] = {
                                                            "address; use ACLs"),
                     "response_headers": Consul(), "use_cache": Consul(), "max_header_bytes": Consul()},
     # Tether's own keys (Consul has no equivalent)
-    "managed_proxies": BOOL, "default_intention": STR,
+    "managed_proxies": BOOL, "default_intention": (ALLOW, DENY),
 }
 #: Consul keys (top level) Tether does not implement, and why; anything else unknown is refused.
 CONSUL_ONLY: dict[str, Consul] = {
@@ -163,7 +164,6 @@ CONSUL_ONLY: dict[str, Consul] = {
                              "advertise_reconnect_timeout", "serf_advertise_addr", "http_max_conns_per_client",
                              "rpc", "xds")},
 }
-DOWN_POLICIES = ("extend-cache", "async-cache", "deny", "allow")
 
 
 # -- merging and validation ----------------------------------------------------------------
@@ -224,7 +224,12 @@ def _single_block(value: Any, source: str, where: str, errors: list[str]) -> dic
     return value
 
 
-def _typed(value: Any, spec: str, source: str, where: str, errors: list[str]) -> Any:
+def _typed(value: Any, spec: str | tuple[str, ...], source: str, where: str, errors: list[str]) -> Any:
+    if isinstance(spec, tuple):  # one of a few words
+        if value not in spec:
+            errors.append(f"{source}: {where}: {value!r}: use {' or '.join(spec)}")
+            return None
+        return value
     if spec == MAP and isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
         value = value[0]  # HCL's `node_meta { ... }` block
     ok = {STR: isinstance(value, str), INT: isinstance(value, int) and not isinstance(value, bool),
@@ -285,8 +290,6 @@ def _to_config(merged: dict[str, Any]) -> FileConfig:
     for name, port in (("ports.http", cfg.http_port), ("ports.dns", cfg.dns_port)):
         if port is not None and not -1 <= port <= 65535:
             errors.append(f"{name}: {port} is not a port (0 picks a free one, -1 turns it off)")
-    if cfg.default_intention not in (None, ALLOW, DENY):
-        errors.append(f"default_intention: {cfg.default_intention!r}: use allow or deny")
     if cfg.node_meta and not all(isinstance(v, str) for v in cfg.node_meta.values()):
         errors.append("node_meta: values must be strings")
     _acl(merged.get("acl", {}), cfg, errors)
@@ -309,9 +312,5 @@ def _acl(block: dict[str, Any], cfg: FileConfig, errors: list[str]) -> None:
         if key in aliases and target in tokens and tokens[target] != value:
             errors.append(f"acl.tokens.{key} and acl.tokens.{target} are the same token with two values")
         setattr(acl, target, value)
-    if acl.default_policy not in (ALLOW, DENY):
-        errors.append(f"acl.default_policy: {acl.default_policy!r}: use allow or deny")
-    if acl.down_policy not in DOWN_POLICIES:
-        errors.append(f"acl.down_policy: {acl.down_policy!r}: use one of {', '.join(DOWN_POLICIES)}")
     if acl.token_ttl <= 0:
         errors.append("acl.token_ttl: must be positive")
