@@ -36,13 +36,15 @@ def token_for(api: httpx.Client, service: str) -> str:
     return r.json()["SecretID"]
 
 
-def register(api: httpx.Client, token: str, name: str, port: int, upstreams: list[dict] | None = None) -> None:
-    sidecar = free_port()
+def register(api: httpx.Client, token: str, name: str, port: int, upstreams: list[dict] | None = None,
+             sidecar: int = 0) -> int:
+    sidecar = sidecar or free_port()
     body = {"name": name, "port": port, "connect": {"sidecar_service": {
         "port": sidecar, "proxy": {"upstreams": upstreams or []},
         "checks": [{"name": "listening", "tcp": f"127.0.0.1:{sidecar}", "interval": CHECK_INTERVAL}]}}}
     r = api.put("/v1/agent/service/register", json=body, headers={"X-Consul-Token": token})
     assert r.status_code == 200, r.text
+    return sidecar
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,8 @@ def web_db(mesh):
     """web -> db through managed sidecars, each registered with its own service-identity token."""
     db = mesh.app(b"db")
     web_token, db_token = token_for(mesh.api, "web"), token_for(mesh.api, "db")
-    register(mesh.api, db_token, "db", db.port)
+    mesh.db_sidecar = register(mesh.api, db_token, "db", db.port)
+    mesh.db_port = db.port
     upstream = free_port()
     register(mesh.api, web_token, "web", 1, [{"destination_name": "db", "local_bind_port": upstream}])
     mesh.intention("web", "db", "allow")  # default deny: nothing flows without it
@@ -144,3 +147,26 @@ def test_the_cli_refuses_with_exit_2_naming_the_permission(mesh, web_db):
                            "-http-addr", mesh.agent.addr], capture_output=True, text=True, timeout=60,
                           env={**env, "CONSUL_HTTP_TOKEN": MANAGEMENT})
     assert proc.returncode == 0, proc.stderr
+
+
+def refused(upstream: int) -> bool:
+    return roundtrip(upstream, b"x", greeting=True) == b""
+
+
+def test_a_new_registration_token_reaches_the_running_sidecar_without_a_restart(mesh, web_db):
+    upstream, _, db_token = web_db
+    before = [line for line in mesh.agent.log if "READY" in line and "service=db" in line]
+    new_token = token_for(mesh.api, "db")
+    register(mesh.api, new_token, "db", mesh.db_port, sidecar=mesh.db_sidecar)
+    old = next(t for t in mesh.api.get("/v1/acl/tokens").json() if t.get("ServiceIdentities") ==
+               [{"ServiceName": "db"}] and t["AccessorID"] and
+               mesh.api.get(f"/v1/acl/token/{t['AccessorID']}").json()["SecretID"] == db_token)
+    mesh.api.delete(f"/v1/acl/token/{old['AccessorID']}").raise_for_status()
+    # db's sidecar still follows policy (its watches now act with the new token): a deny
+    # reaches it, and so does the allow after it.
+    mesh.intention("web", "db", "deny")
+    wait_for("db's sidecar to apply the deny", lambda: refused(upstream))
+    mesh.intention("web", "db", "allow")
+    wait_for("db's sidecar to apply the allow", lambda: traffic_flows(upstream, 3))
+    after = [line for line in mesh.agent.log if "READY" in line and "service=db" in line]
+    assert after == before  # the same process: no restart
