@@ -388,23 +388,16 @@ class ACLService:
         entry = self._policy_entry(policy_id)
         if policy_id in (GLOBAL_MANAGEMENT_ID, GLOBAL_READ_ONLY_ID):
             raise InvalidInput(f"Delete of builtin {entry.value['Name']} policy not allowed")
-        await self.store.commit([Delete(POLICIES + policy_id), Delete(POLICY_NAMES + entry.value["Name"])],
-                                [Check(POLICIES + policy_id, entry.modify_index)])
+        await self._delete_named(POLICY_NAMES, entry)
 
     def _policy_entry(self, policy_id: str):
-        entry = self.store.get(POLICIES + _uuid_or(policy_id, NotFound(POLICY_NOT_FOUND)))
-        if entry is None:
-            raise NotFound(POLICY_NOT_FOUND)
-        return entry
+        return self._named_entry(POLICIES, policy_id, POLICY_NOT_FOUND)
 
     def read_policy(self, policy_id: str) -> dict[str, Any]:
         return self.show_policy(self._policy_entry(policy_id))
 
     def read_policy_by_name(self, name: str) -> dict[str, Any]:
-        pointer = self.store.get(POLICY_NAMES + name)
-        if pointer is None:
-            raise NotFound(POLICY_NOT_FOUND)
-        return self.read_policy(pointer.value["ID"])
+        return self.read_policy(self._id_of(POLICY_NAMES, name, POLICY_NOT_FOUND))
 
     def list_policies(self) -> list[dict[str, Any]]:
         return [{k: v for k, v in self.show_policy(e).items() if k != "Rules"} for e in self.store.list(POLICIES)]
@@ -420,6 +413,23 @@ class ACLService:
 
     async def _write_policy(self, doc: dict[str, Any], old: Any) -> None:
         await self._write_named(POLICIES, POLICY_NAMES, doc, old, "policy")
+
+    def _named_entry(self, prefix: str, object_id: str, not_found: str):
+        entry = self.store.get(prefix + _uuid_or(object_id, NotFound(not_found)))
+        if entry is None:
+            raise NotFound(not_found)
+        return entry
+
+    def _id_of(self, names: str, name: str, not_found: str) -> str:
+        pointer = self.store.get(names + name)
+        if pointer is None:
+            raise NotFound(not_found)
+        return pointer.value["ID"]
+
+    async def _delete_named(self, names: str, entry: Any) -> None:
+        """A policy or role and its name pointer, in one guarded transaction."""
+        await self.store.commit([Delete(entry.key), Delete(names + entry.value["Name"])],
+                                [Check(entry.key, entry.modify_index)])
 
     async def _write_named(self, prefix: str, names: str, doc: dict[str, Any], old: Any, what: str) -> None:
         """Write a policy or role and its name pointer in one guarded transaction."""
@@ -465,23 +475,16 @@ class ACLService:
     async def delete_role(self, role_id: str) -> None:
         self._require_enabled()
         entry = self._role_entry(role_id)
-        await self.store.commit([Delete(ROLES + role_id), Delete(ROLE_NAMES + entry.value["Name"])],
-                                [Check(ROLES + role_id, entry.modify_index)])
+        await self._delete_named(ROLE_NAMES, entry)
 
     def _role_entry(self, role_id: str):
-        entry = self.store.get(ROLES + _uuid_or(role_id, NotFound(ROLE_NOT_FOUND)))
-        if entry is None:
-            raise NotFound(ROLE_NOT_FOUND)
-        return entry
+        return self._named_entry(ROLES, role_id, ROLE_NOT_FOUND)
 
     def read_role(self, role_id: str) -> dict[str, Any]:
         return self.show_role(self._role_entry(role_id))
 
     def read_role_by_name(self, name: str) -> dict[str, Any]:
-        pointer = self.store.get(ROLE_NAMES + name)
-        if pointer is None:
-            raise NotFound(ROLE_NOT_FOUND)
-        return self.read_role(pointer.value["ID"])
+        return self.read_role(self._id_of(ROLE_NAMES, name, ROLE_NOT_FOUND))
 
     def list_roles(self, *, policy: str = "") -> list[dict[str, Any]]:
         return [self.show_role(e) for e in self.store.list(ROLES)
