@@ -18,6 +18,7 @@ runtime directory).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -26,6 +27,7 @@ from pathlib import Path
 from tether.core.sidecar_record import (
     ProcessFacts, SidecarRecord, format_record, parse_environ, parse_proc_stat, parse_record, record_filename,
 )
+from tether.secretfile import write_private_json
 
 log = logging.getLogger("tether.agent.supervisor")
 
@@ -75,16 +77,7 @@ class SidecarRecords:
 
     def save(self, rec: SidecarRecord) -> None:
         _private_tree(self.runtime_root or self.dir, self.dir)
-        final = self.dir / record_filename(rec.proxy_id)
-        tmp = final.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file left by a crash
-            os.write(fd, format_record(rec).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+        write_private_json(self.dir / record_filename(rec.proxy_id), format_record(rec))
 
     def load_all(self) -> list[SidecarRecord]:
         """Every readable record; unreadable ones are logged and removed."""
@@ -93,7 +86,7 @@ class SidecarRecords:
         out = []
         for path in sorted(self.dir.glob("*.json")):
             try:
-                out.append(parse_record(path.read_text()))
+                out.append(parse_record(json.loads(path.read_text())))
             except (OSError, ValueError) as e:
                 log.warning("ignoring the sidecar record %s: %s", path, e)
                 path.unlink(missing_ok=True)

@@ -77,11 +77,14 @@ class Managed:
 
 
 class ProxySupervisor:
-    def __init__(self, *, command: CommandFor = command_for, data_dir: Path | None = None) -> None:
+    def __init__(self, *, command: CommandFor = command_for, data_dir: Path | None = None,
+                 secret_for: Callable[[str], str] | None = None) -> None:
         self.agent_addr = ""
         self.command = command
         self.data_dir = data_dir
         self.records: SidecarRecords | None = None
+        # proxy ID -> the proxy's own secret for the agent's API (agent/acl.py, LocalTokens)
+        self.secret_for = secret_for
         self.managed: dict[str, Managed] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
@@ -144,8 +147,15 @@ class ProxySupervisor:
         task.add_done_callback(self._stopping.discard)
 
     def _env(self, doc: dict[str, Any]) -> dict[str, str]:
-        return {**os.environ, "TETHER_HTTP_ADDR": self.agent_addr, "CONNECT_PROXY_ID": doc["ID"],
-                "CONNECT_SIDECAR_FOR": doc["Proxy"].get("DestinationServiceID", "")}
+        env = {**os.environ, "TETHER_HTTP_ADDR": self.agent_addr, "CONNECT_PROXY_ID": doc["ID"],
+               "CONNECT_SIDECAR_FOR": doc["Proxy"].get("DestinationServiceID", "")}
+        for name in ("TETHER_HTTP_TOKEN", "CONSUL_HTTP_TOKEN", "TETHER_HTTP_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE"):
+            env.pop(name, None)  # never the agent's own: a sidecar acts as its service
+        if self.secret_for is not None:
+            # The proxy's secret stands for its service's registration token at this agent
+            # (Consul 1.2's proxy token), in the environment, never on the command line.
+            env["CONSUL_HTTP_TOKEN"] = env["TETHER_HTTP_TOKEN"] = self.secret_for(doc["ID"])
+        return env
 
     async def _supervise(self, proxy_id: str, doc: dict[str, Any], command: list[str],
                          adopted: Adopted | None, previous: Handle | None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tether.cli.common import HttpAddr, Token, client, out, print_json, print_table
+from tether.cli.common import HttpAddr, Token, TokenFile, client, out, print_json, print_table
 from tether.core.errors import InvalidInput
 from tether.core.service import parse_service_definition
 
@@ -42,7 +42,7 @@ def load_definitions(path: Path) -> list[dict]:
 @services_app.command("register")
 def register(
     files: list[Path] = typer.Argument(..., help="Definition files (JSON)."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Register the services in definition files with the local agent.
 
@@ -53,7 +53,7 @@ def register(
       tether services register web.json
     """
     definitions = [(f, d) for f in files for d in load_definitions(f)]
-    api = client(http_addr, token)
+    api = client(http_addr, token, token_file)
     for path, definition in definitions:
         api.put("/v1/agent/service/register", json=definition)
         name = {k.lower(): v for k, v in definition.items()}.get("name")
@@ -63,7 +63,7 @@ def register(
 @services_app.command("deregister")
 def deregister(
     service_id: str = typer.Option(..., "-id", "--id", help="The service ID to remove."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Deregister a service (and its sidecar) from the local agent.
 
@@ -71,7 +71,7 @@ def deregister(
 
       tether services deregister -id web
     """
-    client(http_addr, token).put(f"/v1/agent/service/deregister/{service_id}")
+    client(http_addr, token, token_file).put(f"/v1/agent/service/deregister/{service_id}")
     out.print(f"Deregistered service: {service_id}")
 
 
@@ -79,7 +79,7 @@ def deregister(
 def catalog_services(
     tags: bool = typer.Option(False, "-tags", "--tags", help="Show tags too."),
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the services in the catalog.
 
@@ -87,7 +87,7 @@ def catalog_services(
 
       tether catalog services -tags
     """
-    services = client(http_addr, token).get("/v1/catalog/services").json()
+    services = client(http_addr, token, token_file).get("/v1/catalog/services").json()
     if as_json:
         print_json(services)
     elif tags:
@@ -100,7 +100,7 @@ def catalog_services(
 @catalog_app.command("nodes")
 def catalog_nodes(
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the nodes in the catalog.
 
@@ -108,7 +108,7 @@ def catalog_nodes(
 
       tether catalog nodes
     """
-    nodes = client(http_addr, token).get("/v1/catalog/nodes").json()
+    nodes = client(http_addr, token, token_file).get("/v1/catalog/nodes").json()
     if as_json:
         print_json(nodes)
         return
@@ -117,7 +117,7 @@ def catalog_nodes(
 
 def members(
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the nodes (agents) of the cluster with their liveness.
 
@@ -125,7 +125,7 @@ def members(
 
       tether members
     """
-    found = client(http_addr, token).get("/v1/agent/members").json()
+    found = client(http_addr, token, token_file).get("/v1/agent/members").json()
     if as_json:
         print_json(found)
         return

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 
-from tether.sdk.addr import resolve_addr
+from tether.sdk.addr import resolve_addr, resolve_token
 
 from tether.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, RateLimited, TetherError, TooLarge, Unavailable
 
@@ -19,7 +18,7 @@ class Client:
     def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
         self.base = resolve_addr(addr)
         headers = {}
-        token = token or os.environ.get("TETHER_HTTP_TOKEN") or os.environ.get("CONSUL_HTTP_TOKEN")
+        token = token or resolve_token()
         if token:
             headers["X-Consul-Token"] = token
         self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=headers)

@@ -14,13 +14,18 @@ from tether.cli.client import Client
 
 HttpAddr = typer.Option(None, "-http-addr", "--http-addr", metavar="HOST:PORT",
                         help="Agent address (default: $TETHER_HTTP_ADDR, then 127.0.0.1:8500).")
-Token = typer.Option(None, "-token", "--token", help="ACL token (default: $TETHER_HTTP_TOKEN).")
+Token = typer.Option(None, "-token", "--token", metavar="SECRET",
+                     help="ACL token (default: $TETHER_HTTP_TOKEN or $CONSUL_HTTP_TOKEN).")
+TokenFile = typer.Option(None, "-token-file", "--token-file", metavar="FILE",
+                         help="Read the ACL token from FILE (also $TETHER_HTTP_TOKEN_FILE, $CONSUL_HTTP_TOKEN_FILE).")
 
 out = Console(soft_wrap=True)
 
 
-def client(addr: str | None, token: str | None = None) -> Client:
-    return Client(addr, token)
+def client(addr: str | None, token: str | None = None, token_file: str | None = None) -> Client:
+    from tether.sdk.addr import resolve_token
+
+    return Client(addr, resolve_token(token, token_file))
 
 
 def print_json(data: Any) -> None:

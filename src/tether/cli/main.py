@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from tether.cli import apply_cmds, ca_cmds, catalog_cmds, connect_cmds, kv_cmds, run_cmds
 from tether.cli import intention_cmds, policy_cmds
-from tether.cli import gateway_cmds
+from tether.cli import acl_cmds, gateway_cmds
 from tether.core.errors import TetherError
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.command("apply")(apply_cmds.apply)
 app.add_typer(apply_cmds.external_app, name="external")
 app.add_typer(ca_cmds.ca_app, name="ca")
 app.command("proxy")(gateway_cmds.proxy)
+app.add_typer(acl_cmds.acl_app, name="acl")
 
 
 def run(argv: list[str] | None = None) -> None:

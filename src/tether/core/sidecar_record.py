@@ -17,9 +17,8 @@ recorded when all of these hold now:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 RECORD_VERSION = 1
@@ -59,18 +58,14 @@ def record_filename(proxy_id: str) -> str:
     return quote(proxy_id, safe="-_").replace(".", "%2E").replace("~", "%7E") + ".json"
 
 
-def format_record(rec: SidecarRecord) -> str:
-    return json.dumps({"version": RECORD_VERSION, "proxy_id": rec.proxy_id, "pid": rec.pid,
-                       "start_ticks": rec.start_ticks, "boot_id": rec.boot_id, "agent_addr": rec.agent_addr,
-                       "command": list(rec.command)}, indent=1) + "\n"
+def format_record(rec: SidecarRecord) -> dict[str, Any]:
+    """The record as the JSON document stored for it."""
+    return {"version": RECORD_VERSION, "proxy_id": rec.proxy_id, "pid": rec.pid, "start_ticks": rec.start_ticks,
+            "boot_id": rec.boot_id, "agent_addr": rec.agent_addr, "command": list(rec.command)}
 
 
-def parse_record(text: str) -> SidecarRecord:
-    """The record in `text`; ValueError naming the problem for anything else."""
-    try:
-        doc = json.loads(text)
-    except ValueError as e:
-        raise ValueError(f"not JSON: {e}") from None
+def parse_record(doc: Any) -> SidecarRecord:
+    """The record in a stored JSON document; ValueError naming the problem for anything else."""
     if not isinstance(doc, dict) or doc.get("version") != RECORD_VERSION:
         raise ValueError(f"not a version {RECORD_VERSION} sidecar record")
     try:

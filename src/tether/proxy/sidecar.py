@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, TextIO
 
 from tether.core.errors import InvalidInput, NotFound, TetherError, Unavailable
-from tether.core.spiffe import format_spiffe_id, service_id
+from tether.core.spiffe import format_spiffe_id, parse_spiffe_id, service_id
 from tether.proxy.agentclient import AgentClient
 from tether.proxy.engine import Engine
 from tether.proxy.leafdeadline import LeafDeadline
@@ -147,8 +147,10 @@ class Sidecar:
 
     async def _start_once(self) -> None:
         reg_hash, plan = await self._resolve()
-        self.datacenter = plan.datacenter or (await self.client.get("/v1/agent/self")).body["Config"]["Datacenter"]
         leaf = await self.client.get(f"/v1/agent/connect/ca/leaf/{plan.service}")
+        # The leaf names our datacenter; asking /v1/agent/self would need agent:read, which a
+        # service's token does not have (nor does it in Consul).
+        self.datacenter = plan.datacenter or parse_spiffe_id(leaf.body["ServiceURI"]).datacenter
         roots = await self.client.get("/v1/agent/connect/ca/roots")
         authz = await self.client.get("/v1/agent/connect/authz-snapshot")
         self._leaf, self._roots = leaf.body, roots.body
