@@ -220,3 +220,43 @@ async def test_a_sidecar_alone_past_its_leaf_validity_stops_accepting_and_exits(
     finally:
         stop_proxy(proc)
         app.close()
+
+
+def test_an_adopted_sidecar_keeps_its_environment_and_so_its_acl_token(tmp_path):
+    """With ACLs (default deny) a managed sidecar talks to its agent with the proxy secret in
+    its environment; adopted, it is not restarted, and the restarted agent still honours it."""
+    management = "11111111-2222-3333-4444-555555555555"
+    config = tmp_path / "acl.hcl"
+    config.write_text(f'acl {{\n enabled = true\n default_policy = "deny"\n'
+                      f' tokens {{\n  initial_management = "{management}"\n }}\n}}\n')
+    config.chmod(0o600)
+    agent = _agent(tmp_path / "data", "-config-file", str(config))
+    api = httpx.Client(base_url=agent.url, timeout=30, headers={"X-Consul-Token": management})
+    mesh = Mesh(agent, api)
+    pid = None
+    again = None
+    try:
+        token = api.put("/v1/acl/token", json={"ServiceIdentities": [{"ServiceName": "db"}]}).json()["SecretID"]
+        app = mesh.app()
+        api.put("/v1/agent/service/register", headers={"X-Consul-Token": token}, json={
+            "name": "db", "port": app.port, "connect": {"sidecar_service": {"port": free_port()}}}).raise_for_status()
+        ready = mesh.ready("db")
+        pid = int(ready["pid"])
+
+        def stale() -> float:
+            return metric_value(metrics(ready["admin"]), "tether_proxy_config_stale")
+
+        agent.stop(signal.SIGKILL)
+        wait_for("the sidecar to notice", lambda: stale() == 1)
+        again = _agent(tmp_path / "data", "-config-file", str(config), "-http-port", agent.addr.rsplit(":", 1)[1])
+        assert f"adopted pid {pid}" in "".join(again.log)
+        wait_for("the adopted sidecar's watches to be answered again", lambda: stale() == 0)
+        assert not any("403" in line or "Permission denied" in line for line in agent.log)
+    finally:
+        if again is not None:
+            again.stop()
+        agent.stop()
+        for app in mesh.apps:
+            app.close()
+        if pid:
+            _kill_leftovers([pid])
