@@ -95,21 +95,29 @@ def ca_set_config(
 @ca_app.command("leaf")
 def ca_leaf(
     service: str = typer.Argument(..., help="The service whose identity to fetch."),
-    out_dir: Path = typer.Option(..., "-out-dir", "--out-dir", metavar="DIR",
-                                 help="Where to write cert.pem, key.pem (mode 0600) and roots.pem."),
+    out_dir: Path = typer.Option(None, "-out-dir", "--out-dir", metavar="DIR",
+                                 help="Also write cert.pem, key.pem (mode 0600) and roots.pem there."),
     http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
-    """Write a service's leaf certificate, key and the CA roots to files.
+    """Show a service's identity (its leaf certificate); with -out-dir, write it to files.
 
-    For programs that want their identity on disk. The agent keeps renewing its own
-    copy; run this again before ValidBefore to refresh the files.
+    Without -out-dir nothing is written and no key is printed. With it, for programs that
+    want their identity on disk: the agent keeps renewing its own copy; run this again
+    before ValidBefore to refresh the files.
 
-    Example:
+    Examples:
+
+      tether ca leaf web
 
       tether ca leaf web -out-dir /run/web-tls
     """
     api = client(http_addr, token, token_file)
     leaf = api.get(f"/v1/agent/connect/ca/leaf/{service}").json()
+    print(f"{leaf['ServiceURI']}\n  serial {leaf['SerialNumber']}\n  valid from {leaf['ValidAfter']} "
+          f"until {leaf['ValidBefore']}")
+    if out_dir is None:
+        print("  (add -out-dir DIR to write cert.pem, key.pem and roots.pem)")
+        return
     roots = api.get("/v1/agent/connect/ca/roots").json()
     try:
         out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -118,8 +126,7 @@ def ca_leaf(
         _write(out_dir / "roots.pem", "".join(r["RootCert"] for r in roots["Roots"]), 0o644)
     except OSError as exc:
         raise InvalidInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    out.print(f"{leaf['ServiceURI']}\n  valid until {leaf['ValidBefore']}\n  wrote {out_dir}/cert.pem, "
-              f"{out_dir}/key.pem (0600), {out_dir}/roots.pem", markup=False, highlight=False)
+    print(f"  wrote {out_dir}/cert.pem, {out_dir}/key.pem (0600), {out_dir}/roots.pem")
 
 
 @ca_app.command("inspect")

@@ -166,31 +166,37 @@ def list_(
 def check(
     source: str = typer.Argument(..., help="Source service name."),
     destination: str = typer.Argument(..., help="Destination service name."),
+    port: int = typer.Option(None, "-port", "--port", min=1, max=65535,
+                             help="The destination port, for a per-port server policy."),
     explain: bool = typer.Option(False, "-explain", "--explain", help="Print the deciding rule and every rule considered."),
     http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Would a connection from SRC to DST be allowed? Exit 0 allowed, 1 denied, 2 error.
 
+    The answer is the one the destination's sidecar gives: server policy (Linkerd's model)
+    and intentions together, decided by the same function. When a server policy decided
+    rather than an intention, a second line says which (-explain shows every rule).
+
     Examples:
 
       tether intention check web db
 
-      tether intention check --explain web db
+      tether intention check -explain -port 5432 web db
     """
     for name, value in (("SRC", source), ("DST", destination)):
         try:
             validate_service_name(value)
         except InvalidInput as exc:
             raise InvalidInput(f"{name}: {exc.message}") from None
-    api = client(http_addr, token, token_file)
-    if not explain:
-        allowed = api.get("/v1/connect/intentions/check", params={"source": source, "destination": destination}).json()
-        out.print("Allowed" if allowed["Allowed"] else "Denied")
-        raise typer.Exit(0 if allowed["Allowed"] else 1)
-    snapshot, datacenter = fetch_snapshot(api)
+    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file))
     ident = SpiffeId(snapshot.trust_domain, DEFAULT_NAMESPACE, datacenter, source)
-    decision = decide(snapshot, Source(ident), destination, None, explain=True)
-    print_decision(decision, f"{source} -> {destination}")
+    decision = decide(snapshot, Source(ident), destination, port, explain=explain)
+    if explain:
+        print_decision(decision, f"{source} -> {destination}" + (f":{port}" if port else ""))
+    else:
+        print("Allowed" if decision.allowed else "Denied")
+        if isinstance(decision.rule, Authorization) or (decision.rule is None and "intention" not in decision.reason):
+            print(f"  ({decision.reason}; see 'tether policy explain')")
     raise typer.Exit(0 if decision.allowed else 1)
 
 

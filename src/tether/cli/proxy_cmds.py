@@ -27,7 +27,8 @@ from typing import Any, Mapping, Sequence
 USAGE_EXAMPLES = """examples:
   tether connect proxy -sidecar-for web
   tether connect proxy -service mitchellh -upstream postgresql:9191
-  tether connect proxy -service web -listen :8443 -service-addr 127.0.0.1:8080 -register"""
+  tether connect proxy -service web -listen :8443 \\
+      -service-addr 127.0.0.1:8080 -register"""
 
 
 def build_parser() -> argparse.ArgumentParser:

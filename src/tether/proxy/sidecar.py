@@ -187,7 +187,14 @@ class Sidecar:
         try:
             doc = (await self.client.get(f"/v1/agent/service/{self.proxy_id}")).body
         except NotFound:
-            raise NotFound(f"no service {self.proxy_id!r} is registered with the agent at {self.client.addr}; "
+            hint = ""
+            if self.proxy_id.endswith("-proxy") and not self.proxy_id.endswith("-sidecar-proxy"):
+                # Consul 1.2 named a managed proxy <service-id>-proxy; Tether (like Consul 1.3+)
+                # names it <service-id>-sidecar-proxy.
+                hint = (f" (Consul 1.2 called the proxy of {self.proxy_id[:-len('-proxy')]!r} "
+                        f"{self.proxy_id!r}; here it is {self.proxy_id[:-len('-proxy')] + '-sidecar-proxy'!r}, "
+                        "or use -sidecar-for SERVICE_ID)")
+            raise NotFound(f"no service {self.proxy_id!r} is registered with the agent at {self.client.addr}{hint}; "
                            "register it first, or give -service NAME for an unregistered proxy") from None
         return doc.get("ContentHash", ""), plan_from_registration(doc, admin_bind=o.admin_bind)
 
