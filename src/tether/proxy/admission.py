@@ -48,7 +48,6 @@ class HandshakeGate:
         self._pause, self._resume = pause, resume
         self.paused = False
         self.closed = False
-        self.shed_total = 0  # connections shed under pressure, ever
         self._shed_unlogged = 0
         self._logged_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -96,11 +95,9 @@ class HandshakeGate:
         self._timer = None
         p = self.pending
         for conn, silent in p.shed(self.loop.time(), spoke=_spoke):
-            self.shed_total += 1
             self._shed_unlogged += 1
-            conn.shed("shed under pressure: " + (f"silent for {p.silent_timeout:g}s" if silent else
-                                                  f"no complete handshake within {p.handshake_timeout:g}s")
-                      + f" while {p.cap} handshakes were pending")
+            conn.shed((f"silent for {p.silent_timeout:g}s" if silent else
+                       f"no complete handshake within {p.handshake_timeout:g}s") + f" while {p.cap} handshakes were pending")
         self._check()
 
     def _check(self) -> None:
