@@ -35,6 +35,7 @@ from tether.agent.config_services import ConfigServices
 from tether.agent.supervisor import ProxySupervisor
 from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
+from tether.api.shutdown import AnswerCutRequests
 from tether.control.acl import AclConfig
 from tether.control.acl_api import acl_router
 from tether.control.api import server_router
@@ -142,7 +143,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             agent = Agent(config, link, local_tokens)
             tokens.on_change.append(lambda kind: agent.resync_soon() if kind in ("agent", "default") else None)
             if opts.managed_proxies:
-                supervisor = ProxySupervisor(secret_for=local_tokens.proxy_secret)
+                supervisor = ProxySupervisor(data_dir=opts.data_dir, secret_for=local_tokens.proxy_secret)
                 agent.on_service_change.append(supervisor.on_service_change)
             await agent.start()
             app.include_router(agent_router(agent, is_server=cp is not None, tokens=tokens,
@@ -167,8 +168,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
         app.state.agent_tokens = tokens if agent is not None else None
         yield app
     finally:
-        if supervisor is not None:
-            await supervisor.stop_all()
+        if supervisor is not None:  # a graceful stop has stopped them already (serve); a failure leaves them
+            await supervisor.detach()
         if leaves is not None:
             await leaves.stop()
         if agent is not None:
@@ -202,18 +203,28 @@ async def serve(
     """Run a role until SIGINT/SIGTERM, or until `stop` is set (tests run it in-process)."""
     async with open_runtime(opts) as app:
         # Agents keep blocking queries open (CA roots, for minutes): on shutdown, give requests
-        # a moment to finish, then cancel them, so SIGTERM never waits for a 5-minute wait.
-        config = uvicorn.Config(app, host=opts.http_host, port=opts.http_port, log_level="warning",
+        # a moment to finish, then cancel them (answered 503, api/shutdown.py), so SIGTERM
+        # never waits for a 5-minute wait.
+        config = uvicorn.Config(AnswerCutRequests(app), host=opts.http_host, port=opts.http_port, log_level="warning",
                                 access_log=False, lifespan="off", loop="none", timeout_graceful_shutdown=1.0)
         server = uvicorn.Server(config)
+        # Signals are ours (graceful_stop): uvicorn's own handlers would stop the API before the
+        # sidecars have drained. Older uvicorn asks install_signal_handlers, newer capture_signals.
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task] = []
+
+        def graceful_stop() -> None:
+            if not stopping:  # later signals change nothing: the stop is under way
+                stopping.append(loop.create_task(_stop_gracefully(app, server)))
+
         if stop is None:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+                loop.add_signal_handler(sig, graceful_stop)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(app, opts)))
         else:
-            loop.create_task(stop.wait()).add_done_callback(lambda _: setattr(server, "should_exit", True))
+            loop.create_task(stop.wait()).add_done_callback(lambda _: graceful_stop())
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():
@@ -221,8 +232,6 @@ async def serve(
                 raise OSError(f"cannot listen on {opts.http_host}:{opts.http_port}")
             await asyncio.sleep(0.01)
         host, port = server.servers[0].sockets[0].getsockname()[:2]
-        if app.state.supervisor is not None:
-            app.state.supervisor.start(f"{host}:{port}", app.state.agent.services)
         dns = None
         if app.state.agent is not None and opts.dns_port >= 0:
             try:
@@ -235,12 +244,27 @@ async def serve(
                 raise OSError(f"cannot serve DNS on {opts.http_host}:{opts.dns_port}: {exc.strerror}; "
                               "use -dns-port to pick another port, or -dns-port -1 to turn DNS off") from None
             app.state.dns_addr = f"{host}:{dns_port}"
+        if app.state.supervisor is not None and not stopping:
+            app.state.supervisor.start(f"{host}:{port}", app.state.agent.services)
         on_ready(f"http://{host}:{port}", getattr(app.state, "dns_addr", ""))
         try:
             await task
+            await asyncio.gather(*stopping)  # done already when a signal ended the API
         finally:
             if dns is not None:
                 await dns.close()
+
+
+async def _stop_gracefully(app: FastAPI, server: uvicorn.Server) -> None:
+    """SIGTERM/SIGINT: the sidecars drain and exit while the API still answers them, then the
+    API stops (so no sidecar watch is cut by the server's shutdown)."""
+    try:
+        if app.state.supervisor is not None:
+            await app.state.supervisor.stop_all()
+    except Exception:  # stop anyway; say what went wrong
+        log.exception("stopping the sidecars failed")
+    finally:
+        server.should_exit = True
 
 
 async def reload(app: FastAPI, opts: Options) -> None:

@@ -29,11 +29,12 @@ def test_every_problem_is_named_at_once():
     with pytest.raises(InvalidInput) as err:
         parse_egress_config({"outbound": "nope", "tls": {"cert_file": "a"}, "bogus": 1, "peek_timeout_ms": -1,
                              "mesh": [{"name": "gw", "spiffe_id": "http://x", "instances": ["x"]}],
-                             "access_log": {"format": "xml"}})
+                             "access_log": {"format": "xml"}, "max_pending_handshakes": "many"})
     message = str(err.value)
     for fragment in ("config.bogus: unknown key", "config.service: required", "config.tls.key_file: required",
                      "config.outbound: expected \"host:port\"", "config.peek_timeout_ms", "is not a spiffe:// URI",
-                     "config.mesh[0].instances[0]", "config.access_log.format"):
+                     "config.mesh[0].instances[0]", "config.access_log.format",
+                     "config.max_pending_handshakes: 'many' must be a whole number"):
         assert fragment in message, fragment
 
 

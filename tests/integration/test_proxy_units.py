@@ -36,7 +36,7 @@ def registration(**proxy) -> dict:
 def test_a_registration_becomes_listeners():
     plan = plan_from_registration(registration(
         Config={"bind_address": "127.0.0.2", "local_connect_timeout_ms": 250, "handshake_timeout_ms": 2000,
-                "admin_bind": "127.0.0.1:19000"},
+                "admin_bind": "127.0.0.1:19000", "max_pending_handshakes": 64},
         Upstreams=[{"DestinationName": "db", "LocalBindPort": 9191, "Config": {"lb_policy": "least_conn",
                                                                                "connect_timeout_ms": 1500}},
                    {"DestinationName": "api", "LocalBindPort": 9292, "LocalBindAddress": "127.0.0.5",
@@ -45,6 +45,8 @@ def test_a_registration_becomes_listeners():
     assert (plan.inbound.bind_host, plan.inbound.bind_port) == ("127.0.0.2", 21000)
     assert (plan.inbound.local_app_host, plan.inbound.local_app_port) == ("127.0.0.1", 8080)
     assert plan.inbound.connect_timeout == 0.25 and plan.handshake_timeout == 2.0
+    assert plan.inbound.max_pending_handshakes == 64
+    assert plan_from_registration(registration()).inbound.max_pending_handshakes == 1024
     assert plan.admin_bind == ("127.0.0.1", 19000)
     db, api = plan.upstreams
     assert (db.name, db.bind_host, db.bind_port, db.policy, db.connect_timeout) == ("db", "127.0.0.1", 9191, "least_conn", 1.5)
@@ -57,12 +59,13 @@ def test_a_registration_becomes_listeners():
 def test_every_problem_in_a_registration_is_reported_at_once():
     with pytest.raises(InvalidInput) as e:
         plan_from_registration(registration(
-            Config={"handshake_timeout_ms": -1, "admin_bind": "nowhere"},
+            Config={"handshake_timeout_ms": -1, "admin_bind": "nowhere", "max_pending_handshakes": 0},
             Upstreams=[{"DestinationName": "db", "LocalBindPort": 0},
                        {"DestinationName": "q", "LocalBindPort": 1, "DestinationType": "prepared_query"},
                        {"DestinationName": "x", "LocalBindPort": 9, "Config": {"lb_policy": "random"}}]))
     msg = str(e.value)
-    for part in ("handshake_timeout_ms", "admin_bind", "Upstreams[0].LocalBindPort", "prepared_query", "lb_policy"):
+    for part in ("handshake_timeout_ms", "admin_bind", "Upstreams[0].LocalBindPort", "prepared_query", "lb_policy",
+                 "Proxy.Config.max_pending_handshakes: 0 must be a whole number, at least 1"):
         assert part in msg
     with pytest.raises(InvalidInput, match="not a connect-proxy"):
         plan_from_registration({"ID": "web", "Kind": ""})

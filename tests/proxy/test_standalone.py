@@ -123,7 +123,8 @@ async def test_chain_reload_and_drain(pki, app, tmp_path):
 
 
 async def test_bad_config_exits_2_with_every_problem(tmp_path):
-    write_json(tmp_path / "bad.json", {"tls": {}, "upstreams": "db"})
+    write_json(tmp_path / "bad.json", {"tls": {}, "upstreams": "db", "inbound": {
+        "service": "db", "local_app": "127.0.0.1:1", "max_pending_handshakes": 0}})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tether.proxy.standalone", "--config", str(tmp_path / "bad.json"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -131,6 +132,7 @@ async def test_bad_config_exits_2_with_every_problem(tmp_path):
     assert await proc.wait() == 2
     assert err.startswith("error: config:") and "config.tls.cert_file: required" in err
     assert "config.upstreams: expected list" in err
+    assert "config.inbound.max_pending_handshakes: 0 must be at least 1" in err
 
 
 @pytest.mark.asyncio(loop_factories=["asyncio"])

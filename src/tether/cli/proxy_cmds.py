@@ -9,7 +9,9 @@ small (35 MB idle): `tether`'s Typer app imports pydantic, httpx and rich, so th
 command registered by `register(connect_app)` only hands its arguments over, replacing
 itself (exec, same PID, so the agent's SIGTERM still reaches it) with `python -m
 tether.cli.proxy_cmds ...`, whose imports are argparse, asyncio and tether.proxy.
-Exit codes: 0 after a drain, 2 for bad flags or an unreachable agent (one line on stderr).
+Exit codes: 0 after a drain (SIGTERM, or the registration is gone), 1 when the leaf
+expired while the agent was unreachable, 2 for bad flags or an unreachable agent at start
+(one line on stderr). SIGHUP reloads the config from the agent without dropping a connection.
 """
 
 from __future__ import annotations
@@ -98,7 +100,9 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
 
 
 async def serve(options: Any) -> int:
-    """Run the sidecar until SIGTERM/SIGINT, then drain. Prints the READY line on stderr."""
+    """Run the sidecar until SIGTERM/SIGINT (drain, exit 0) or until it ends by itself (its
+    registration is gone, or its leaf expired with no agent); SIGHUP reloads its config.
+    Prints the READY line on stderr."""
     from tether.proxy.sidecar import Sidecar
 
     sidecar = Sidecar(options)
@@ -106,14 +110,27 @@ async def serve(options: Any) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+    waits: list[asyncio.Task] = []
+
+    def reload() -> None:
+        if waits and not reloads:  # once running, one at a time (start reads everything anyway)
+            task = loop.create_task(sidecar.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await sidecar.start()
         print(f"{sidecar.ready_line()} service={sidecar.plan.service} pid={os.getpid()}", file=sys.stderr, flush=True)
-        await stop.wait()
+        waits += [loop.create_task(stop.wait()), loop.create_task(sidecar.done.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in (*reloads, *waits):
+            task.cancel()
         cut = await sidecar.stop()
     logging.getLogger("tether.proxy.sidecar").info("stopped; %d connection(s) cut at the drain deadline", cut)
-    return 0
+    return sidecar.exit_code
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:

@@ -4,7 +4,7 @@
       "tls": {"cert_file": "web.crt", "key_file": "web.key", "roots_file": "ca.pem",
               "chain_file": null, "spiffe_id": "spiffe://example.mesh/ns/default/dc/dc1/svc/web"},
       "inbound": {"service": "web", "bind": "0.0.0.0:21000", "local_app": "127.0.0.1:8080",
-                  "connect_timeout_ms": 5000},
+                  "connect_timeout_ms": 5000, "max_pending_handshakes": 1024},
       "upstreams": [{"name": "db", "bind": "127.0.0.1:9191",
                      "spiffe_id": "spiffe://example.mesh/ns/default/dc/dc1/svc/db",
                      "instances": ["10.0.0.7:21000", {"address": "10.0.0.8:21000"}],
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tether.core.admission import DEFAULT_MAX_PENDING_HANDSHAKES
 from tether.core.errors import InvalidInput
 from tether.proxy.inbound import InboundSpec
 from tether.proxy.pool import POLICIES, Instance
@@ -193,14 +194,18 @@ def _parse_tls(tls: Any, base: Path, errs: _Errors) -> TlsFiles | None:
 def _parse_inbound(obj: Any, errs: _Errors) -> InboundSpec | None:
     if errs.typed(obj, dict, "config.inbound") is None:
         return None
-    errs.unknown(obj, {"service", "bind", "local_app", "connect_timeout_ms"}, "config.inbound")
+    errs.unknown(obj, {"service", "bind", "local_app", "connect_timeout_ms", "max_pending_handshakes"}, "config.inbound")
     service = errs.need(obj, "service", str, "config.inbound")
     bind = errs.hostport(obj.get("bind", "0.0.0.0:0"), "config.inbound.bind")
     app = errs.hostport(obj.get("local_app"), "config.inbound.local_app")
     timeout = errs.ms(obj, "connect_timeout_ms", 5.0, "config.inbound")
-    if not (service and bind and app):
+    pending = errs.typed(obj.get("max_pending_handshakes", DEFAULT_MAX_PENDING_HANDSHAKES), int,
+                         "config.inbound.max_pending_handshakes")
+    if pending is not None and pending < 1:
+        errs.append(f"config.inbound.max_pending_handshakes: {pending} must be at least 1")
+    if not (service and bind and app and pending and pending >= 1):
         return None
-    return InboundSpec(service, app[1], app[0], bind[0], bind[1], timeout)
+    return InboundSpec(service, app[1], app[0], bind[0], bind[1], timeout, pending)
 
 
 def _parse_upstream(obj: Any, i: int, errs: _Errors):

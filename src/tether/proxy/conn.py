@@ -129,6 +129,9 @@ class Conn(Relay):
                 return self._hs_failed("truncated-hello", f"peer closed after {self.hs_rx} bytes of ClientHello")
             return self._hs_failed("peer-closed", "peer closed during the handshake")
         if self.hs_server and not self.hs_rx:
+            gate = self.lst.gate
+            if gate is not None:
+                gate.heard(self)  # no longer silent: under pressure it gets the longer deadline
             kind = match_first_bytes(bytes(self.rmv[:4]))
             if kind is not None:
                 return self._hs_failed(kind, "first bytes are not a TLS handshake record")
@@ -156,6 +159,9 @@ class Conn(Relay):
         if done:
             self.timer.cancel()
             self.timer = None
+            gate = self.lst.gate
+            if gate is not None:
+                gate.done(self)
             # Stay registered (cheaper than re-registering): until the relay starts,
             # whatever the peer sends is parked in the BIO.
             self.loop.add_reader(self.tfd, self._park_t)
@@ -208,6 +214,13 @@ class Conn(Relay):
     def _hs_timeout(self) -> None:
         self.timer = None
         self._hs_failed("handshake-timeout", f"no complete handshake within {self.lst.engine.handshake_timeout:g}s")
+
+    def sock_for_gate(self):
+        return self.t
+
+    def shed(self, detail: str) -> None:
+        """The listener's gate ends this handshake to make room (core/admission.py)."""
+        self._hs_failed("shed-under-pressure", detail)
 
     def _hs_failed(self, reason: str, detail: str) -> None:
         if self.timer is not None:
@@ -305,7 +318,10 @@ class Conn(Relay):
         self._drop_dial()
         self.close_sockets()
         self.phase = "closed"
-        eng = self.lst.engine
+        lst = self.lst
+        if lst.gate is not None:
+            lst.gate.done(self)
+        eng = lst.engine
         eng.live.discard(self)
         self.on_closed()
         d = self.direction

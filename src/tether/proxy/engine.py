@@ -30,6 +30,7 @@ from typing import Callable, Iterable, TextIO
 
 from tether.core.errors import Conflict, NotFound
 from tether.proxy.accesslog import AccessLog, format_time
+from tether.proxy.admission import HandshakeGate
 from tether.proxy.inbound import InboundConn, InboundSpec
 from tether.proxy.listener import Listener, open_listen_socket
 from tether.proxy.metrics import ProxyStats, make_registry, serve_admin
@@ -103,9 +104,11 @@ class Engine:
     async def open_inbound(self, spec: InboundSpec) -> Listener:
         """Start the public mTLS listener; returns it (`.address` has the bound port)."""
         spec.validate()
-        self._bind_loop()
+        loop = self._bind_loop()
         lst = Listener(self, open_listen_socket(spec.bind_host, spec.bind_port), InboundConn, spec.service)
         lst.spec = spec
+        lst.gate = HandshakeGate(loop, "inbound %s %s:%s" % (spec.service, *lst.address), spec.max_pending_handshakes,
+                                 pause=lst.gate_pause, resume=lst.gate_resume)
         self.listeners.append(lst)
         lst.start()
         log.info("inbound %s listening on %s:%s -> %s:%s", spec.service, *lst.address,

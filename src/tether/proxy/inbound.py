@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from time import monotonic
 
+from tether.core.admission import DEFAULT_MAX_PENDING_HANDSHAKES
 from tether.core.errors import InvalidInput
 from tether.proxy.conn import Conn
 
@@ -29,6 +30,8 @@ class InboundSpec:
     bind_host: str = "0.0.0.0"  # public: other hosts' sidecars connect here (Consul's default)
     bind_port: int = 0
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    #: Accepted connections that may be in their TLS handshake at once (core/admission.py).
+    max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES
 
     def validate(self) -> None:
         problems = []
@@ -40,6 +43,8 @@ class InboundSpec:
             problems.append(f"bind_port: {self.bind_port} is not a TCP port")
         if not self.connect_timeout > 0:
             problems.append(f"connect_timeout: {self.connect_timeout} must be > 0 seconds")
+        if not self.max_pending_handshakes >= 1:
+            problems.append(f"max_pending_handshakes: {self.max_pending_handshakes} must be at least 1")
         if problems:
             raise InvalidInput("inbound listener: " + "; ".join(problems))
 

@@ -20,7 +20,10 @@ Where the config comes from (all through the local agent, `TETHER_HTTP_ADDR`):
 
 Fail static: when the agent cannot be reached every watch keeps retrying with back-off, the
 engine keeps serving what it has and logs it once (`config_source_failed`); the first
-answer after that clears it.
+answer after that clears it. It ends by itself (`done` is set, `exit_code` says how) when
+the agent answers that its registration is gone (0), or when its leaf has expired while
+the agent is unreachable (1, after it stopped accepting: proxy/leafdeadline.py).
+`reload()` (SIGHUP) asks the agent for everything at once and applies what changed.
 
 The agent's health check on the public listener is a TCP connect that sends nothing
 (agent/checks.py probe_tcp). It succeeds as soon as the kernel accepts the connection, before
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sys
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, TextIO
@@ -44,14 +46,16 @@ from tether.core.errors import InvalidInput, NotFound, TetherError, Unavailable
 from tether.core.spiffe import format_spiffe_id, parse_spiffe_id, service_id
 from tether.proxy.agentclient import AgentClient
 from tether.proxy.engine import Engine
+from tether.proxy.leafdeadline import LeafDeadline
 from tether.proxy.listener import Listener
 from tether.proxy.sidecar_config import (
     DEFAULT_ADMIN_BIND, SidecarPlan, SnapshotAuthorizer, UpstreamPlan, instances_from_health, plan_for_service, plan_from_registration,
 )
 from tether.proxy.sidecar_policy import snapshot_from_agent_state
 from tether.proxy.tls import TlsMaterial
+from tether.proxy.resolve import resolve_instances
 from tether.proxy.upstream import UpstreamSpec
-from tether.proxy.watch import SourceHealth, watch_hash, watch_index
+from tether.proxy.watch import SourceHealth, cancel_watches, watch_hash, watch_index
 
 log = logging.getLogger("tether.proxy.sidecar")
 
@@ -61,10 +65,6 @@ STARTUP_TIMEOUT = 30.0
 #: Seconds live connections get to finish on SIGTERM. Below the agent's stop grace (10 s,
 #: agent/supervisor.py) so a managed sidecar has always exited before the agent kills it.
 DEFAULT_DRAIN_TIMEOUT = 5.0
-
-#: Cancellation rounds for the watch tasks at shutdown, and the wait after each.
-STOP_CANCEL_ROUNDS = 5
-STOP_CANCEL_WAIT = 0.2
 
 ModeHook = Callable[["Sidecar", SidecarPlan], Awaitable[None]]
 #: Proxy.Mode -> hook. The transparent-proxy work registers its handler here.
@@ -107,6 +107,11 @@ class Sidecar:
         self.admin: tuple[str, int] | None = None
         self.registered_id = ""
         self.health = SourceHealth(f"agent at {self.client.addr}", self._failed, self._ok)
+        self.deadline = LeafDeadline(self.client.addr, self._give_up)
+        #: Set when the sidecar ends by itself (its registration is gone; its leaf expired with
+        #: no agent to renew it); `exit_code` is then the process's exit status.
+        self.done = asyncio.Event()
+        self.exit_code = 0
         self._leaf: dict[str, Any] = {}
         self._roots: dict[str, Any] = {}
         self._known: dict[tuple[Any, Any], Any] = {}
@@ -132,7 +137,7 @@ class Sidecar:
                 await asyncio.sleep(1.0)
 
     async def _discard(self) -> None:
-        await _cancel_all(self._tasks)
+        await cancel_watches(self._tasks)
         self._tasks.clear()
         self._upstreams.clear()
         self._inbound, self.plan, self.admin = None, None, None
@@ -149,6 +154,7 @@ class Sidecar:
         roots = await self.client.get("/v1/agent/connect/ca/roots")
         authz = await self.client.get("/v1/agent/connect/authz-snapshot")
         self._leaf, self._roots = leaf.body, roots.body
+        self.deadline.set_leaf(leaf.body)
         self.trust_domain = roots.body["TrustDomain"]
         self.engine = Engine(self._material(), access_log=self.options.access_log or sys.stderr,
                              log_format=self.options.log_format, handshake_timeout=plan.handshake_timeout)
@@ -168,7 +174,7 @@ class Sidecar:
                           index=authz.index))
         if reg_hash:
             spawn(watch_hash(self.client, self.health, "registration", f"/v1/agent/service/{self.proxy_id}",
-                             self._set_registration, content_hash=reg_hash))
+                             self._set_registration, content_hash=reg_hash, gone=self._registration_gone))
 
     async def _resolve(self) -> tuple[str, SidecarPlan]:
         """(registration ContentHash or "", plan) from -proxy-id / -sidecar-for / -service."""
@@ -241,6 +247,7 @@ class Sidecar:
         spec, lst = plan.inbound, self._inbound
         if lst is not None and spec is not None and (lst.spec.bind_host, lst.spec.bind_port) == (spec.bind_host, spec.bind_port):
             lst.spec = spec  # same socket: new connections read the new app address and timeout
+            lst.gate.set_cap(spec.max_pending_handshakes)
         else:
             if lst is not None:
                 self.engine.close_listener(lst)
@@ -258,7 +265,7 @@ class Sidecar:
         params = {"passing": "1", **({"dc": up.datacenter} if up.datacenter else {})}
         path = f"/v1/health/connect/{up.name}"
         first = await self.client.get(path, params)
-        instances = await _resolved(instances_from_health(first.body))
+        instances = await resolve_instances(instances_from_health(first.body))
         spiffe = format_spiffe_id(service_id(self.trust_domain, up.datacenter or self.datacenter, up.name))
         spec = UpstreamSpec(up.name, up.bind_port, spiffe, bind_host=up.bind_host, policy=up.policy,
                             connect_timeout=up.connect_timeout)
@@ -266,7 +273,7 @@ class Sidecar:
 
         async def apply(entries: Any) -> None:
             if up.name in self.engine.upstreams:
-                self.engine.update_upstream(up.name, await _resolved(instances_from_health(entries)))
+                self.engine.update_upstream(up.name, await resolve_instances(instances_from_health(entries)))
 
         task = self._spawn(watch_index(self.client, self.health, f"upstream {up.name}", path, apply,
                                        index=first.index, params=params))
@@ -289,6 +296,7 @@ class Sidecar:
     def _set_leaf(self, leaf: dict[str, Any]) -> None:
         self._leaf = leaf
         self.engine.update_tls(self._material())
+        self.deadline.set_leaf(leaf)
 
     def _set_roots(self, roots: dict[str, Any]) -> None:
         self._roots = roots
@@ -318,9 +326,54 @@ class Sidecar:
 
     def _failed(self, source: str, error: str) -> None:
         self.engine.config_source_failed(source, error)
+        self.deadline.agent_lost()
 
     def _ok(self, source: str) -> None:
         self.engine.config_source_ok(source)
+        self.deadline.agent_back()
+
+    # ------------------------------------------------------------------ ending by itself
+    def _registration_gone(self) -> None:
+        log.warning("registration %s is gone from the agent at %s; draining and exiting",
+                    self.proxy_id, self.client.addr)
+        self._end(0)
+
+    def _give_up(self, reason: str) -> None:
+        log.error("%s; draining and exiting", reason)
+        self.engine.stop_accepting()
+        self._end(1)
+
+    def _end(self, code: int) -> None:
+        if not self.done.is_set():
+            self.exit_code = code
+            self.done.set()
+
+    # ------------------------------------------------------------------ SIGHUP
+    async def reload(self) -> None:
+        """Ask the agent for everything now (registration, identity, roots, authorization,
+        instances) and apply what changed, as the watches would; no connection is dropped.
+        An unreachable agent changes nothing (logged)."""
+        c = self.client
+        try:
+            if self.plan is not None and self.proxy_id and not self.options.service:
+                try:
+                    await self._set_registration((await c.get(f"/v1/agent/service/{self.proxy_id}")).body)
+                except NotFound:
+                    return self._registration_gone()
+            self._leaf = (await c.get(f"/v1/agent/connect/ca/leaf/{self.plan.service}")).body
+            self._set_roots((await c.get("/v1/agent/connect/ca/roots")).body)  # applies the new leaf too
+            self.deadline.set_leaf(self._leaf)
+            self._set_authz((await c.get("/v1/agent/connect/authz-snapshot")).body)
+            for name, (up, _, _) in list(self._upstreams.items()):
+                params = {"passing": "1", **({"dc": up.datacenter} if up.datacenter else {})}
+                entries = (await c.get(f"/v1/health/connect/{name}", params)).body
+                if name in self.engine.upstreams:
+                    self.engine.update_upstream(name, await resolve_instances(instances_from_health(entries)))
+        except (TetherError, OSError, ValueError, KeyError, TypeError) as e:
+            log.error("reload: %s; keeping the current config", e)
+            return
+        log.info("reloaded: registration, identity, roots, authorization and %d upstream(s) are current",
+                 len(self._upstreams))
 
     # ------------------------------------------------------------------ -register
     async def _register(self) -> None:
@@ -340,7 +393,8 @@ class Sidecar:
     # ------------------------------------------------------------------ stop
     async def stop(self, drain_timeout: float | None = None) -> int:
         """Stop watching, deregister what -register added, drain; returns connections cut."""
-        await _cancel_all(self._tasks)
+        await cancel_watches(self._tasks)
+        self.deadline.close()
         if self.registered_id:
             try:
                 await self.client.put(f"/v1/agent/service/deregister/{self.registered_id}")
@@ -361,42 +415,6 @@ class Sidecar:
         if self.admin:
             parts.append("admin=%s:%s" % self.admin)
         return "READY " + " ".join(parts)
-
-
-async def _cancel_all(tasks: list[asyncio.Task]) -> None:
-    """Cancel the watch tasks and wait for them, briefly. Cancelling again matters: on
-    Python 3.11 `asyncio.wait_for` can swallow a cancellation that lands as its inner
-    call finishes (a refused connect to a dead agent finishes at once), and the loop
-    goes on; the next cancel hits its next await. Shutdown never waits on them for long."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(STOP_CANCEL_ROUNDS):
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=STOP_CANCEL_WAIT)
-    if pending:
-        log.warning("%d watch task(s) did not stop; shutting down anyway", len(pending))
-
-
-async def _resolved(instances: list) -> list:
-    """Instances with host names resolved to IP addresses (the engine dials IPs only)."""
-    out = []
-    loop = asyncio.get_running_loop()
-    for inst in instances:
-        try:
-            socket.inet_pton(socket.AF_INET6 if ":" in inst.host else socket.AF_INET, inst.host)
-            out.append(inst)
-            continue
-        except OSError:
-            pass
-        try:
-            info = await loop.getaddrinfo(inst.host, inst.port, type=socket.SOCK_STREAM)
-        except OSError as e:
-            log.warning("cannot resolve upstream instance %s: %s", inst.host, e)
-            continue
-        out.append(type(inst)(info[0][4][0], inst.port, inst.spiffe_id))
-    return out
 
 
 async def _transparent_mode(sidecar: Sidecar, plan: SidecarPlan) -> None:

@@ -2,7 +2,8 @@
 
 `plan_from_registration(doc)` reads a connect-proxy registration (`/v1/agent/service/<id>`)
 into a `SidecarPlan`: the public listener (Consul's `Proxy.Config` keys `bind_address`,
-`bind_port`, `local_service_address`, `local_connect_timeout_ms`, `handshake_timeout_ms`),
+`bind_port`, `local_service_address`, `local_connect_timeout_ms`, `handshake_timeout_ms`, and
+Tether's `max_pending_handshakes`),
 one upstream listener per `Proxy.Upstreams` entry (`LocalBindAddress` default 127.0.0.1,
 `LocalBindPort`; per-upstream `Config.connect_timeout_ms` and Tether's `Config.lb_policy`),
 the admin endpoint (`admin_bind` / `prometheus_bind`) and the mode. `plan_for_service` is
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from tether.core.admission import DEFAULT_MAX_PENDING_HANDSHAKES
 from tether.core.authz import Decision, PolicySnapshot, Source, decide
 from tether.core.errors import InvalidInput, TetherError
 from tether.core.spiffe import parse_spiffe_id
@@ -80,6 +82,16 @@ def _ms(errors: list[str], config: Mapping[str, Any], key: str, default: float, 
     return value / 1000.0
 
 
+def _count(errors: list[str], config: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        errors.append(f"{where}.{key}: {value!r} must be a whole number, at least 1")
+        return default
+    return value
+
+
 def _admin_bind(errors: list[str], config: Mapping[str, Any], default: tuple[str, int] | None) -> tuple[str, int] | None:
     raw = config.get("admin_bind") or config.get("prometheus_bind")
     if not raw:
@@ -110,7 +122,9 @@ def plan_from_registration(doc: Mapping[str, Any], *, admin_bind: tuple[str, int
             service=service or "?", local_app_port=app_port,
             local_app_host=config.get("local_service_address") or proxy.get("LocalServiceAddress") or "127.0.0.1",
             bind_host=config.get("bind_address") or DEFAULT_BIND_ADDRESS, bind_port=bind_port,
-            connect_timeout=_ms(errors, config, "local_connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT, "Proxy.Config"))
+            connect_timeout=_ms(errors, config, "local_connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT, "Proxy.Config"),
+            max_pending_handshakes=_count(errors, config, "max_pending_handshakes", DEFAULT_MAX_PENDING_HANDSHAKES,
+                                          "Proxy.Config"))
         _validate(errors, inbound)
     upstreams = []
     for i, up in enumerate(proxy.get("Upstreams") or ()):

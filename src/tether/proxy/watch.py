@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Mapping
 
-from tether.core.errors import TetherError
+from tether.core.errors import NotFound, TetherError
 from tether.proxy.agentclient import AgentClient
 
 log = logging.getLogger("tether.proxy.sidecar")
@@ -28,6 +28,9 @@ WATCH_WAIT = 60.0
 #: First retry delay after a failed request; doubles up to RETRY_MAX.
 RETRY_START = 0.25
 RETRY_MAX = 5.0
+#: Cancellation rounds for the watch tasks at shutdown, and the wait after each.
+STOP_CANCEL_ROUNDS = 5
+STOP_CANCEL_WAIT = 0.2
 
 Apply = Callable[[Any], Awaitable[None] | None]
 
@@ -93,8 +96,9 @@ async def watch_index(client: AgentClient, health: SourceHealth, what: str, path
 
 
 async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path: str, apply: Apply, *,
-                     content_hash: str, wait: float = WATCH_WAIT) -> None:
-    """Follow a hash-blocking endpoint (the agent's service definition) forever."""
+                     content_hash: str, wait: float = WATCH_WAIT, gone: Callable[[], None] | None = None) -> None:
+    """Follow a hash-blocking endpoint (the agent's service definition) until the agent says
+    it is gone (404: `gone()` is called and the watch ends; without `gone`, retried)."""
     delay = RETRY_START
     failing = False
     while True:
@@ -102,6 +106,9 @@ async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path:
         try:
             reply = await client.get(path, query, wait=0.0 if failing else wait)
         except TetherError as e:
+            if gone is not None and isinstance(e, NotFound):
+                health.ok(what)  # the agent answered: it is there, the registration is not
+                return gone()
             failing = True
             health.failed(what, str(e))
             await asyncio.sleep(delay)
@@ -114,3 +121,19 @@ async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path:
             continue
         content_hash = new
         await _apply(what, apply, reply.body)
+
+
+async def cancel_watches(tasks: list[asyncio.Task]) -> None:
+    """Cancel the watch tasks and wait for them, briefly. Cancelling again matters: on
+    Python 3.11 `asyncio.wait_for` can swallow a cancellation that lands as its inner
+    call finishes (a refused connect to a dead agent finishes at once), and the loop
+    goes on; the next cancel hits its next await. Shutdown never waits on them for long."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(STOP_CANCEL_ROUNDS):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_CANCEL_WAIT)
+    if pending:
+        log.warning("%d watch task(s) did not stop; shutting down anyway", len(pending))

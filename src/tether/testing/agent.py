@@ -32,7 +32,9 @@ class RunningAgent:
     def addr(self) -> str:
         return self.url.removeprefix("http://")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the process and wait; the default outlasts a graceful stop (its sidecars get
+        up to 10 s to drain, agent/supervisor.py STOP_GRACE) before SIGKILL."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -44,9 +46,11 @@ class RunningAgent:
 
 
 def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> RunningAgent:
-    """Run `tether ARGS -http-port 0` and return once its API is listening."""
+    """Run `tether ARGS -http-port 0` (unless ARGS name a port: a restart in place) and return
+    once its API is listening."""
     dns = ["-dns-port", "0"] if args and args[0] == "agent" and "-dns-port" not in args else []
-    cmd = [sys.executable, "-m", "tether.cli.main", *args, "-http-port", "0", *dns]
+    http = [] if "-http-port" in args else ["-http-port", "0"]
+    cmd = [sys.executable, "-m", "tether.cli.main", *args, *http, *dns]
     full_env = {**os.environ, "TETHER_LOG_LEVEL": "WARNING", **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     lines: list[str] = []

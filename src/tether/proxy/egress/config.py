@@ -12,6 +12,7 @@
       "access_log": {"path": "-", "format": "text"},
       "admin": "127.0.0.1:19001",
       "connect_timeout_ms": 5000, "handshake_timeout_ms": 10000, "peek_timeout_ms": 1000,
+      "max_pending_handshakes": 1024,             # the gateway listener's cap (core/admission.py)
       "loop": "uvloop"
     }
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.core.admission import DEFAULT_MAX_PENDING_HANDSHAKES
 from tether.core.errors import InvalidInput, TetherError
 from tether.core.external import EgressSnapshot, OutboundPolicy
 from tether.core.external_yaml import parse_external_yaml
@@ -34,7 +36,7 @@ from tether.proxy.egress.routes import MeshService
 from tether.proxy.pool import Instance
 
 _TOP = {"service", "tls", "outbound", "gateway", "egress_file", "mesh", "access_log", "admin",
-        "connect_timeout_ms", "handshake_timeout_ms", "peek_timeout_ms", "loop"}
+        "connect_timeout_ms", "handshake_timeout_ms", "peek_timeout_ms", "max_pending_handshakes", "loop"}
 _TLS = {"cert_file", "key_file", "roots_file", "spiffe_id", "chain_file"}
 _MESH = {"name", "spiffe_id", "instances", "virtual_ip"}
 LOOPS = ("uvloop", "asyncio")
@@ -55,6 +57,7 @@ class EgressConfig:
     handshake_timeout: float = 10.0
     peek_timeout: float = 1.0
     loop: str = "uvloop"
+    max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES
 
     def load_registry(self) -> EgressSnapshot:
         """The egress file as a snapshot (an empty ALLOW_ANY registry without one)."""
@@ -157,11 +160,15 @@ def parse_egress_config(raw: Any, base: Path = Path(".")) -> EgressConfig:
     admin = _hostport(raw["admin"], "config.admin", errs) if raw.get("admin") else None
     if raw.get("loop", "uvloop") not in LOOPS:
         errs.append(f"config.loop: {raw.get('loop')!r}, use one of {', '.join(LOOPS)}")
+    pending = raw.get("max_pending_handshakes", DEFAULT_MAX_PENDING_HANDSHAKES)
+    if isinstance(pending, bool) or not isinstance(pending, int) or pending < 1:
+        errs.append(f"config.max_pending_handshakes: {pending!r} must be a whole number, at least 1")
+        pending = DEFAULT_MAX_PENDING_HANDSHAKES
     cfg = EgressConfig(
         service or "", tls, base / egress if isinstance(egress, str) else None, outbound, gateway,
         _mesh(raw.get("mesh", []), errs), log_path, log.get("format", "json"), admin,
         _seconds(raw, "connect_timeout_ms", 5.0, errs), _seconds(raw, "handshake_timeout_ms", 10.0, errs),
-        _seconds(raw, "peek_timeout_ms", 1.0, errs), raw.get("loop", "uvloop"))
+        _seconds(raw, "peek_timeout_ms", 1.0, errs), raw.get("loop", "uvloop"), pending)
     if errs:
         raise InvalidInput(f"config: {len(errs)} problem(s): " + "; ".join(errs))
     return cfg

@@ -56,13 +56,24 @@ class _HelloCapture:
             self.failed = True  # OpenSSL will refuse it too, with a better name
 
 
-async def _mesh_handshake(px, mesh: Stream) -> str | None:
-    """Step 1; returns the handshake's SNI (normalised), and sets up mesh.obj."""
+async def _mesh_handshake(px, sess: Session, mesh: Stream) -> str | None:
+    """Step 1; returns the handshake's SNI (normalised), and sets up mesh.obj. The listener's
+    gate (sess.gate) hears of the first bytes and of the end, and may shed it meanwhile."""
     capture = _HelloCapture()
+
+    def sink(raw: bytes) -> None:
+        if not capture.buf and sess.gate is not None:
+            sess.gate.heard(sess)
+        capture(raw)
+
     try:
-        async with asyncio.timeout(px.handshake_timeout):  # no extra task, unlike wait_for
-            await mesh.start_tls(px.contexts.server, server_side=True, raw_sink=capture)
+        async with asyncio.timeout(px.handshake_timeout) as sess.deadline:  # no extra task, unlike wait_for
+            if sess.shed_reason:
+                raise TimeoutError
+            await mesh.start_tls(px.contexts.server, server_side=True, raw_sink=sink)
     except TimeoutError:
+        if sess.shed_reason:
+            raise SetupError("handshake-failure", f"shed-under-pressure: {sess.shed_reason}") from None
         raise SetupError("handshake-failure", f"handshake-timeout: no complete handshake within "
                          f"{px.handshake_timeout:g}s") from None
     except ssl.SSLError as e:
@@ -71,6 +82,9 @@ async def _mesh_handshake(px, mesh: Stream) -> str | None:
         if not capture.buf:  # a TCP health check or a port probe: connect, then close
             raise SetupError("client-closed", "closed-before-hello: the client closed before sending anything") from None
         raise SetupError("handshake-failure", f"connection-reset: {e}") from None
+    finally:
+        sess.deadline = None
+        sess.handshake_over()
     sni = capture.hello.sni if capture.hello is not None else None
     return normalize_runtime_name(sni) if sni else None
 
@@ -113,7 +127,7 @@ async def serve_gateway(px, sess: Session, sock) -> tuple[Stream, Stream, bytes]
     loop = px.loop
     mesh = Stream(loop, sock, sess.source_address)
     # 1. Who is calling, and which name did its handshake announce.
-    mesh_sni = await _mesh_handshake(px, mesh)
+    mesh_sni = await _mesh_handshake(px, sess, mesh)
     uri, source = _source_service(mesh)
     sess.source = uri
     sess.sni = mesh_sni

@@ -17,14 +17,15 @@ the route they were given. Fail static: an update that raises leaves the current
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 from typing import Callable, Iterable, TextIO
 
+from tether.core.admission import DEFAULT_MAX_PENDING_HANDSHAKES
 from tether.core.external import EgressSnapshot
 from tether.netutil import original_destination
 from tether.proxy.accesslog import AccessLog
+from tether.proxy.admission import HandshakeGate
 from tether.proxy.egress.gateway import serve_gateway
 from tether.proxy.egress.origin import OriginationContexts
 from tether.proxy.egress.outbound import PEEK_TIMEOUT, serve_outbound, tls_ports
@@ -32,7 +33,8 @@ from tether.proxy.egress.routes import MeshRoutes, MeshService
 from tether.proxy.egress.session import Session
 from tether.proxy.egress.splice import Buffers, Splice
 from tether.proxy.egress.stats import EgressStats, register_collector
-from tether.proxy.egress.stream import SetupError, family_of
+from tether.proxy.egress.stream import SetupError
+from tether.proxy.listener import ACCEPT_BATCH, RESOURCE_ERRORS, AcceptLoop, open_listen_socket
 from tether.proxy.tls import TlsMaterial, build_contexts
 
 log = logging.getLogger("tether.proxy.egress")
@@ -47,10 +49,6 @@ DEFAULT_OUTBOUND_PORT = 15001
 #: (the engine's default too), so a peer that never closes cannot pin a socket forever.
 DEFAULT_HALF_CLOSE_TIMEOUT = 60.0
 SWEEP_INTERVAL = 1.0
-ACCEPT_BATCH = 64
-ACCEPT_BACKOFF = 0.1  # after EMFILE/ENFILE: stop accepting briefly instead of spinning
-BACKLOG = 4096
-_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 Handler = Callable[["EgressProxy", Session, socket.socket], object]
 
@@ -62,6 +60,7 @@ class EgressProxy:
                  handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, peek_timeout: float = PEEK_TIMEOUT,
                  setup_timeout: float = DEFAULT_SETUP_TIMEOUT, idle_timeout: float | None = None,
                  half_close_timeout: float = DEFAULT_HALF_CLOSE_TIMEOUT,
+                 max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES,
                  original_destination: Callable[[socket.socket], tuple[str, int]] = original_destination) -> None:
         self.contexts = build_contexts(material)
         self.material = material
@@ -77,6 +76,7 @@ class EgressProxy:
         self.setup_timeout = setup_timeout
         self.idle_timeout = idle_timeout  # None: an open, quiet connection lives until a side closes it
         self.half_close_timeout = half_close_timeout
+        self.max_pending_handshakes = max_pending_handshakes  # the gateway listener's cap (core/admission.py)
         self.original_destination = original_destination
         self.stats = EgressStats()
         self.registry = register_collector(self.stats)
@@ -134,7 +134,7 @@ class EgressProxy:
 
     async def open_gateway(self, host: str = "0.0.0.0", port: int = 8443) -> tuple[str, int]:
         """The egress gateway's mesh-facing mTLS listener; returns its address."""
-        return self._listen(host, port, serve_gateway, "gateway")
+        return self._listen(host, port, serve_gateway, "gateway", gated=True)
 
     async def open_admin(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """GET /metrics and /ready on a small HTTP endpoint of its own."""
@@ -144,29 +144,24 @@ class EgressProxy:
         self._admin = await serve_admin(self.registry, host, port, lambda: bool(self.listeners))
         return self._admin.sockets[0].getsockname()[:2]
 
-    def _listen(self, host: str, port: int, handler: Handler, role: str) -> tuple[str, int]:
-        self._bind_loop()
-        fam = family_of(host)
-        if fam is None:
-            raise OSError(errno.EINVAL, f"bind address {host!r} is not an IP address")
-        sock = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(BACKLOG)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        lst = _Listener(self, sock, handler, role)
+    def _listen(self, host: str, port: int, handler: Handler, role: str, *, gated: bool = False) -> tuple[str, int]:
+        loop = self._bind_loop()
+        lst = _Listener(self, open_listen_socket(host, port), handler, role)
+        if gated:  # a public, TLS-terminating listener: cap the handshakes in flight
+            lst.gate = HandshakeGate(loop, "%s egress listener %s:%s" % (role, *lst.address),
+                                     self.max_pending_handshakes, pause=lst.gate_pause, resume=lst.gate_resume)
         self.listeners.append(lst)
         lst.start()
         log.info("%s egress listener on %s:%s", role, *lst.address)
         return lst.address
 
     # ------------------------------------------------------------------ connections
-    def spawn(self, handler: Handler, role: str, sock: socket.socket, addr) -> None:
-        task = self.loop.create_task(self._setup(handler, role, sock, addr))
+    def spawn(self, handler: Handler, role: str, sock: socket.socket, addr, gate: HandshakeGate | None = None) -> None:
+        sess = Session(self, role, addr)
+        if gate is not None:
+            sess.gate, sess.sock = gate, sock
+            gate.admit(sess)
+        task = self.loop.create_task(self._setup(handler, sess, sock))
         self.setups.add(task)
         task.add_done_callback(self._setup_done)
 
@@ -178,8 +173,7 @@ class EgressProxy:
         if self._idle is not None and not self.setups and not self.splices:
             self._idle.set()
 
-    async def _setup(self, handler: Handler, role: str, sock: socket.socket, addr) -> None:
-        sess = Session(self, role, addr)
+    async def _setup(self, handler: Handler, sess: Session, sock: socket.socket) -> None:
         up = None
         try:
             async with asyncio.timeout(self.setup_timeout):
@@ -252,26 +246,24 @@ class EgressProxy:
         self.access_log.close()
 
 
-class _Listener:
-    """Accept in batches on `loop.add_reader`; back off on EMFILE/ENFILE instead of spinning."""
+class _Listener(AcceptLoop):
+    """An egress listening socket: one setup coroutine per accepted connection."""
 
     def __init__(self, px: EgressProxy, sock: socket.socket, handler: Handler, role: str) -> None:
-        self.px, self.sock, self.fd, self.handler, self.role = px, sock, sock.fileno(), handler, role
-        self.address = sock.getsockname()[:2]
-        self.closed = False
-        self._backoff = None
-
-    def start(self) -> None:
-        self.px.loop.add_reader(self.fd, self._on_accept)
+        super().__init__(px.loop, sock)
+        self.px, self.handler, self.role = px, handler, role
+        self.label = f"{role} egress listener"
 
     def _on_accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
+            if self._gated:
+                return  # the gate is full: the rest waits in the kernel's backlog
             try:
                 c, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                if e.errno in _RESOURCE_ERRORS:
+                if e.errno in RESOURCE_ERRORS:
                     return self._pause(e)
                 continue  # ECONNABORTED and friends: that client is gone
             c.setblocking(False)
@@ -279,26 +271,4 @@ class _Listener:
                 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-            self.px.spawn(self.handler, self.role, c, addr)
-
-    def _pause(self, exc: OSError) -> None:
-        if self._backoff is not None or self.closed:
-            return
-        log.warning("%s egress listener %s:%s: %s; not accepting for %.1fs", self.role, *self.address,
-                    exc.strerror, ACCEPT_BACKOFF)
-        self.px.loop.remove_reader(self.fd)
-        self._backoff = self.px.loop.call_later(ACCEPT_BACKOFF, self._resume)
-
-    def _resume(self) -> None:
-        self._backoff = None
-        if not self.closed:
-            self.start()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._backoff is not None:
-            self._backoff.cancel()
-        self.px.loop.remove_reader(self.fd)
-        self.sock.close()
+            self.px.spawn(self.handler, self.role, c, addr, self.gate)

@@ -79,7 +79,8 @@ async def serve_static(cfg: EgressConfig, path: str, listen: Listen | None = Non
     stream = open_log(cfg.access_log_path)
     px = EgressProxy(cfg.tls.load(), service=cfg.service, snapshot=cfg.load_registry(), mesh=cfg.mesh,
                      access_log=stream, log_format=cfg.access_log_format, connect_timeout=cfg.connect_timeout,
-                     handshake_timeout=cfg.handshake_timeout, peek_timeout=cfg.peek_timeout)
+                     handshake_timeout=cfg.handshake_timeout, peek_timeout=cfg.peek_timeout,
+                     max_pending_handshakes=cfg.max_pending_handshakes)
 
     def reload() -> None:
         try:

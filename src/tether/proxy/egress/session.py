@@ -33,7 +33,8 @@ from tether.proxy.accesslog import format_time
 
 class Session:
     __slots__ = ("px", "role", "start", "t0", "source", "source_address", "destination", "sni", "route",
-                 "entry", "rule", "upstream_address", "pre_received", "pre_sent", "held", "closed")
+                 "entry", "rule", "upstream_address", "pre_received", "pre_sent", "held", "closed", "gate",
+                 "sock", "deadline", "shed_reason")
 
     def __init__(self, px, role: str, addr) -> None:
         self.px = px
@@ -52,7 +53,25 @@ class Session:
         self.pre_sent = 0
         self.held = None  # (pool, member) of a mesh upstream, released at close
         self.closed = False
+        self.gate = None  # the gateway listener's HandshakeGate, until the mesh handshake is over
+        self.sock = None  # the client socket, while the gate tracks it
+        self.deadline = None  # that handshake's asyncio.Timeout, which shed() moves to now
+        self.shed_reason = ""
         px.stats.active[role] += 1
+
+    def shed(self, reason: str) -> None:
+        """The gate ends this handshake to make room (core/admission.py)."""
+        self.shed_reason = reason
+        if self.deadline is not None:
+            self.deadline.reschedule(self.px.loop.time())
+
+    def sock_for_gate(self):
+        return self.sock
+
+    def handshake_over(self) -> None:
+        if self.gate is not None:
+            self.gate.done(self)
+            self.gate = self.sock = None
 
     def hold(self, pool, member) -> None:
         self.held = (pool, member)
@@ -61,6 +80,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.handshake_over()
         px = self.px
         if self.held is not None:
             self.held[0].released(self.held[1])
