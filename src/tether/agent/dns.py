@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from typing import Any
 
 import httpx
 from dnslib import AAAA, QTYPE, RCODE, RR, SRV, A, DNSLabel, DNSRecord
 
 from tether.core.dnsname import Question, parse_query_name
+from tether.netutil import bind_error, family_of
 
 log = logging.getLogger("tether.agent.dns")
 
@@ -108,6 +110,12 @@ def _address_rr(name: str, address: str) -> RR:
 async def open_dns(host: str, port: int, api_url: str, datacenter: str) -> tuple[DnsServer, int]:
     """Bind the DNS server; return it and the port it got (port 0 picks a free one)."""
     loop = asyncio.get_running_loop()
-    transport, server = await loop.create_datagram_endpoint(
-        lambda: DnsServer(api_url, datacenter), local_addr=(host, port))
+    # Bound here, not by the loop: uvloop's own bind error carries no errno or reason.
+    sock = socket.socket(family_of(host) or socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise bind_error(host, port, exc, "serve DNS") from None
+    transport, server = await loop.create_datagram_endpoint(lambda: DnsServer(api_url, datacenter), sock=sock)
     return server, transport.get_extra_info("sockname")[1]

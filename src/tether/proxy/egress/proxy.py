@@ -23,7 +23,7 @@ import socket
 from typing import Callable, Iterable, TextIO
 
 from tether.core.external import EgressSnapshot
-from tether.netutil import original_destination
+from tether.netutil import open_listen_socket, original_destination
 from tether.proxy.accesslog import AccessLog
 from tether.proxy.egress.gateway import serve_gateway
 from tether.proxy.egress.origin import OriginationContexts
@@ -32,7 +32,7 @@ from tether.proxy.egress.routes import MeshRoutes, MeshService
 from tether.proxy.egress.session import Session
 from tether.proxy.egress.splice import Buffers, Splice
 from tether.proxy.egress.stats import EgressStats, register_collector
-from tether.proxy.egress.stream import SetupError, family_of
+from tether.proxy.egress.stream import SetupError
 from tether.proxy.tls import TlsMaterial, build_contexts
 
 log = logging.getLogger("tether.proxy.egress")
@@ -49,7 +49,6 @@ DEFAULT_HALF_CLOSE_TIMEOUT = 60.0
 SWEEP_INTERVAL = 1.0
 ACCEPT_BATCH = 64
 ACCEPT_BACKOFF = 0.1  # after EMFILE/ENFILE: stop accepting briefly instead of spinning
-BACKLOG = 4096
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 Handler = Callable[["EgressProxy", Session, socket.socket], object]
@@ -146,18 +145,7 @@ class EgressProxy:
 
     def _listen(self, host: str, port: int, handler: Handler, role: str) -> tuple[str, int]:
         self._bind_loop()
-        fam = family_of(host)
-        if fam is None:
-            raise OSError(errno.EINVAL, f"bind address {host!r} is not an IP address")
-        sock = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(BACKLOG)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = open_listen_socket(host, port)
         lst = _Listener(self, sock, handler, role)
         self.listeners.append(lst)
         lst.start()
