@@ -19,7 +19,7 @@ import tempfile
 
 import pytest
 
-from proxy_kit import Mesh, free_port, start_proxy, stop_proxy, wait_for
+from proxy_kit import Mesh, start_proxy, stop_proxy, wait_for
 
 
 def _pg_bin(name: str) -> str | None:
@@ -44,7 +44,7 @@ def postgres():
     as_pg = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups"]
     subprocess.run([*as_pg, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
                    check=True, capture_output=True, timeout=120)
-    port = free_port()
+    port = mesh.port()
     proc = subprocess.Popen([*as_pg, server, "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", root,
                              "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -70,7 +70,7 @@ def test_psql_through_an_unregistered_local_proxy(postgres):
         mesh.register("postgresql", postgres)
         mesh.ready("postgresql")
         mesh.healthy("postgresql")
-        up = free_port()
+        up = mesh.port()
         proxy, ready, log = start_proxy("-service", "mitchellh", "-upstream", f"postgresql:{up}",
                                         addr=mesh.agent.addr)
         assert ready["upstream.postgresql"] == f"127.0.0.1:{up}"

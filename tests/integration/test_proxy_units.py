@@ -191,11 +191,10 @@ def test_the_proxy_process_loads_no_web_framework():
 
 
 async def test_a_mode_hook_runs_for_transparent_registrations(api):
-    from proxy_kit import free_port
     from tether.proxy.sidecar import Sidecar, SidecarOptions
 
     await api.put("/v1/agent/service/register", json={"name": "tp", "port": 1, "connect": {"sidecar_service": {
-        "port": free_port(), "proxy": {"mode": "transparent", "upstreams": []}}}})
+        "proxy": {"mode": "transparent", "upstreams": []}}}})
     seen = []
 
     async def hook(sidecar, plan):

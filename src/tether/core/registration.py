@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from tether.core.errors import InvalidInput
+from tether.core.health import SIDECAR_LISTENING_CHECK
 from tether.core.service import CheckDefinition, ProxyDefinition, ServiceDefinition, Upstream
 
 SIDECAR_SUFFIX = "-sidecar-proxy"
 SIDECAR_PORT_RANGE = (21000, 21255)  # Consul's sidecar_min_port..sidecar_max_port
 SIDECAR_CHECK_INTERVAL = "10s"  # Consul's "Connect Sidecar Listening" interval (TCP form)
-SIDECAR_LISTENING_CHECK = "Connect Sidecar Listening"
 #: Tether's proxy refreshes its listener check every third of this; a proxy killed without
 #: a chance to say so turns critical after it.
 SIDECAR_LISTENING_TTL = "15s"
