@@ -163,6 +163,7 @@ class Sidecar:
         except OSError as e:
             if self.listener_check is not None:
                 await self.listener_check.last_report(listening_state(None, None, draining=False, error=f"cannot start: {e}"))
+                self.listener_check = None  # that was its last word: stop() must not say "draining"
             raise
         if plan.admin_bind:
             self.admin = await self.engine.open_admin(*plan.admin_bind)
