@@ -1,4 +1,9 @@
-"""Shared fixtures: real Tether processes on loopback, port 0."""
+"""Shared fixtures: real Tether processes on loopback, port 0.
+
+The whole session runs while "another program" listens on the first ports of the sidecar
+range (127.0.0.1:21000-21010), as happens on a shared machine: agents must skip them, and no
+test may depend on the range being free (issue 18).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,18 @@ import pytest
 import httpx
 
 from tether.testing.agent import RunningAgent, serve_in_process, start_dev_agent
+from tether.testing.ports import hold_range
+
+#: Held for the whole session (the ports of it not already held by someone else).
+FOREIGN_RANGE = (21000, 21010)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def foreign_sidecar_ports():
+    held = hold_range(*FOREIGN_RANGE)
+    yield [s.getsockname()[1] for s in held]
+    for sock in held:
+        sock.close()
 
 
 @pytest.fixture(scope="module")

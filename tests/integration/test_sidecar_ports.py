@@ -122,7 +122,7 @@ def test_a_new_service_is_healthy_before_its_check_interval_has_passed(mesh):
 
 
 def test_the_held_start_of_the_range_is_skipped(mesh, foreign_sidecar_ports):
-    """conftest.py listens on 21000-21010 for the whole session, as a foreign program."""
+    """tests/conftest.py listens on 21000-21010 for the whole session, as a foreign program."""
     assert foreign_sidecar_ports, "the session fixture holds none of 21000-21010"
     port = mesh.register("epsilon", mesh.app().port)
     assert port not in foreign_sidecar_ports
