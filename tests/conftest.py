@@ -11,7 +11,7 @@ import pytest
 
 import httpx
 
-from tether.testing.agent import RunningAgent, serve_in_process, start_dev_agent
+from tether.testing.agent import RunningAgent, open_in_process, start_dev_agent
 from tether.testing.ports import hold_range
 
 #: Held for the whole session (the ports of it not already held by someone else).
@@ -35,8 +35,14 @@ def dev_agent() -> RunningAgent:
 
 
 @pytest.fixture
-async def api():
-    """An in-process dev agent on a real socket (127.0.0.1:0) and an HTTP client for it."""
-    async with serve_in_process("dev", node="n1") as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
+async def node():
+    """An in-process dev agent on a real socket (127.0.0.1:0): `.url`, `.store`, `.agent`."""
+    async with open_in_process("dev", node="n1") as running:
+        yield running
+
+
+@pytest.fixture
+async def api(node):
+    """An HTTP client for `node`."""
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        yield client

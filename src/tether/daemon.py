@@ -152,9 +152,12 @@ async def serve(
     on_ready: Callable[[str, str], None] = lambda url, dns: None,
     *,
     stop: asyncio.Event | None = None,
+    on_app: Callable[[FastAPI], None] = lambda app: None,
 ) -> None:
-    """Run a role until SIGINT/SIGTERM, or until `stop` is set (tests run it in-process)."""
+    """Run a role until SIGINT/SIGTERM, or until `stop` is set (tests run it in-process and
+    get the app, for its store and agent, from `on_app`)."""
     async with open_runtime(opts) as app:
+        on_app(app)
         # Agents keep blocking queries open (CA roots, for minutes): on shutdown, give requests
         # a moment to finish, then cancel them, so SIGTERM never waits for a 5-minute wait.
         config = uvicorn.Config(app, host=opts.http_host, port=opts.http_port, log_level="warning",

@@ -58,6 +58,7 @@ class Agent:
         self._http = httpx.AsyncClient(verify=True)
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
+        self.parked = 0  # readers waiting in wait_for_change now (tests wait for them)
         self._lock = asyncio.Lock()  # one registration change at a time
         self.cluster: dict[str, Any] = {}
         # Intentions + policy, kept current by a blocking watch: `agent.authz.decide(...)`.
@@ -318,10 +319,13 @@ class Agent:
         self._changed = asyncio.Event()
 
     async def wait_for_change(self, timeout: float) -> None:
+        self.parked += 1
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except asyncio.TimeoutError:
             pass
+        finally:
+            self.parked -= 1
 
 
 
