@@ -22,6 +22,7 @@ import pytest
 from tether.proxy.egress.preamble import format_preamble
 from tether.proxy.tls import load_chain_in_memory
 from tether.testing.agent import run_cli, start_dev_agent
+from tether.testing.ports import held_port
 
 from egress_kit import external_server_context
 
@@ -67,12 +68,6 @@ class Proc:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LO, 0))
-        return s.getsockname()[1]
 
 
 def mesh_client(agent_url: str, service: str) -> ssl.SSLContext:
@@ -162,7 +157,8 @@ def tls_echo(ext_ca):
 def test_gateway_registers_follows_the_registry_and_deregisters(agent, tls_echo, ext_ca, tmp_path):
     app_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ext_ca.configure_trust(app_ctx)
-    gw_port = free_port()
+    held = held_port(LO)  # -address must name the port before the gateway starts: the test holds it
+    gw_port = held.port
     doc = f"""
 apiVersion: tether.dev/v1
 kind: ExternalService
@@ -204,4 +200,5 @@ spec: {{mode: REGISTRY_ONLY}}
         assert json.loads(line)["source"].endswith("/svc/web")
     finally:
         assert gw.stop() == 0
+        held.close()
     assert httpx.get(f"{agent.url}/v1/catalog/service/egress-gateway").json() == []
