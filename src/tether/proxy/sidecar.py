@@ -94,6 +94,7 @@ class SidecarOptions:
     admin_bind: tuple[str, int] | None = None  # None: Proxy.Config admin_bind, else 127.0.0.1:0
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     access_log: TextIO | None = None  # default: stderr
+    startup_timeout: float = STARTUP_TIMEOUT
 
 
 class Sidecar:
@@ -124,14 +125,15 @@ class Sidecar:
         """Fetch everything once (retrying while the agent is unreachable), open the listeners
         and start the watches. Raises TetherError (or OSError for a port in use) on failure."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + STARTUP_TIMEOUT
+        deadline = loop.time() + self.options.startup_timeout
         while True:
             try:
                 return await self._start_once()
             except Unavailable as e:
                 await self._discard()  # a half-built start must not keep its ports for the retry
                 if loop.time() >= deadline:
-                    raise Unavailable(f"{e} (gave up after {STARTUP_TIMEOUT:g}s; is TETHER_HTTP_ADDR right?)") from None
+                    raise Unavailable(f"{e} (gave up after {self.options.startup_timeout:g}s; "
+                                      "is TETHER_HTTP_ADDR right?)") from None
                 log.warning("waiting for the agent: %s", e)
                 await asyncio.sleep(1.0)
 

@@ -61,9 +61,14 @@ async def _apply(what: str, apply: Apply, body: Any) -> None:
         log.error("%s: cannot apply the agent's answer (%s); keeping the current config", what, e)
 
 
+Sleep = Callable[[float], Awaitable[None]]
+
+
 async def watch_index(client: AgentClient, health: SourceHealth, what: str, path: str, apply: Apply, *,
-                      index: int = 0, params: Mapping[str, Any] | None = None, wait: float = WATCH_WAIT) -> None:
-    """Follow `path` from `index` forever, calling `apply(body)` on every new index."""
+                      index: int = 0, params: Mapping[str, Any] | None = None, wait: float = WATCH_WAIT,
+                      sleep: Sleep = asyncio.sleep) -> None:
+    """Follow `path` from `index` forever, calling `apply(body)` on every new index. `sleep`
+    is the back-off's timer (tests pass their own)."""
     delay = RETRY_START
     failing = False
     while True:
@@ -76,7 +81,7 @@ async def watch_index(client: AgentClient, health: SourceHealth, what: str, path
         except TetherError as e:
             failing = True
             health.failed(what, str(e))
-            await asyncio.sleep(delay)
+            await sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
         delay, failing = RETRY_START, False
@@ -93,7 +98,7 @@ async def watch_index(client: AgentClient, health: SourceHealth, what: str, path
 
 
 async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path: str, apply: Apply, *,
-                     content_hash: str, wait: float = WATCH_WAIT) -> None:
+                     content_hash: str, wait: float = WATCH_WAIT, sleep: Sleep = asyncio.sleep) -> None:
     """Follow a hash-blocking endpoint (the agent's service definition) forever."""
     delay = RETRY_START
     failing = False
@@ -104,7 +109,7 @@ async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path:
         except TetherError as e:
             failing = True
             health.failed(what, str(e))
-            await asyncio.sleep(delay)
+            await sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
         delay, failing = RETRY_START, False
