@@ -1,8 +1,11 @@
-"""Shared fixtures: real Tether processes on loopback, port 0.
+"""Shared fixtures: real Tether processes on loopback, port 0; and the suite's rules.
 
-The whole session runs while "another program" listens on the first ports of the sidecar
-range (127.0.0.1:21000-21010), as happens on a shared machine: agents must skip them, and no
-test may depend on the range being free (issue 18).
+- The whole session runs while "another program" listens on the first ports of the sidecar
+  range (127.0.0.1:21000-21010), as happens on a shared machine: agents must skip them, and
+  no test may depend on the range being free.
+- A skip for a missing dependency that `make test` installs (tether.testing.deps.missing)
+  is a failure under CI (`CI=true`).
+- The run ends with the list of skipped tests and why (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import httpx
 
 from tether.testing.agent import RunningAgent, open_in_process, start_dev_agent
 from tether.testing.ports import hold_range
+
+
+pytest_plugins = ["tether.testing.suite"]  # CI turns missing-dependency skips into failures; the skip list
 
 #: Held for the whole session (the ports of it not already held by someone else).
 FOREIGN_RANGE = (21000, 21010)

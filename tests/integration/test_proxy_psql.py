@@ -20,6 +20,7 @@ import tempfile
 import pytest
 
 from proxy_kit import Mesh, start_proxy, stop_proxy, wait_for
+from tether.testing.deps import missing
 
 
 def _pg_bin(name: str) -> str | None:
@@ -31,11 +32,11 @@ def _pg_bin(name: str) -> str | None:
 def postgres():
     initdb, server = _pg_bin("initdb"), _pg_bin("postgres")
     if not (initdb and server and shutil.which("psql") and shutil.which("setpriv")):
-        pytest.skip("PostgreSQL server, psql or setpriv is not installed (scripts/test-deps.sh installs them)")
+        pytest.skip(missing("PostgreSQL server, psql or setpriv"))
     try:
         user = pwd.getpwnam("postgres")
     except KeyError:
-        pytest.skip("no 'postgres' system user to run the server as")
+        pytest.skip(missing("the 'postgres' system user (Debian's postgresql package makes it)"))
     if os.geteuid() != 0:
         pytest.skip("starting PostgreSQL as the postgres user needs root")
     root = tempfile.mkdtemp(prefix="tether-pg-")
