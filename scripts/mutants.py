@@ -33,11 +33,13 @@ class Mutant:
 
 
 MUTANTS = (
-    Mutant("the proxy stops verifying client certificates", "proxy/tls.py",
-           "    ctx.verify_mode = ssl.CERT_REQUIRED\n", "    ctx.verify_mode = ssl.CERT_NONE\n",
+    Mutant("the proxy's listener stops verifying client certificates", "proxy/tls.py",
+           "        server.options |= ssl.OP_NO_TICKET\n",
+           "        server.options |= ssl.OP_NO_TICKET\n        server.verify_mode = ssl.CERT_NONE\n",
            ("tests/proxy/test_faults.py", "tests/proxy/test_authorize.py")),
-    Mutant("the SDK stops verifying client certificates", "sdk/tls.py",
-           "    ctx.verify_mode = ssl.CERT_REQUIRED\n", "    ctx.verify_mode = ssl.CERT_NONE\n",
+    Mutant("the SDK's server stops verifying client certificates", "sdk/tls.py",
+           "    return _base(ssl.Purpose.CLIENT_AUTH, material)\n",
+           "    ctx = _base(ssl.Purpose.CLIENT_AUTH, material)\n    ctx.verify_mode = ssl.CERT_NONE\n    return ctx\n",
            ("tests/sdk/test_native.py",)),
     Mutant("the authorizer allows everything", "core/authz.py",
            "    if explain:\n        return _explain(snapshot, source, destination, port)\n",
@@ -51,10 +53,13 @@ MUTANTS = (
 )
 
 
-def pytest(src: Path, tests: tuple[str, ...]) -> int:
+def pytest(src: Path, tests: tuple[str, ...]) -> tuple[int, str]:
+    """(exit code, the first failing test's ID or "")."""
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
-    return subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-rf", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    failed = next((line.split()[1] for line in run.stdout.splitlines() if line.startswith("FAILED ")), "")
+    return run.returncode, failed
 
 
 def main() -> int:
@@ -66,18 +71,19 @@ def main() -> int:
             target = src / "tether" / m.path
             text = target.read_text()
             if text.count(m.old) != 1:
-                print(f"STALE   {m.name}: the text to change is not in src/tether/{m.path} exactly once; update MUTANTS")
+                print(f"{m.name}: STALE: the text to change is not in src/tether/{m.path} exactly once; update MUTANTS")
                 failed += 1
                 continue
             started = time.monotonic()
-            if (rc := pytest(src, m.tests)) != 0:
-                print(f"BROKEN  {m.name}: the tests fail without the mutant (exit {rc})")
+            rc, first = pytest(src, m.tests)
+            if rc != 0:
+                print(f"{m.name}: BROKEN: the tests fail without the mutant (exit {rc}, {first})")
                 failed += 1
                 continue
             target.write_text(text.replace(m.old, m.new))
-            rc = pytest(src, m.tests)
-            verdict = {1: "KILLED "}.get(rc, "SURVIVED" if rc == 0 else f"ERROR {rc}")
-            print(f"{verdict} {m.name} ({', '.join(m.tests)}; {time.monotonic() - started:.0f}s)")
+            rc, first = pytest(src, m.tests)
+            verdict = {1: f"KILLED   by {first}"}.get(rc, "SURVIVED" if rc == 0 else f"ERROR {rc}")
+            print(f"{m.name}: {verdict} ({time.monotonic() - started:.0f}s)")
             failed += rc != 1
     print("mutation check:", "every mutant was caught" if not failed else f"{failed} mutant(s) not caught")
     return 1 if failed else 0

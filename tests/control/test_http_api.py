@@ -34,6 +34,18 @@ async def test_catalog_watch_wakes_on_registration_not_on_kv_write(api, node):
     assert "web" in r.json() and int(r.headers["X-Consul-Index"]) > int(index)
 
 
+async def test_kv_watch_wakes_on_its_key(api, node):
+    """The example of docs/testing.md ("Writing a blocking-query test"), as it is there."""
+    index = (await api.get("/v1/kv/k")).headers["X-Consul-Index"]
+    watch = asyncio.create_task(api.get("/v1/kv/k", params={"index": index, "wait": "20s"}))
+    await until_parked(lambda: node.store.parked("kv/k"))  # the GET is waiting in the store
+    await api.put("/v1/kv/other", content=b"x")            # an unrelated write ...
+    assert node.store.parked("kv/k") == 1 and not watch.done()   # ... leaves it parked
+    await api.put("/v1/kv/k", content=b"v")                # this one wakes it
+    r = await asyncio.wait_for(watch, 10)
+    assert int(r.headers["X-Consul-Index"]) > int(index)
+
+
 async def test_health_watch_wakes_on_check_status_change(api, node):
     await register(api, {"Name": "pay", "Check": {"TTL": "60s"}})
     r = await api.get("/v1/health/service/pay")
