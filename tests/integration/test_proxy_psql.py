@@ -21,6 +21,7 @@ import pytest
 
 from proxy_kit import Mesh, start_proxy, stop_proxy, wait_for
 from tether.testing.deps import missing
+from tether.testing.ports import held_port
 
 
 def _pg_bin(name: str) -> str | None:
@@ -45,7 +46,8 @@ def postgres():
     as_pg = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups"]
     subprocess.run([*as_pg, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
                    check=True, capture_output=True, timeout=120)
-    port = mesh.port()
+    held = held_port()  # PostgreSQL is told its port; it listens with SO_REUSEADDR on the held one
+    port = held.port
     proc = subprocess.Popen([*as_pg, server, "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", root,
                              "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -54,6 +56,7 @@ def postgres():
     finally:
         proc.terminate()
         proc.wait(30)
+        held.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
