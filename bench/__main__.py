@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-ORDER = ["control_plane", "identity", "authz", "proxy_chain", "egress"]
+ORDER = ["control_plane", "acl", "cli", "identity", "authz", "proxy_chain", "egress"]
 
 
 def main() -> int:

@@ -74,9 +74,10 @@ class RawHttp:
         reader, writer = await asyncio.open_connection(host, int(port))
         return cls(reader, writer, host)
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(self, method: str, path: str, body: bytes = b"", token: str = "") -> tuple[int, bytes]:
+        auth = f"X-Consul-Token: {token}\r\n" if token else ""
         head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
-                "Content-Type: application/json\r\n\r\n").encode()
+                f"Content-Type: application/json\r\n{auth}\r\n").encode()
         self.writer.write(head + body)
         status_line = await self.reader.readuntil(b"\r\n")
         status = int(status_line.split()[1])

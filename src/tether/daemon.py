@@ -17,12 +17,13 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 import uvicorn
 from fastapi import FastAPI
 
 from tether import __version__
+from tether.agent.acl import AgentAclResolver, AgentTokens, LocalTokens, RemoteAuthorizers
 from tether.agent.agent import Agent, AgentConfig
 from tether.agent.api import agent_router, forward_router
 from tether.agent.authz_api import authz_router
@@ -30,15 +31,19 @@ from tether.agent.connect_api import connect_router
 from tether.agent.dns import open_dns
 from tether.agent.leafcache import LeafCache
 from tether.agent.link import HttpLink, LocalLink
+from tether.agent.config_services import ConfigServices
 from tether.agent.supervisor import ProxySupervisor
+from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
+from tether.control.acl import AclConfig
+from tether.control.acl_api import acl_router
 from tether.control.api import server_router
 from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
-from tether.core.errors import InvalidInput
+from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
 from tether.store.sqlite import open_store
 
@@ -62,6 +67,19 @@ class Options:
     #: -default-policy allow|deny: the mesh default intention (None: keep the stored one; a new
     #: store starts with allow for the dev agent and deny for `tether server`).
     default_policy: str | None = None
+    #: The `acl` block of the configuration (off unless a config file turns it on).
+    acl: AclConfig = field(default_factory=AclConfig)
+    node_meta: dict[str, str] = field(default_factory=dict)
+    sidecar_port_range: tuple[int, int] | None = None
+    #: Browser origins and Host names the API accepts besides its own (http_config).
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    #: Service definitions from config files: (file, definition), registered at start.
+    services: tuple[tuple[str, dict[str, Any]], ...] = ()
+    checks: tuple[tuple[str, dict[str, Any]], ...] = ()
+    log_level: str | None = None
+    #: Re-reads the config files (SIGHUP); None: nothing to reload.
+    reload_config: Callable[[], Any] | None = None
 
 
 def node_id(data_dir: Path | None) -> str:
@@ -80,6 +98,7 @@ def node_id(data_dir: Path | None) -> str:
 def new_app(title: str) -> FastAPI:
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.add_middleware(FilteredHeaderMiddleware)
     return app
 
 
@@ -102,31 +121,51 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             store = open_store(opts.data_dir)
             cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter, ca_min_leaf_ttl=opts.ca_min_leaf_ttl,
                                                   default_intention=opts.default_policy,
-                                                  initial_default_intention="deny" if opts.role == "server" else "allow"))
+                                                  initial_default_intention="deny" if opts.role == "server" else "allow",
+                                                  acl=opts.acl, data_dir=opts.data_dir))
             await cp.start()
+            if opts.acl.enabled:
+                app.state.acl = cp.acl
+        resolver = tokens = None
         if opts.role in ("dev", "agent"):
-            link = LocalLink(cp) if cp else HttpLink(_server_url(opts.server_addr))
+            tokens = AgentTokens(opts.acl, opts.data_dir)
+            local_tokens = LocalTokens(opts.data_dir)
+            link = LocalLink(cp) if cp else HttpLink(_server_url(opts.server_addr),
+                                                     token=lambda: tokens.get("agent") or tokens.get("default"))
+            resolver = AgentAclResolver(opts.acl, tokens, local_tokens, _acl_backend(cp, link, opts.acl),
+                                        node=opts.node)
+            if opts.acl.enabled:
+                app.state.acl = resolver
             config = AgentConfig(node=opts.node, node_id=node_id(opts.data_dir), datacenter=opts.datacenter,
-                                 advertise=opts.advertise)
-            agent = Agent(config, link)
+                                 advertise=opts.advertise, node_meta=dict(opts.node_meta))
+            if opts.sidecar_port_range is not None:
+                config.sidecar_port_range = opts.sidecar_port_range
+            agent = Agent(config, link, local_tokens)
+            tokens.on_change.append(lambda kind: agent.resync_soon() if kind in ("agent", "default") else None)
             if opts.managed_proxies:
-                supervisor = ProxySupervisor()
+                supervisor = ProxySupervisor(secret_for=local_tokens.proxy_secret)
                 agent.on_service_change.append(supervisor.on_service_change)
             await agent.start()
-            app.include_router(agent_router(agent, is_server=cp is not None))
+            app.include_router(agent_router(agent, is_server=cp is not None, tokens=tokens,
+                                            effective_secret=resolver.effective_secret))
             app.include_router(authz_router(agent))
             leaves = LeafCache(link, datacenter=opts.datacenter)
             await leaves.start()
-            app.include_router(connect_router(leaves))
+            app.include_router(connect_router(leaves, resolver.effective_secret))
+            app.state.config_services = ConfigServices(agent, opts.acl)
+            await app.state.config_services.apply(opts.services, opts.checks)
         if cp is not None:
             app.include_router(server_router(cp))
             app.include_router(ca_router(cp))
             app.include_router(intentions_router(cp))
             app.include_router(egress_router(cp.egress))
+            app.include_router(acl_router(cp.acl))
         else:
-            app.include_router(forward_router(_server_url(opts.server_addr)))
+            assert resolver is not None
+            app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret))
         app.state.control_plane, app.state.agent, app.state.supervisor = cp, agent, supervisor
         app.state.leaf_cache = leaves
+        app.state.agent_tokens = tokens if agent is not None else None
         yield app
     finally:
         if supervisor is not None:
@@ -141,6 +180,14 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             await cp.stop()
         if store is not None:
             await store.close()
+
+
+def _acl_backend(cp: ControlPlane | None, link: HttpLink | LocalLink, acl: AclConfig):
+    """How the agent resolves a token: in-process on a dev agent, cached over HTTP otherwise."""
+    if cp is not None:
+        return cp.acl.resolve
+    assert isinstance(link, HttpLink)
+    return RemoteAuthorizers(link.resolve_acl, acl).authorizer
 
 
 def _server_url(addr: str) -> str:
@@ -168,6 +215,7 @@ async def serve(
         if stop is None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(app, opts)))
         else:
             loop.create_task(stop.wait()).add_done_callback(lambda _: setattr(server, "should_exit", True))
         task = asyncio.create_task(server.serve(sockets=[_http_socket(opts)]))
@@ -182,7 +230,9 @@ async def serve(
         dns = None
         if app.state.agent is not None and opts.dns_port >= 0:
             try:
-                dns, dns_port = await open_dns(opts.http_host, opts.dns_port, f"http://{host}:{port}", opts.datacenter)
+                tokens = app.state.agent_tokens
+                dns, dns_port = await open_dns(opts.http_host, opts.dns_port, f"http://{host}:{port}", opts.datacenter,
+                                               lambda: tokens.get("dns") or tokens.get("default"))
             except OSError as exc:
                 server.should_exit = True
                 await task
@@ -209,8 +259,28 @@ def _http_socket(opts: Options) -> socket.socket:
         raise OSError(exc.errno, f"HTTP API: {exc.strerror}; use -http-port to pick another port") from None
 
 
+async def reload(app: FastAPI, opts: Options) -> None:
+    """SIGHUP: re-read the config files and apply their services and checks (Consul's reload).
+
+    A file that no longer parses changes nothing: the error is logged and the running
+    configuration stays."""
+    if opts.reload_config is None or getattr(app.state, "config_services", None) is None:
+        log.info("SIGHUP: nothing to reload (no config files)")
+        return
+    try:
+        files = opts.reload_config()
+        await app.state.config_services.apply(files.services, files.checks)
+    except TetherError as exc:
+        log.error("reload failed, keeping the running configuration: %s", exc)
+        return
+    if files.log_level and not os.environ.get("TETHER_LOG_LEVEL"):
+        logging.getLogger().setLevel(files.log_level.upper())
+    log.info("configuration reloaded: %d service(s), %d check(s) from config files", len(files.services),
+             len(files.checks))
+
+
 def run(opts: Options, on_ready: Callable[[str, str], None] = lambda url, dns: None) -> None:
-    logging.basicConfig(level=os.environ.get("TETHER_LOG_LEVEL", "INFO").upper(),
+    logging.basicConfig(level=(os.environ.get("TETHER_LOG_LEVEL") or opts.log_level or "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         import uvloop

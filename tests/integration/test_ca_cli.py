@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 
 import httpx
@@ -62,6 +63,14 @@ def test_get_and_set_config(addr, tmp_path):
     assert "config-file" in one_line_error(tether("ca", "set-config", addr=addr))
 
 
+def test_leaf_without_out_dir_shows_the_identity_and_writes_nothing(addr, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tether.cli.main", "ca", "leaf", "web", "-http-addr", addr],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].endswith("/ns/default/dc/dc1/svc/web")
+    assert "PRIVATE KEY" not in result.stdout and list(tmp_path.iterdir()) == []
+
+
 def test_leaf_writes_files_and_inspect_reads_them(addr, tmp_path):
     out = tmp_path / "tls"
     result = tether("ca", "leaf", "web", "-out-dir", str(out), addr=addr)
@@ -93,8 +102,9 @@ def test_leaf_writes_files_and_inspect_reads_them(addr, tmp_path):
 def test_every_command_has_help_with_an_example():
     from typer.testing import CliRunner
 
-    from tether.cli.main import app
+    from tether.cli.main import build_app
 
+    app = build_app()
     for command in ("roots", "get-config", "set-config", "leaf", "inspect"):  # in-process: help needs no agent
         result = CliRunner().invoke(app, ["ca", command, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, command

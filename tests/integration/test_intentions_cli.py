@@ -156,3 +156,24 @@ def test_server_and_node_agent_pair(tmp_path):
     finally:
         agent.stop()
         server.stop()
+
+
+def test_check_answers_what_the_sidecar_would_server_policy_included(addr, tmp_path):
+    policy = tmp_path / "db.yaml"
+    policy.write_text(POLICY)
+    assert tether("policy", "apply", "-f", str(policy), addr=addr).returncode == 0
+    try:
+        assert tether("intention", "create", "-deny", "web", "db", addr=addr).returncode == 0
+        # On port 5432 the server policy decides (its authorization admits web), not the intention ...
+        r = tether("intention", "check", "-port", "5432", "web", "db", addr=addr)
+        assert r.returncode == 0 and r.stdout.splitlines()[0] == "Allowed", r.stdout
+        assert "authorization app" in r.stdout and "tether policy explain" in r.stdout
+        r = tether("intention", "check", "-port", "5432", "api", "db", addr=addr)
+        assert r.returncode == 1 and r.stdout.splitlines()[0] == "Denied"  # the policy's default: deny
+        # ... on any other port the intention does, as in Consul.
+        r = tether("intention", "check", "web", "db", addr=addr)
+        assert (r.returncode, r.stdout.strip()) == (1, "Denied")
+        r = tether("intention", "check", "-explain", "-port", "5432", "web", "db", addr=addr)
+        assert r.returncode == 0 and "Decided by: authorization" in r.stdout
+    finally:
+        httpx.delete(f"http://{addr}/v1/tether/policy/db")

@@ -17,12 +17,13 @@ from typing import Any, Callable
 
 import httpx
 
+from tether.agent.acl import LocalTokens
 from tether.agent.authz_cache import AuthzCache
 from tether.agent.checks import PollingCheck, TTLCheck
 from tether.agent.link import ServerLink
 from tether.agent.ports import SidecarPorts
 from tether.control.server import HEARTBEAT_INTERVAL
-from tether.core.errors import InvalidInput, NotFound, TetherError
+from tether.core.errors import InvalidInput, NotFound, PermissionDenied, TetherError
 from tether.core.health import NODE_CHECK_ID, NODE_CHECK_NAME, PASSING, STATUSES, alias_status, worst
 from tether.core.registration import (
     SIDECAR_PORT_RANGE, SIDECAR_SUFFIX, candidate_ports, expand_registration, format_check, no_free_port, sidecar_listener,
@@ -32,6 +33,7 @@ from tether.core.service import CheckDefinition, ServiceDefinition
 log = logging.getLogger("tether.agent")
 
 RESYNC_INTERVAL = 60.0  # anti-entropy: how often the full local state is re-asserted
+RESTORE_RETRY = 5.0  # how often an agent the servers refused (no usable token yet) tries again
 
 
 @dataclass
@@ -49,15 +51,19 @@ def _strip_indexes(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, link: ServerLink) -> None:
+    def __init__(self, config: AgentConfig, link: ServerLink, tokens: LocalTokens | None = None) -> None:
         self.config = config
         self.link = link
+        # The token each local service was registered with (its sidecar acts with it).
+        self.tokens = tokens if tokens is not None else LocalTokens(None)
+        self._restored = False
         self.services: dict[str, dict[str, Any]] = {}
         self.checks: dict[str, dict[str, Any]] = {}
         self._runners: dict[str, PollingCheck | TTLCheck] = {}
         self._http = httpx.AsyncClient(verify=True)
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
+        self._resync_now = asyncio.Event()
         self.parked = 0  # readers waiting in wait_for_change now (tests wait for them)
         self._lock = asyncio.Lock()  # one registration change at a time
         self.cluster: dict[str, Any] = {}
@@ -79,18 +85,32 @@ class Agent:
     async def start(self) -> None:
         self.cluster = await self.link.cluster()
         await self.authz.start(f"{self.cluster['ClusterID']}.tether")
+        try:
+            await self._restore()
+        except PermissionDenied as exc:
+            # Consul's order of operations: an agent starts, then gets its token
+            # (`tether acl set-agent-token agent ...`); until then it retries at every re-sync.
+            log.error("the servers refused this agent (%s); it cannot restore or sync node %r until its token "
+                      "has node:write on it: set acl.tokens.agent in its config, or run 'tether acl "
+                      "set-agent-token agent <secret>'", exc, self.config.node)
+        self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
+                       asyncio.create_task(self._resync_loop(), name="agent-resync")]
+
+    async def _restore(self) -> None:
+        """Rebuild the local view from the catalog (the one source of truth), then re-assert it."""
         services, checks = await self.link.node_state(self.config.node)
         for svc in services:
             self.services[svc["ID"]] = {**_strip_indexes(svc), "Node": self.config.node}
+            self._notify(svc["ID"], self.services[svc["ID"]])  # a late restore starts their sidecars
         for check in checks:
             if check["CheckID"] != NODE_CHECK_ID:
                 self.checks[check["CheckID"]] = _strip_indexes(check)
         for check in list(self.checks.values()):
-            self._start_runner(check)
+            if check["CheckID"] not in self._runners:
+                self._start_runner(check)
         await self._sync_all()
-        self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
-                       asyncio.create_task(self._resync_loop(), name="agent-resync")]
-        log.info("agent %s started with %d service(s) restored", self.config.node, len(services))
+        self._restored = True
+        log.info("agent %s: %d service(s) restored from the catalog", self.config.node, len(services))
 
     async def stop(self) -> None:
         await self.authz.stop()
@@ -121,22 +141,39 @@ class Agent:
 
     async def _resync_loop(self) -> None:
         while True:
-            await asyncio.sleep(RESYNC_INTERVAL)
-            try:
-                async with self._lock:
-                    await self._sync_all()
-            except TetherError as exc:
-                log.warning("anti-entropy sync failed, will retry: %s", exc)
+            try:  # a token change (resync_soon) cuts the wait short
+                await asyncio.wait_for(self._resync_now.wait(), RESYNC_INTERVAL if self._restored else RESTORE_RETRY)
+            except asyncio.TimeoutError:
+                pass
+            await self.resync()
+
+    async def resync(self) -> None:
+        """Re-assert the local state now (and restore it first if that never succeeded)."""
+        self._resync_now.clear()
+        try:
+            async with self._lock:
+                await (self._sync_all() if self._restored else self._restore())
+        except TetherError as exc:
+            log.warning("anti-entropy sync failed, will retry: %s", exc)
+
+    def resync_soon(self) -> None:
+        """Called when the agent's token changes: retry what the old one could not do."""
+        self._resync_now.set()
 
     # -- services --------------------------------------------------------------------
 
-    async def register_service(self, definition: ServiceDefinition, *, replace_existing_checks: bool = False) -> str:
+    async def register_service(self, definition: ServiceDefinition, *, replace_existing_checks: bool = False,
+                               token: str = "", authorize: Callable[[list[dict[str, Any]]], None] | None = None) -> str:
+        """Register (or replace) a local service; `token` is what its sidecar will act with.
+
+        `authorize(services)` sees every service the definition expands to (the sidecar
+        included) before anything is written, and raises to refuse (the API's ACL check)."""
         async with self._lock:
             service_id = definition.ID or definition.Name
             sidecar_id = service_id + SIDECAR_SUFFIX
             sidecar_port, held = self._choose_sidecar_port(definition, sidecar_id)
             try:
-                await self._register(definition, sidecar_id, sidecar_port, replace_existing_checks)
+                await self._register(definition, sidecar_id, sidecar_port, replace_existing_checks, token, authorize)
             except BaseException:
                 if held is not None:
                     held.close()
@@ -164,7 +201,8 @@ class Agent:
         return held.getsockname()[1], held
 
     async def _register(self, definition: ServiceDefinition, sidecar_id: str, sidecar_port: int,
-                        replace_existing_checks: bool) -> None:
+                        replace_existing_checks: bool, token: str,
+                        authorize: Callable[[list[dict[str, Any]]], None] | None) -> None:
         old_sidecar = self.services.get(sidecar_id)
         reg = expand_registration(definition, node=self.config.node, datacenter=self.config.datacenter,
                                   sidecar_port=sidecar_port, port_range=self.config.sidecar_port_range)
@@ -175,6 +213,8 @@ class Agent:
                         if c["ServiceID"] in new_ids and cid not in new_checks and replace_existing_checks]
         for svc in reg.services:
             self._check_port_free(svc)
+        if authorize is not None:
+            authorize(list(reg.services))
         await self.link.sync(self.node_doc, list(reg.services), list(new_checks.values()))
         for sid in stale_services:
             await self._drop_service(sid)
@@ -182,6 +222,7 @@ class Agent:
             await self.link.deregister_check(self.config.node, cid)
             self._drop_check(cid)
         for svc in reg.services:
+            self.tokens.set_service(svc["ID"], token)
             self.services[svc["ID"]] = svc
             self._notify(svc["ID"], svc)
         for check in new_checks.values():
@@ -225,6 +266,7 @@ class Agent:
             self._drop_check(cid)
         self.services.pop(service_id, None)
         self.ports.release(service_id)
+        self.tokens.drop_service(service_id)
         self._notify(service_id, None)
 
     def _notify(self, service_id: str, doc: dict[str, Any] | None) -> None:

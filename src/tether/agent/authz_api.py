@@ -22,7 +22,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from tether.agent.agent import Agent
+from tether.api.acl import needs, request_acl
 from tether.api.common import authorizer_dependency, blocking_params, json_response, read_json
+from tether.control.intentions_api import readable_state
 from tether.core.authz import Source
 from tether.core.cidr import parse_ip
 from tether.core.errors import InvalidInput
@@ -34,19 +36,23 @@ _FIELDS = ("Target", "ClientCertURI", "ClientCertSerial", "Namespace", "Port", "
 def authz_router(agent: Agent) -> APIRouter:
     r = APIRouter(dependencies=[Depends(authorizer_dependency())])
 
-    @r.post("/v1/agent/connect/authorize", tags=["connect"])
+    @r.post("/v1/agent/connect/authorize", tags=["connect"], **needs("service:write", on="Target"))
     async def authorize(request: Request) -> Response:
         source, target, port = parse_authorize(await read_json(request))
+        request_acl(request).require("service", target, "write")
         decision = agent.authz.decide(source, target, port)
         return json_response({"Authorized": decision.allowed, "Reason": decision.reason})
 
-    @r.get("/v1/agent/connect/authz-snapshot", tags=["connect"])
+    @r.get("/v1/agent/connect/authz-snapshot", tags=["connect"],
+           **needs("intentions:read", on="each destination", filtered=True))
     async def authz_snapshot(request: Request) -> Response:
+        request_acl(request).require_valid()  # an unknown token is refused before any wait
         index, wait = blocking_params(request)
         if index > 0:
             await agent.authz.wait_for_change(index, wait)
         cache = agent.authz
-        return json_response({**cache.state, "TrustDomain": cache.trust_domain}, index=cache.index or 1)
+        state = readable_state(request, cache.state)
+        return json_response({**state, "TrustDomain": cache.trust_domain}, index=cache.index or 1)
 
     return r
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import socket
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 from dnslib import AAAA, QTYPE, RCODE, RR, SRV, A, DNSLabel, DNSRecord
@@ -26,8 +26,9 @@ UDP_ANSWER_LIMIT = 3
 
 
 class DnsServer(asyncio.DatagramProtocol):
-    def __init__(self, api_url: str, datacenter: str) -> None:
-        self.http = httpx.AsyncClient(base_url=api_url, timeout=5.0)
+    def __init__(self, api_url: str, datacenter: str, token: Callable[[], str] = lambda: "") -> None:
+        self.http = httpx.AsyncClient(base_url=api_url, timeout=5.0,
+                                      event_hooks={"request": [lambda request: _with_token(request, token())]})
         self.datacenter = datacenter
         self.transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,8 +108,18 @@ def _address_rr(name: str, address: str) -> RR:
     return RR(name, QTYPE.A, ttl=0, rdata=A(address))
 
 
-async def open_dns(host: str, port: int, api_url: str, datacenter: str) -> tuple[DnsServer, int]:
-    """Bind the DNS server; return it and the port it got (port 0 picks a free one)."""
+async def _with_token(request: httpx.Request, secret: str) -> None:
+    if secret:
+        request.headers["X-Consul-Token"] = secret
+
+
+async def open_dns(host: str, port: int, api_url: str, datacenter: str,
+                   token: Callable[[], str] = lambda: "") -> tuple[DnsServer, int]:
+    """Bind the DNS server; return it and the port it got (port 0 picks a free one).
+
+    `token()` is what its lookups carry: the agent's `dns` token, else its `default` token
+    (read per query, as either can be set at run time); with ACLs on, DNS answers only
+    what that token may read."""
     loop = asyncio.get_running_loop()
     # Bound here, not by the loop: uvloop's own bind error carries no errno or reason.
     sock = socket.socket(family_of(host) or socket.AF_INET, socket.SOCK_DGRAM)
@@ -117,5 +128,5 @@ async def open_dns(host: str, port: int, api_url: str, datacenter: str) -> tuple
     except OSError as exc:
         sock.close()
         raise bind_error(host, port, exc, "serve DNS") from None
-    transport, server = await loop.create_datagram_endpoint(lambda: DnsServer(api_url, datacenter), sock=sock)
+    transport, server = await loop.create_datagram_endpoint(lambda: DnsServer(api_url, datacenter, token), sock=sock)
     return server, transport.get_extra_info("sockname")[1]

@@ -92,6 +92,9 @@ class LeafCache:
         self.roots_wait = roots_wait
         self._leaves: dict[str, CachedLeaf] = {}
         self._last_used: dict[str, datetime] = {}
+        # The token of the latest caller the agent authorized for each service's leaf: signing
+        # (and every renewal) is done with it, so the server checks service:write too.
+        self._tokens: dict[str, str | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed: dict[str, asyncio.Event] = {}  # set (and replaced) when a service's leaf changes
         self._reissue: dict[str, asyncio.Event] = {}  # set to make a renewer act now
@@ -177,21 +180,23 @@ class LeafCache:
         """The leaf in memory, whatever its state (no I/O)."""
         return self._leaves.get(service)
 
-    async def leaf(self, service: str) -> CachedLeaf:
-        """The current leaf for `service`: from memory when usable, else signed now."""
+    async def leaf(self, service: str, token: str | None = None) -> CachedLeaf:
+        """The current leaf for `service`: from memory when usable, else signed now with `token`
+        (the caller's, already checked for service:write by the agent's route)."""
         self._last_used[service] = self.clock()
+        self._tokens[service] = token
         entry = self._leaves.get(service)
         if entry is not None and self._usable(entry):
             return entry
         return await self._refresh(service, force=False)
 
-    async def wait_leaf(self, service: str, index: int, timeout: float) -> CachedLeaf:
+    async def wait_leaf(self, service: str, index: int, timeout: float, token: str | None = None) -> CachedLeaf:
         """Blocking read: returns once the leaf's index differs from `index`, or at `timeout`."""
-        entry = await self.leaf(service)
+        entry = await self.leaf(service, token)
         if index <= 0 or entry.index != index:
             return entry
         await _wait(self._changed.setdefault(service, asyncio.Event()), timeout)
-        return await self.leaf(service)
+        return await self.leaf(service, token)
 
     def _usable(self, entry: CachedLeaf) -> bool:
         active = self.active_root_id
@@ -208,7 +213,7 @@ class LeafCache:
             if not force and entry is not None and self._usable(entry):
                 return entry  # someone else renewed it while we waited for the lock
             try:
-                fresh = await self._issue(service)
+                fresh = await self._issue(service, previous=entry)
             except TetherError as exc:
                 if force or entry is None or is_expired(self.clock(), entry.valid_before):
                     raise
@@ -221,12 +226,14 @@ class LeafCache:
                 self._renewers[service] = asyncio.create_task(self._renew_loop(service), name=f"leaf-{service}")
             return fresh
 
-    async def _issue(self, service: str) -> CachedLeaf:
+    async def _issue(self, service: str, previous: CachedLeaf | None = None) -> CachedLeaf:
         roots, _ = await self.roots()
         spiffe = service_id(roots["TrustDomain"], self.datacenter, service)
         key = tx.generate_private_key()  # EC P-256; it never leaves this process
         requested_at = self.clock()
-        signed = await self.link.sign(tx.make_leaf_csr(spiffe, key), service)
+        renewing = previous.cert_pem if previous is not None and not is_expired(requested_at, previous.valid_before) \
+            else None
+        signed = await self.link.sign(tx.make_leaf_csr(spiffe, key), service, self._tokens.get(service), renewing)
         valid_after = datetime.fromisoformat(signed["ValidAfter"])
         valid_before = datetime.fromisoformat(signed["ValidBefore"])
         # Leaves are backdated a minute for clock skew; the renewal window starts when we
@@ -272,6 +279,7 @@ class LeafCache:
                 log.info("leaf for %s unused for %.0fh; dropping it", service, IDLE_TTL / 3600)
                 self._leaves.pop(service, None)
                 self._renewers.pop(service, None)
+                self._tokens.pop(service, None)
                 return
             try:
                 await self._refresh(service, force=True)

@@ -8,7 +8,7 @@ with the server's own reason.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import httpx
 
@@ -31,7 +31,8 @@ class ServerLink(Protocol):
     async def heartbeat(self, node: str) -> None: ...
     async def node_state(self, node: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
     async def node_health(self) -> list[tuple[dict[str, Any], str]]: ...
-    async def sign(self, csr_pem: str, service: str) -> dict[str, Any]: ...
+    async def sign(self, csr_pem: str, service: str, token: str | None = None,
+                   previous_cert_pem: str | None = None) -> dict[str, Any]: ...
     async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]: ...
     async def authz_state(self, index: int, wait: float) -> dict[str, Any]: ...
     async def close(self) -> None: ...
@@ -68,9 +69,13 @@ class LocalLink:
         catalog = self.cp.catalog
         return [(n, _serf_status(catalog.node_checks(n["Node"]))) for n in catalog.nodes()]
 
-    async def sign(self, csr_pem: str, service: str) -> dict[str, Any]:
-        """Have the CA sign a leaf CSR (the agent keeps the private key)."""
-        return await self.cp.ca.sign(csr_pem, service)
+    async def sign(self, csr_pem: str, service: str, token: str | None = None,
+                   previous_cert_pem: str | None = None) -> dict[str, Any]:
+        """Have the CA sign a leaf CSR (the agent keeps the private key). In one process the
+        agent's leaf route has already checked the caller's service:write; the token only
+        names the requester for the rate limit's fair share."""
+        requester = self.cp.acl.authorizer(token).accessor if self.cp.acl.enabled else "local"
+        return await self.cp.ca.sign(csr_pem, service, requester=requester, previous_cert_pem=previous_cert_pem)
 
     async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]:
         """The CA roots, blocking while their index is still `index` (0: answer now)."""
@@ -90,13 +95,19 @@ class LocalLink:
 class HttpLink:
     """An agent on its own node: every call is one HTTP request to the server."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, token: Callable[[], str] = lambda: "") -> None:
         self.base_url = base_url.rstrip("/")
         self.client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        #: The agent's own token (acl.tokens.agent, else default), read at each call: it can change at run time.
+        self.token = token
+
+    def _headers(self, token: str | None = None) -> dict[str, str]:
+        secret = self.token() if token is None else token
+        return {"X-Consul-Token": secret} if secret else {}
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            response = await self.client.request(method, path, json=body)
+            response = await self.client.request(method, path, json=body, headers=self._headers())
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
@@ -136,9 +147,16 @@ class HttpLink:
         checks = await self._call("GET", "/v1/health/state/any")
         return [(n, _serf_status([c for c in checks if c["Node"] == n["Node"]])) for n in nodes]
 
-    async def sign(self, csr_pem: str, service: str) -> dict[str, Any]:
+    async def sign(self, csr_pem: str, service: str, token: str | None = None,
+                   previous_cert_pem: str | None = None) -> dict[str, Any]:
+        """Signed with the caller's token: the server checks service:write on `service`.
+        `previous_cert_pem` (the leaf being replaced) makes it a renewal, which the CA's rate
+        limit serves first."""
+        body = {"CSR": csr_pem, "Service": service}
+        if previous_cert_pem:
+            body["PreviousCertPEM"] = previous_cert_pem
         try:
-            response = await self.client.post("/v1/connect/ca/sign", json={"CSR": csr_pem, "Service": service})
+            response = await self.client.post("/v1/connect/ca/sign", json=body, headers=self._headers(token or ""))
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
         if response.status_code == 429:
@@ -150,7 +168,8 @@ class HttpLink:
         params = {"index": str(index), "wait": f"{wait:g}s"} if index > 0 else {}
         try:
             # A blocking query may legitimately take `wait` (plus the server's jitter of wait/16).
-            response = await self.client.get("/v1/connect/ca/roots", params=params, timeout=wait * 1.1 + 10)
+            response = await self.client.get("/v1/connect/ca/roots", params=params, timeout=wait * 1.1 + 10,
+                                             headers=self._headers())
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
         body = await self._answer(response)
@@ -166,13 +185,22 @@ class HttpLink:
         params = {"index": str(index), "wait": f"{wait:g}s"} if index > 0 else {}
         try:
             # A blocking query may take `wait` plus the server's jitter of up to wait/16.
-            response = await self.client.get("/v1/internal/tether/authz", params=params, timeout=wait * 1.1 + 10)
+            response = await self.client.get("/v1/internal/tether/authz", params=params, timeout=wait * 1.1 + 10,
+                                             headers=self._headers())
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
             cls = _BY_STATUS.get(response.status_code, Unavailable if response.status_code >= 500 else TetherError)
             raise cls(response.text.strip() or f"server answered {response.status_code}")
         return response.json()
+
+    async def resolve_acl(self, secret: str | None) -> dict[str, Any]:
+        """A caller's token as the servers resolve it (rules, management, expiry)."""
+        try:
+            response = await self.client.get("/v1/internal/tether/acl/resolve", headers=self._headers(secret or ""))
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
+        return await self._answer(response)
 
     async def close(self) -> None:
         await self.client.aclose()

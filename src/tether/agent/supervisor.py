@@ -68,9 +68,12 @@ class Managed:
 
 
 class ProxySupervisor:
-    def __init__(self, *, command: CommandFor = command_for) -> None:
+    def __init__(self, *, command: CommandFor = command_for,
+                 secret_for: Callable[[str], str] | None = None) -> None:
         self.agent_addr = ""
         self.command = command
+        # proxy ID -> the proxy's own secret for the agent's API (agent/acl.py, LocalTokens)
+        self.secret_for = secret_for
         self.managed: dict[str, Managed] = {}
 
     def start(self, agent_addr: str, services: dict[str, dict[str, Any]]) -> None:
@@ -100,8 +103,15 @@ class ProxySupervisor:
         self.managed[service_id] = Managed(service_id, command, task)
 
     def _env(self, doc: dict[str, Any]) -> dict[str, str]:
-        return {**os.environ, "TETHER_HTTP_ADDR": self.agent_addr, "CONNECT_PROXY_ID": doc["ID"],
-                "CONNECT_SIDECAR_FOR": doc["Proxy"].get("DestinationServiceID", "")}
+        env = {**os.environ, "TETHER_HTTP_ADDR": self.agent_addr, "CONNECT_PROXY_ID": doc["ID"],
+               "CONNECT_SIDECAR_FOR": doc["Proxy"].get("DestinationServiceID", "")}
+        for name in ("TETHER_HTTP_TOKEN", "CONSUL_HTTP_TOKEN", "TETHER_HTTP_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE"):
+            env.pop(name, None)  # never the agent's own: a sidecar acts as its service
+        if self.secret_for is not None:
+            # The proxy's secret stands for its service's registration token at this agent
+            # (Consul 1.2's proxy token), in the environment, never on the command line.
+            env["CONSUL_HTTP_TOKEN"] = env["TETHER_HTTP_TOKEN"] = self.secret_for(doc["ID"])
+        return env
 
     async def _supervise(self, proxy_id: str, doc: dict[str, Any], command: list[str]) -> None:
         backoff = BACKOFF_START

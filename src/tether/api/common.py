@@ -18,11 +18,12 @@ from starlette.responses import PlainTextResponse, Response
 
 from tether.core.duration import parse_duration
 from tether.core.errors import (
-    Conflict, InvalidInput, NotFound, PermissionDenied, RateLimited, TetherError, TooLarge, Unavailable,
+    AclDisabled, Conflict, InvalidInput, NotFound, PermissionDenied, RateLimited, TetherError, TooLarge, Unavailable,
 )
 from tether.store.base import Store
 
 STATUS = {
+    AclDisabled: 401,
     InvalidInput: 400,
     PermissionDenied: 403,
     NotFound: 404,
@@ -147,9 +148,6 @@ async def block(request: Request, store: Store, prefixes: Iterable[str]) -> int:
 
 # -- the authorizer hook ----------------------------------------------------------------
 
-Authorizer = Callable[[Request, str | None], Awaitable[None]]
-
-
 def request_token(request: Request) -> str | None:
     """The ACL token, from the places Consul accepts it. Never log it."""
     token = request.headers.get("x-consul-token") or request.headers.get("x-tether-token")
@@ -159,16 +157,11 @@ def request_token(request: Request) -> str | None:
     return token or request.query_params.get("token") or None
 
 
-async def allow_all(request: Request, token: str | None) -> None:
-    """Today's authorizer: everything is allowed. ACLs replace this function, not the routes."""
-    return None
+def authorizer_dependency() -> Callable[[Request], Awaitable[None]]:
+    """Every router's dependency: resolve the request's token once (api/acl.py)."""
+    from tether.api.acl import resolve_request
 
-
-def authorizer_dependency(app_state_attr: str = "authorizer") -> Callable[[Request], Awaitable[None]]:
     async def check(request: Request) -> None:
-        authorizer: Authorizer = getattr(request.app.state, app_state_attr, allow_all)
-        await authorizer(request, request_token(request))
+        await resolve_request(request, request_token(request))
 
     return check
-
-

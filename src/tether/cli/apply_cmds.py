@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from tether.cli.common import HttpAddr, Token, client, out, print_json, print_table
+from tether.cli.common import HttpAddr, Token, TokenFile, client, out, print_json, print_table
 from tether.core.errors import InvalidInput
 
 external_app = typer.Typer(help="The registry of external services (egress).", no_args_is_help=True)
@@ -36,7 +36,7 @@ def _documents(path: str) -> list[dict]:
 
 def apply(
     files: list[str] = typer.Option(..., "-f", "--filename", "-filename", help="YAML file(s); '-' reads stdin."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Apply declarative configuration: external services and outbound policy (Tether
     ExternalService/OutboundPolicy, Istio ServiceEntry/DestinationRule) and authorization
@@ -64,7 +64,7 @@ def apply(
         parse_external_documents(egress, source=", ".join(files))
     if policy:
         parse_policy_objects(policy, source=", ".join(files))
-    api = client(http_addr, token)
+    api = client(http_addr, token, token_file)
     if egress:
         applied = api.put("/v1/tether/external-services", json=egress).json()["Applied"]
         out.print(f"Applied external services: {', '.join(applied)}", markup=False, highlight=False)
@@ -76,7 +76,7 @@ def apply(
 @external_app.command("list")
 def external_list(
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the registered external services and the outbound policy.
 
@@ -84,7 +84,7 @@ def external_list(
 
       tether external list
     """
-    state = client(http_addr, token).get("/v1/tether/egress").json()
+    state = client(http_addr, token, token_file).get("/v1/tether/egress").json()
     if as_json:
         print_json(state)
         return
@@ -101,24 +101,24 @@ def external_list(
 
 
 @external_app.command("get")
-def external_get(name: str, http_addr: str = HttpAddr, token: str = Token) -> None:
+def external_get(name: str, http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile) -> None:
     """Print one external service as re-appliable YAML.
 
     Example:
 
       tether external get payments-api > payments-api.yaml
     """
-    doc = client(http_addr, token).get(f"/v1/tether/external-services/{name}").json()
+    doc = client(http_addr, token, token_file).get(f"/v1/tether/external-services/{name}").json()
     sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
 
 
 @external_app.command("delete")
-def external_delete(name: str, http_addr: str = HttpAddr, token: str = Token) -> None:
+def external_delete(name: str, http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile) -> None:
     """Remove an external service from the registry.
 
     Example:
 
       tether external delete payments-api
     """
-    client(http_addr, token).delete(f"/v1/tether/external-services/{name}")
+    client(http_addr, token, token_file).delete(f"/v1/tether/external-services/{name}")
     out.print(f"Deleted external service: {name}", markup=False, highlight=False)

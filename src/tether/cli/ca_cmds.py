@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from tether.cli.common import HttpAddr, Token, client, out, print_json, print_table
+from tether.cli.common import HttpAddr, Token, TokenFile, client, out, print_json, print_table
 from tether.core.errors import InvalidInput
 
 ca_app = typer.Typer(help="The mesh's certificate authority: roots, configuration, leaf certificates.",
@@ -28,7 +28,7 @@ ca_app = typer.Typer(help="The mesh's certificate authority: roots, configuratio
 def ca_roots(
     pem: bool = typer.Option(False, "-pem", "--pem", help="Print the root certificates as PEM."),
     detailed: bool = typer.Option(False, "-detailed", "--detailed", help="Print the full roots JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the CA roots peers trust (the active one signs new leaves).
 
@@ -38,7 +38,7 @@ def ca_roots(
 
       tether ca roots -pem > roots.pem
     """
-    data = client(http_addr, token).get("/v1/agent/connect/ca/roots").json()
+    data = client(http_addr, token, token_file).get("/v1/agent/connect/ca/roots").json()
     if pem:
         sys.stdout.write("".join(r["RootCert"] for r in data["Roots"]))
         return
@@ -54,21 +54,21 @@ def ca_roots(
 
 
 @ca_app.command("get-config")
-def ca_get_config(http_addr: str = HttpAddr, token: str = Token) -> None:
+def ca_get_config(http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile) -> None:
     """Print the CA configuration as JSON (never a private key).
 
     Example:
 
       tether ca get-config > ca.json
     """
-    print_json(client(http_addr, token).get("/v1/connect/ca/configuration").json())
+    print_json(client(http_addr, token, token_file).get("/v1/connect/ca/configuration").json())
 
 
 @ca_app.command("set-config")
 def ca_set_config(
     config_file: str = typer.Option(..., "-config-file", "--config-file", metavar="FILE",
                                     help="JSON body: {\"Provider\": ..., \"Config\": {...}}; '-' reads stdin."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Change the CA: leaf TTL, signing rate, a new root (rotation), or the provider.
 
@@ -88,28 +88,36 @@ def ca_set_config(
     "IntermediateCertFile": "ca.pem", "IntermediateKeyFile": "ca.key"}}
     """
     body = _load_json(config_file)
-    client(http_addr, token).put("/v1/connect/ca/configuration", json=body)
+    client(http_addr, token, token_file).put("/v1/connect/ca/configuration", json=body)
     out.print("Configuration updated!", markup=False, highlight=False)
 
 
 @ca_app.command("leaf")
 def ca_leaf(
     service: str = typer.Argument(..., help="The service whose identity to fetch."),
-    out_dir: Path = typer.Option(..., "-out-dir", "--out-dir", metavar="DIR",
-                                 help="Where to write cert.pem, key.pem (mode 0600) and roots.pem."),
-    http_addr: str = HttpAddr, token: str = Token,
+    out_dir: Path = typer.Option(None, "-out-dir", "--out-dir", metavar="DIR",
+                                 help="Also write cert.pem, key.pem (mode 0600) and roots.pem there."),
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
-    """Write a service's leaf certificate, key and the CA roots to files.
+    """Show a service's identity (its leaf certificate); with -out-dir, write it to files.
 
-    For programs that want their identity on disk. The agent keeps renewing its own
-    copy; run this again before ValidBefore to refresh the files.
+    Without -out-dir nothing is written and no key is printed. With it, for programs that
+    want their identity on disk: the agent keeps renewing its own copy; run this again
+    before ValidBefore to refresh the files.
 
-    Example:
+    Examples:
+
+      tether ca leaf web
 
       tether ca leaf web -out-dir /run/web-tls
     """
-    api = client(http_addr, token)
+    api = client(http_addr, token, token_file)
     leaf = api.get(f"/v1/agent/connect/ca/leaf/{service}").json()
+    print(f"{leaf['ServiceURI']}\n  serial {leaf['SerialNumber']}\n  valid from {leaf['ValidAfter']} "
+          f"until {leaf['ValidBefore']}")
+    if out_dir is None:
+        print("  (add -out-dir DIR to write cert.pem, key.pem and roots.pem)")
+        return
     roots = api.get("/v1/agent/connect/ca/roots").json()
     try:
         out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -118,8 +126,7 @@ def ca_leaf(
         _write(out_dir / "roots.pem", "".join(r["RootCert"] for r in roots["Roots"]), 0o644)
     except OSError as exc:
         raise InvalidInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    out.print(f"{leaf['ServiceURI']}\n  valid until {leaf['ValidBefore']}\n  wrote {out_dir}/cert.pem, "
-              f"{out_dir}/key.pem (0600), {out_dir}/roots.pem", markup=False, highlight=False)
+    print(f"  wrote {out_dir}/cert.pem, {out_dir}/key.pem (0600), {out_dir}/roots.pem")
 
 
 @ca_app.command("inspect")

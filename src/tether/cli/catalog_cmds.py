@@ -7,9 +7,8 @@ from pathlib import Path
 
 import typer
 
-from tether.cli.common import HttpAddr, Token, client, out, print_json, print_table
+from tether.cli.common import HttpAddr, Token, TokenFile, client, out, print_json, print_table
 from tether.core.errors import InvalidInput
-from tether.core.service import parse_service_definition
 
 services_app = typer.Typer(help="Register and deregister services with the local agent.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Read the catalog: services and nodes.", no_args_is_help=True)
@@ -21,28 +20,38 @@ def load_definitions(path: Path) -> list[dict]:
         text = path.read_text()
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{path}: not valid JSON ({exc}); HCL files are not supported") from None
+    if path.suffix == ".hcl":
+        from tether.core.hcl import parse_hcl
+
+        data = parse_hcl(text, source=str(path))
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{path}: not valid JSON ({exc}); name an HCL file *.hcl") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: expected an object with a \"service\" or \"services\" key")
     lowered = {k.lower(): v for k, v in data.items()}
     if "service" in lowered:
-        found = [lowered["service"]]
+        found = lowered["service"] if isinstance(lowered["service"], list) else [lowered["service"]]
     elif "services" in lowered and isinstance(lowered["services"], list):
         found = lowered["services"]
     else:
         raise InvalidInput(f"{path}: expected a \"service\" object or a \"services\" list at the top level")
+    from tether.core.service import parse_service_definition  # pydantic: only where a file is validated
+
     for i, definition in enumerate(found):  # validate all before registering any
-        parse_service_definition(definition, path=f"{path.name}:service[{i}]")
+        if not isinstance(definition, dict):
+            raise InvalidInput(f"{path.name}:service[{i}]: expected an object")
+        body = {k: v for k, v in definition.items() if k.lower() != "token"}
+        parse_service_definition(body, path=f"{path.name}:service[{i}]")
     return found
 
 
 @services_app.command("register")
 def register(
-    files: list[Path] = typer.Argument(..., help="Definition files (JSON)."),
-    http_addr: str = HttpAddr, token: str = Token,
+    files: list[Path] = typer.Argument(..., help="Definition files (JSON, or HCL named *.hcl)."),
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Register the services in definition files with the local agent.
 
@@ -53,9 +62,12 @@ def register(
       tether services register web.json
     """
     definitions = [(f, d) for f in files for d in load_definitions(f)]
-    api = client(http_addr, token)
+    api = client(http_addr, token, token_file)
     for path, definition in definitions:
-        api.put("/v1/agent/service/register", json=definition)
+        # A definition's own "token" (Consul's key) registers it, and its sidecar acts with it.
+        own = next((v for k, v in definition.items() if k.lower() == "token"), None)
+        body = {k: v for k, v in definition.items() if k.lower() != "token"}
+        api.put("/v1/agent/service/register", json=body, headers={"X-Consul-Token": own} if own else None)
         name = {k.lower(): v for k, v in definition.items()}.get("name")
         out.print(f"Registered service: {name}")
 
@@ -63,7 +75,7 @@ def register(
 @services_app.command("deregister")
 def deregister(
     service_id: str = typer.Option(..., "-id", "--id", help="The service ID to remove."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Deregister a service (and its sidecar) from the local agent.
 
@@ -71,7 +83,7 @@ def deregister(
 
       tether services deregister -id web
     """
-    client(http_addr, token).put(f"/v1/agent/service/deregister/{service_id}")
+    client(http_addr, token, token_file).put(f"/v1/agent/service/deregister/{service_id}")
     out.print(f"Deregistered service: {service_id}")
 
 
@@ -79,7 +91,7 @@ def deregister(
 def catalog_services(
     tags: bool = typer.Option(False, "-tags", "--tags", help="Show tags too."),
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the services in the catalog.
 
@@ -87,7 +99,7 @@ def catalog_services(
 
       tether catalog services -tags
     """
-    services = client(http_addr, token).get("/v1/catalog/services").json()
+    services = client(http_addr, token, token_file).get("/v1/catalog/services").json()
     if as_json:
         print_json(services)
     elif tags:
@@ -100,7 +112,7 @@ def catalog_services(
 @catalog_app.command("nodes")
 def catalog_nodes(
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the nodes in the catalog.
 
@@ -108,7 +120,7 @@ def catalog_nodes(
 
       tether catalog nodes
     """
-    nodes = client(http_addr, token).get("/v1/catalog/nodes").json()
+    nodes = client(http_addr, token, token_file).get("/v1/catalog/nodes").json()
     if as_json:
         print_json(nodes)
         return
@@ -117,7 +129,7 @@ def catalog_nodes(
 
 def members(
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the nodes (agents) of the cluster with their liveness.
 
@@ -125,7 +137,7 @@ def members(
 
       tether members
     """
-    found = client(http_addr, token).get("/v1/agent/members").json()
+    found = client(http_addr, token, token_file).get("/v1/agent/members").json()
     if as_json:
         print_json(found)
         return

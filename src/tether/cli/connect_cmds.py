@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli.common import HttpAddr, Token, client, out
+from tether.cli.common import HttpAddr, Token, TokenFile, client, out
 from tether.core.redirect import DEFAULT_OUTBOUND_PORT, RedirectConfig
 
 connect_app = typer.Typer(help="Connect the mesh to applications: proxies and traffic redirection.",
@@ -19,14 +19,18 @@ def redirect_traffic(
                                      help="The proxy's public listener (default: from -proxy-id)."),
     outbound_port: int = typer.Option(0, "-proxy-outbound-port", "--proxy-outbound-port",
                                       help=f"The proxy's outbound listener (default {DEFAULT_OUTBOUND_PORT})."),
-    exclude_inbound_port: list[int] = typer.Option([], "-exclude-inbound-port", "--exclude-inbound-port"),
-    exclude_outbound_port: list[int] = typer.Option([], "-exclude-outbound-port", "--exclude-outbound-port"),
-    exclude_cidr: list[str] = typer.Option([], "-exclude-cidr", "--exclude-cidr", "-exclude-outbound-cidr",
-                                           "--exclude-outbound-cidr"),
-    exclude_uid: list[int] = typer.Option([], "-exclude-uid", "--exclude-uid"),
+    exclude_inbound_port: list[int] = typer.Option([], "-exclude-inbound-port", "--exclude-inbound-port",
+                                                   metavar="PORT", help="Do not redirect this inbound port (repeatable)."),
+    exclude_outbound_port: list[int] = typer.Option([], "-exclude-outbound-port", "--exclude-outbound-port",
+                                                    metavar="PORT",
+                                                    help="Do not redirect this outbound port (repeatable)."),
+    exclude_cidr: list[str] = typer.Option([], "-exclude-outbound-cidr", "-exclude-cidr", metavar="CIDR",
+                                           help="Do not redirect traffic to this network (repeatable)."),
+    exclude_uid: list[int] = typer.Option([], "-exclude-uid", "--exclude-uid", metavar="UID",
+                                          help="Do not redirect this user's traffic (repeatable)."),
     dns_address: str = typer.Option("", "-dns-address", "--dns-address", help="Send DNS (udp/53) here (IP[:PORT])."),
     cleanup: bool = typer.Option(False, "-cleanup", "--cleanup", help="Remove the rules instead."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Redirect this network namespace's TCP through a sidecar proxy (iptables; needs root).
 
@@ -47,7 +51,7 @@ def redirect_traffic(
     if proxy_uid < 0:
         raise typer.BadParameter("-proxy-uid is required: the proxy's own traffic must not be redirected to itself")
     if proxy_id:
-        proxy = client(http_addr, token).get(f"/v1/agent/service/{proxy_id}").json()
+        proxy = client(http_addr, token, token_file).get(f"/v1/agent/service/{proxy_id}").json()
         if proxy.get("Kind") != "connect-proxy":
             raise typer.BadParameter(f"{proxy_id!r} is not a connect-proxy registration")
         tproxy = proxy.get("Proxy", {}).get("TransparentProxy", {}) or {}

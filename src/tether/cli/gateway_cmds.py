@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from tether.cli.common import HttpAddr, Token
-from tether.sdk.addr import resolve_addr
+from tether.cli.common import HttpAddr, Token, TokenFile
+from tether.sdk.addr import resolve_addr, resolve_token
 
 DEFAULT_GATEWAY_PORT = 8443
 GATEWAY_KINDS = ("egress",)
@@ -37,7 +37,7 @@ def proxy(
     config: Path = typer.Option(None, "-config", "--config", help="Static JSON config instead of the agent."),
     access_log: str = typer.Option("-", "-access-log", "--access-log", help="Access-log file, or - for stdout."),
     log_format: str = typer.Option("text", "-log-format", "--log-format", metavar="text|json"),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> int:
     """Run a gateway proxy. Only the egress gateway exists: sidecars send the traffic of
     external services with `egressGateway` to it over mutual TLS, and it forwards (or
@@ -75,7 +75,9 @@ def proxy(
     else:
         bind = bind or ("0.0.0.0", advertised[1] if advertised else DEFAULT_GATEWAY_PORT)
         argv += ["-service", service, "-gateway", "%s:%d" % bind, "-http-addr", resolve_addr(http_addr)]
-        argv += ["-token", token] if token else []
+        token = resolve_token(token, token_file)
+        if token:  # in the environment, not argv: the command line is visible to every user in ps
+            os.environ["TETHER_HTTP_TOKEN"] = token
         argv += ["-register", "%s:%d" % advertised] if register else []
     # The gateway is a long-running data-plane process: replace this CLI process (same PID,
     # so signals reach it) with the lean entry point, which loads no Typer, Rich or httpx.

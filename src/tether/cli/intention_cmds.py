@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from tether.cli.client import Client
-from tether.cli.common import HttpAddr, Token, client, out, print_json, print_table
+from tether.cli.common import HttpAddr, Token, TokenFile, client, out, print_json, print_table
 from tether.core.authz import Decision, PolicySnapshot, Source, decide
 from tether.core.policy import Authorization
 from tether.core.errors import InvalidInput
@@ -54,7 +54,7 @@ def create(
     replace: bool = typer.Option(False, "-replace", "--replace", help="Replace an existing intention for the pair."),
     description: str = typer.Option("", "-description", "--description", help="Free-form description."),
     meta: list[str] = typer.Option([], "-meta", "--meta", metavar="KEY=VALUE", help="Metadata; repeatable."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Create an intention (allow by default). Fails if one exists for the pair, unless -replace.
 
@@ -71,7 +71,7 @@ def create(
     _check_pair(source, destination)
     body = {"SourceName": source, "DestinationName": destination, "SourceType": "consul",
             "Action": "deny" if deny else "allow", "Description": description, "Meta": _meta(meta)}
-    api = client(http_addr, token)
+    api = client(http_addr, token, token_file)
     if replace:
         params = {"source": source, "destination": destination}
         api.put("/v1/connect/intentions/exact", params=params, json={k: body[k] for k in ("Action", "Description", "Meta")})
@@ -100,7 +100,7 @@ def get(
     first: str = typer.Argument(..., metavar="SRC|ID", help="Source service, or an intention ID."),
     second: str = typer.Argument(None, metavar="[DST]", help="Destination service (with SRC)."),
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Show one intention, by its source and destination (or its ID).
 
@@ -108,7 +108,7 @@ def get(
 
       tether intention get web db
     """
-    found = _lookup(client(http_addr, token), first, second)
+    found = _lookup(client(http_addr, token, token_file), first, second)
     if as_json:
         print_json(found)
         return
@@ -125,7 +125,7 @@ def get(
 def delete(
     first: str = typer.Argument(..., metavar="SRC|ID", help="Source service, or an intention ID."),
     second: str = typer.Argument(None, metavar="[DST]", help="Destination service (with SRC)."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Delete an intention, by its source and destination (or its ID).
 
@@ -135,7 +135,7 @@ def delete(
 
       tether intention delete 8f246b77-f3e1-ff88-5b48-8ec93abf3e05
     """
-    api = client(http_addr, token)
+    api = client(http_addr, token, token_file)
     found = _lookup(api, first, second)
     api.delete(f"/v1/connect/intentions/{found['ID']}")
     out.print("Intention deleted.")
@@ -144,7 +144,7 @@ def delete(
 @intention_app.command("list")
 def list_(
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List every intention, in evaluation order.
 
@@ -152,7 +152,7 @@ def list_(
 
       tether intention list
     """
-    found = client(http_addr, token).get("/v1/connect/intentions").json()
+    found = client(http_addr, token, token_file).get("/v1/connect/intentions").json()
     if as_json:
         print_json(found)
     elif not found:
@@ -166,31 +166,37 @@ def list_(
 def check(
     source: str = typer.Argument(..., help="Source service name."),
     destination: str = typer.Argument(..., help="Destination service name."),
+    port: int = typer.Option(None, "-port", "--port", min=1, max=65535,
+                             help="The destination port, for a per-port server policy."),
     explain: bool = typer.Option(False, "-explain", "--explain", help="Print the deciding rule and every rule considered."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Would a connection from SRC to DST be allowed? Exit 0 allowed, 1 denied, 2 error.
+
+    The answer is the one the destination's sidecar gives: server policy (Linkerd's model)
+    and intentions together, decided by the same function. When a server policy decided
+    rather than an intention, a second line says which (-explain shows every rule).
 
     Examples:
 
       tether intention check web db
 
-      tether intention check --explain web db
+      tether intention check -explain -port 5432 web db
     """
     for name, value in (("SRC", source), ("DST", destination)):
         try:
             validate_service_name(value)
         except InvalidInput as exc:
             raise InvalidInput(f"{name}: {exc.message}") from None
-    api = client(http_addr, token)
-    if not explain:
-        allowed = api.get("/v1/connect/intentions/check", params={"source": source, "destination": destination}).json()
-        out.print("Allowed" if allowed["Allowed"] else "Denied")
-        raise typer.Exit(0 if allowed["Allowed"] else 1)
-    snapshot, datacenter = fetch_snapshot(api)
+    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file))
     ident = SpiffeId(snapshot.trust_domain, DEFAULT_NAMESPACE, datacenter, source)
-    decision = decide(snapshot, Source(ident), destination, None, explain=True)
-    print_decision(decision, f"{source} -> {destination}")
+    decision = decide(snapshot, Source(ident), destination, port, explain=explain)
+    if explain:
+        print_decision(decision, f"{source} -> {destination}" + (f":{port}" if port else ""))
+    else:
+        print("Allowed" if decision.allowed else "Denied")
+        if isinstance(decision.rule, Authorization) or (decision.rule is None and "intention" not in decision.reason):
+            print(f"  ({decision.reason}; see 'tether policy explain')")
     raise typer.Exit(0 if decision.allowed else 1)
 
 
@@ -199,7 +205,7 @@ def match(
     name: str = typer.Argument(..., help="The service to match."),
     by_source: bool = typer.Option(False, "-source", "--source", help="Match intentions with this source."),
     by_destination: bool = typer.Option(False, "-destination", "--destination", help="Match intentions with this destination."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """List the intentions that apply to a source or a destination, in evaluation order.
 
@@ -212,7 +218,7 @@ def match(
     if by_source == by_destination:
         raise typer.BadParameter("give exactly one of -source or -destination", param_hint="-source/-destination")
     by = "source" if by_source else "destination"
-    found = client(http_addr, token).get("/v1/connect/intentions/match", params={"by": by, "name": name}).json()
+    found = client(http_addr, token, token_file).get("/v1/connect/intentions/match", params={"by": by, "name": name}).json()
     for i in found.get(name, []):
         out.print(_describe(i), markup=False, highlight=False)
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from tether.cli.common import HttpAddr, Token, client, out, print_json
+from tether.cli.common import HttpAddr, Token, TokenFile, client, out, print_json
 
 kv_app = typer.Typer(help="Read and write key/value configuration.", no_args_is_help=True)
 
@@ -18,7 +18,7 @@ def kv_get(
     recurse: bool = typer.Option(False, "-recurse", "--recurse", help="Print every key under the prefix."),
     keys: bool = typer.Option(False, "-keys", "--keys", help="List key names only."),
     detailed: bool = typer.Option(False, "-detailed", "--detailed", help="Print the full entry as JSON."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Print a value. Exit 1 when the key does not exist.
 
@@ -28,7 +28,7 @@ def kv_get(
 
       tether kv get -recurse config/
     """
-    api = client(http_addr, token)
+    api = client(http_addr, token, token_file)
     params = {"keys": "true"} if keys else ({"recurse": "true"} if recurse else {})
     response = api.get(f"/v1/kv/{key}", params=params, ok404=True)
     if response.status_code == 404:
@@ -54,7 +54,7 @@ def kv_put(
     flags: int = typer.Option(0, "-flags", "--flags", min=0, help="Opaque unsigned integer stored with the value."),
     cas: bool = typer.Option(False, "-cas", "--cas", help="Check-and-set with -modify-index."),
     modify_index: int = typer.Option(0, "-modify-index", "--modify-index", min=0, help="Index for -cas (0: create only)."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Store a value (up to 512 KiB). Exit 1 when a -cas write loses.
 
@@ -70,7 +70,7 @@ def kv_put(
     params = {"flags": str(flags)} if flags else {}
     if cas:
         params["cas"] = str(modify_index)
-    ok = client(http_addr, token).put(f"/v1/kv/{key}", params=params, content=data).json()
+    ok = client(http_addr, token, token_file).put(f"/v1/kv/{key}", params=params, content=data).json()
     if not ok:
         print(f"Error! Did not write to {key}: CAS failed", file=sys.stderr)
         raise typer.Exit(1)
@@ -97,7 +97,7 @@ def kv_delete(
     recurse: bool = typer.Option(False, "-recurse", "--recurse", help="Delete every key under the prefix."),
     cas: bool = typer.Option(False, "-cas", "--cas", help="Delete only if -modify-index matches."),
     modify_index: int = typer.Option(0, "-modify-index", "--modify-index", min=0),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Delete a key or a prefix.
 
@@ -110,7 +110,7 @@ def kv_delete(
     params = {"recurse": "true"} if recurse else {}
     if cas:
         params["cas"] = str(modify_index)
-    ok = client(http_addr, token).delete(f"/v1/kv/{key}", params=params).json()
+    ok = client(http_addr, token, token_file).delete(f"/v1/kv/{key}", params=params).json()
     if not ok:
         print(f"Error! Did not delete {key}: CAS failed", file=sys.stderr)
         raise typer.Exit(1)

@@ -13,38 +13,62 @@ try:  # typer 0.2x vendors its own click; older releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
-from tether.cli import apply_cmds, ca_cmds, catalog_cmds, connect_cmds, kv_cmds, run_cmds
-from tether.cli import intention_cmds, policy_cmds
-from tether.cli import gateway_cmds
 from tether.core.errors import TetherError
 
-app = typer.Typer(
-    name="tether",
-    help="Tether: a service mesh. Identity, mutual TLS and name-based authorization between services.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help", "-help"]},
-)
-app.command("agent")(run_cmds.agent)
-app.command("server")(run_cmds.server)
-app.command("members")(catalog_cmds.members)
-app.add_typer(catalog_cmds.services_app, name="services")
-app.add_typer(catalog_cmds.catalog_app, name="catalog")
-app.add_typer(kv_cmds.kv_app, name="kv")
-app.add_typer(intention_cmds.intention_app, name="intention")
-app.add_typer(policy_cmds.policy_app, name="policy")
-app.add_typer(connect_cmds.connect_app, name="connect")
-app.command("apply")(apply_cmds.apply)
-app.add_typer(apply_cmds.external_app, name="external")
-app.add_typer(ca_cmds.ca_app, name="ca")
-app.command("proxy")(gateway_cmds.proxy)
+HELP = "Tether: a service mesh. Identity, mutual TLS and name-based authorization between services."
+
+#: Every command: name -> (module in tether.cli, attribute, "command" or "group"). Only the
+#: module of the command being run is imported, so `tether kv get` loads no more than it
+#: needs (docs/performance.md, "CLI start-up"); help for `tether` itself loads them all.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "agent": ("run_cmds", "agent", "command"),
+    "server": ("run_cmds", "server", "command"),
+    "members": ("catalog_cmds", "members", "command"),
+    "services": ("catalog_cmds", "services_app", "group"),
+    "catalog": ("catalog_cmds", "catalog_app", "group"),
+    "kv": ("kv_cmds", "kv_app", "group"),
+    "intention": ("intention_cmds", "intention_app", "group"),
+    "policy": ("policy_cmds", "policy_app", "group"),
+    "connect": ("connect_cmds", "connect_app", "group"),
+    "apply": ("apply_cmds", "apply", "command"),
+    "external": ("apply_cmds", "external_app", "group"),
+    "ca": ("ca_cmds", "ca_app", "group"),
+    "proxy": ("gateway_cmds", "proxy", "command"),
+    "acl": ("acl_cmds", "acl_app", "group"),
+}
+
+
+def build_app(names: list[str] | None = None) -> typer.Typer:
+    """The `tether` Typer app with the given commands (all of them when None)."""
+    import importlib
+
+    app = typer.Typer(name="tether", help=HELP, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, rich_markup_mode=None,
+                      context_settings={"help_option_names": ["-h", "--help", "-help"]})
+    app.callback()(lambda: None)  # a group even when one command is loaded
+    for name in names if names is not None else list(COMMANDS):
+        module, attribute, kind = COMMANDS[name]
+        target = getattr(importlib.import_module(f"tether.cli.{module}"), attribute)
+        if kind == "command":
+            app.command(name)(target)
+        else:
+            app.add_typer(target, name=name)
+    return app
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The subcommand being run (the first word that is not an option), if it is one of ours."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
 
 
 def run(argv: list[str] | None = None) -> None:
     """Entry point: translate every outcome into an exit code and at most one line."""
+    args = sys.argv[1:] if argv is None else argv
+    name = _command_name(args)
+    app = build_app([name] if name else None)
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

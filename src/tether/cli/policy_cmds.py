@@ -12,11 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import httpx
 import typer
 import yaml
 
-from tether.cli.common import HttpAddr, Token, client, print_json
+from tether.cli.common import HttpAddr, Token, TokenFile, client, print_json
 from tether.cli.intention_cmds import fetch_snapshot, print_decision
 from tether.core.authz import Source, decide
 from tether.core.cidr import parse_ip
@@ -31,7 +30,7 @@ UNAUTHENTICATED = ("-", "unauthenticated")
 @policy_app.command("apply")
 def apply(
     file: str = typer.Option(..., "-f", "--file", "-file", metavar="FILE", help="Policy YAML (or JSON); '-' reads stdin."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Apply every document in FILE, all or nothing. On a bad file, every problem is listed.
 
@@ -47,11 +46,8 @@ def apply(
             text, name = path.read_text(), path.name
         except OSError as exc:
             raise InvalidInput(f"-f {file}: cannot read it: {exc.strerror}") from None
-    api = client(http_addr, token)
-    try:
-        response = api.http.put("/v1/tether/policy", params={"file": name}, content=text.encode())
-    except httpx.HTTPError as exc:
-        raise Unavailable(f"cannot reach the Tether agent at {api.base}: {exc}; is it running?") from None
+    api = client(http_addr, token, token_file)
+    response = api.put("/v1/tether/policy", params={"file": name}, content=text.encode(), check=False)
     if response.status_code >= 400:
         # A bad file: print every problem (one per line after the summary), not just the first.
         sys.stderr.write(f"tether: {response.text.strip() or response.reason_phrase}\n")
@@ -68,7 +64,7 @@ def apply(
 def get(
     service: str = typer.Argument(..., help="The service."),
     output: str = typer.Option("yaml", "-format", "--format", "-o", metavar="yaml|json", help="Output format."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Show the server policies of SERVICE (and the mesh settings that apply when it has none).
 
@@ -79,7 +75,7 @@ def get(
     _service(service, "SERVICE")
     if output not in ("yaml", "json"):
         raise typer.BadParameter(f"{output!r}: use yaml or json", param_hint="-format")
-    api = client(http_addr, token)
+    api = client(http_addr, token, token_file)
     docs = api.get(f"/v1/tether/policy/{service}").json()
     if not docs:
         docs = [api.get("/v1/tether/mesh").json()]
@@ -95,7 +91,7 @@ def get(
 def delete(
     service: str = typer.Argument(..., help="The service."),
     port: int = typer.Option(None, "-port", "--port", min=1, max=65535, help="The port's policy (default: the service-wide one)."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Delete the server policy of SERVICE (all ports), or of one of its ports.
 
@@ -104,7 +100,7 @@ def delete(
       tether policy delete db -port 5432
     """
     _service(service, "SERVICE")
-    client(http_addr, token).delete(f"/v1/tether/policy/{service}", params={"port": port} if port else {})
+    client(http_addr, token, token_file).delete(f"/v1/tether/policy/{service}", params={"port": port} if port else {})
     print(f"Deleted the server policy for {service}{f':{port}' if port else ' (all ports)'}.")
 
 
@@ -114,7 +110,7 @@ def explain(
     target: str = typer.Argument(..., metavar="DST:PORT", help="Destination service and port, e.g. db:5432."),
     addr: str = typer.Option(None, "-addr", "--addr", metavar="IP", help="The caller's address (for network rules)."),
     probe: bool = typer.Option(False, "-probe", "--probe", help="Treat the connection as the local agent's health probe."),
-    http_addr: str = HttpAddr, token: str = Token,
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Explain the decision for one connection. Exit 0 allowed, 1 denied, 2 error.
 
@@ -129,7 +125,7 @@ def explain(
         raise InvalidInput(f"DST:PORT {target!r}: write the destination service and a port, e.g. db:5432")
     _service(destination, "DST")
     ip = str(parse_ip(addr)) if addr else None
-    snapshot, datacenter = fetch_snapshot(client(http_addr, token))
+    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file))
     if source in UNAUTHENTICATED:
         identity = None
     elif source.lower().startswith("spiffe://"):

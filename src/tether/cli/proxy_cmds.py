@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 USAGE_EXAMPLES = """examples:
   tether connect proxy -sidecar-for web
   tether connect proxy -service mitchellh -upstream postgresql:9191
-  tether connect proxy -service web -listen :8443 -service-addr 127.0.0.1:8080 -register"""
+  tether connect proxy -service web -listen :8443 \\
+      -service-addr 127.0.0.1:8080 -register"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long open connections may finish (default 5)")
     add("-http-addr", "--http-addr", dest="http_addr", default="", metavar="HOST:PORT",
         help="the local agent (default $TETHER_HTTP_ADDR, then $CONSUL_HTTP_ADDR, then 127.0.0.1:8500)")
-    add("-token", "--token", default="", help="ACL token (default $TETHER_HTTP_TOKEN)")
+    add("-token", "--token", default="", help="ACL token with service:write on the proxy's service "
+        "(default $TETHER_HTTP_TOKEN, $CONSUL_HTTP_TOKEN, or their _FILE forms)")
+    add("-token-file", "--token-file", dest="token_file", default="", metavar="FILE",
+        help="read the ACL token from FILE (keeps it out of ps and shell history)")
     return p
 
 
@@ -81,10 +85,13 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     if not args.service and (args.upstream or args.listen or args.service_addr or args.register):
         raise InvalidInput("-upstream, -listen, -service-addr and -register are for -service; "
                            "a registered proxy reads them from its registration")
+    from tether.sdk.addr import resolve_token
+
     addr = args.http_addr or env.get("TETHER_HTTP_ADDR") or env.get("CONSUL_HTTP_ADDR") or "127.0.0.1:8500"
+    token = resolve_token(args.token, args.token_file, env)
     admin = parse_host_port(args.admin_bind, "-admin-bind", default_host="127.0.0.1") if args.admin_bind else None
     return SidecarOptions(
-        agent_addr=addr, token=args.token or env.get("TETHER_HTTP_TOKEN") or None, sidecar_for=sidecar_for,
+        agent_addr=addr, token=token, sidecar_for=sidecar_for,
         proxy_id=proxy_id, service=args.service, upstreams=tuple(args.upstream), listen=args.listen,
         service_addr=args.service_addr, register=args.register, register_id=args.register_id,
         log_format=args.log_format, admin_bind=admin, drain_timeout=args.drain_timeout)

@@ -11,11 +11,13 @@ from typing import Any, Callable
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from tether.api.acl import needs, request_acl
 from tether.api.common import authorizer_dependency, block, flag, int_param, json_response, read_body, read_json
 from tether.control import views
 from tether.control.catalog import CHECKS, NODE_CHECKS, NODES, SERVICES, VIPS, Catalog
 from tether.control.kv import format_pair, raw_value
 from tether.control.server import ControlPlane
+from tether.core.acl import READ, WRITE
 from tether.core.errors import InvalidInput, NotFound
 from tether.core.health import STATUSES
 from tether.core.registration import format_check, format_service
@@ -28,108 +30,151 @@ def server_router(cp: ControlPlane) -> APIRouter:
 
     # -- catalog -------------------------------------------------------------------
 
-    @r.get("/v1/catalog/datacenters", tags=["catalog"])
+    def node_of(doc: dict[str, Any]) -> tuple[str, str]:
+        return "node", doc["Node"]
+
+    def service_of(doc: dict[str, Any]) -> tuple[str, str]:
+        return "service", doc["Service"]
+
+    def readable_entries(request: Request, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Health entries whose node and service the token may read (Consul filters both)."""
+        acl = request_acl(request)
+        kept = acl.filter(entries, lambda e: ("node", e["Node"]["Node"]))
+        return acl.filter(kept, lambda e: ("service", e["Service"]["Service"]))
+
+    def readable_checks(request: Request, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        acl = request_acl(request)
+        kept = acl.filter(checks, node_of)
+        return acl.filter(kept, lambda c: ("service", c["ServiceName"]) if c["ServiceID"] else ("node", c["Node"]))
+
+    @r.get("/v1/catalog/datacenters", tags=["catalog"], **needs("none"))
     async def datacenters() -> Response:
         return json_response([cp.datacenter])
 
-    @r.get("/v1/catalog/services", tags=["catalog"])
+    @r.get("/v1/catalog/services", tags=["catalog"], **needs("service:read", filtered=True))
     async def catalog_services(request: Request) -> Response:
         index = await block(request, store, [SERVICES])
-        return json_response(catalog.services(), index=index)
+        services = catalog.services()
+        kept = request_acl(request).filter(services, lambda name: ("service", name))
+        return json_response({name: services[name] for name in kept}, index=index)
 
-    @r.get("/v1/catalog/service/{name}", tags=["catalog"])
+    @r.get("/v1/catalog/service/{name}", tags=["catalog"], **needs("service:read", on="{name}; node:read filters"))
     async def catalog_service(request: Request, name: str) -> Response:
+        request_acl(request).require("service", name, READ)
         index = await block(request, store, [f"{SERVICES}{name}/", NODES])
         tag = request.query_params.get("tag", "")
-        out = [views.catalog_service(catalog.node(s["Node"]), s) for s in catalog.instances(name)
-               if not tag or tag in s["Tags"]]
+        instances = request_acl(request).filter(catalog.instances(name), node_of)
+        out = [views.catalog_service(catalog.node(s["Node"]), s) for s in instances if not tag or tag in s["Tags"]]
         return json_response(out, index=index)
 
-    @r.get("/v1/catalog/connect/{name}", tags=["catalog"])
+    @r.get("/v1/catalog/connect/{name}", tags=["catalog"], **needs("service:read", on="{name}; node:read filters"))
     async def catalog_connect(request: Request, name: str) -> Response:
+        request_acl(request).require("service", name, READ)
         index = await block(request, store, [SERVICES, NODES])
-        out = [views.catalog_service(catalog.node(s["Node"]), s) for s in catalog.connect_instances(name)]
+        instances = request_acl(request).filter(catalog.connect_instances(name), node_of)
+        out = [views.catalog_service(catalog.node(s["Node"]), s) for s in instances]
         return json_response(out, index=index)
 
-    @r.get("/v1/catalog/nodes", tags=["catalog"])
+    @r.get("/v1/catalog/nodes", tags=["catalog"], **needs("node:read", filtered=True))
     async def catalog_nodes(request: Request) -> Response:
         index = await block(request, store, [NODES])
-        return json_response(catalog.nodes(), index=index)
+        return json_response(request_acl(request).filter(catalog.nodes(), node_of), index=index)
 
-    @r.get("/v1/catalog/node/{node}", tags=["catalog"])
+    @r.get("/v1/catalog/node/{node}", tags=["catalog"], **needs("node:read", on="{node}; service:read filters"))
     async def catalog_node(request: Request, node: str) -> Response:
+        request_acl(request).require("node", node, READ)
         index = await block(request, store, [f"{NODES}{node}", SERVICES])
         found = catalog.node(node)
         if found is None:
             return json_response(None, index=index, status=404)
-        services = {s["ID"]: views.agent_service(s) for s in catalog.node_services(node)}
+        readable = request_acl(request).filter(catalog.node_services(node), service_of)
+        services = {s["ID"]: views.agent_service(s) for s in readable}
         return json_response({"Node": found, "Services": services}, index=index)
 
-    @r.put("/v1/catalog/register", tags=["catalog"])
+    @r.put("/v1/catalog/register", tags=["catalog"],
+           **needs("node:write", on="Node, unless it exists unchanged; service:write on Service"))
     async def catalog_register(request: Request) -> Response:
         body = await read_json(request)
         node, services, checks = parse_catalog_register(body, cp.datacenter, catalog.node_services)
+        require_register(request, node, services, checks)
         await catalog.register(node, services, checks)
         return json_response(True)
 
-    @r.put("/v1/catalog/deregister", tags=["catalog"])
+    @r.put("/v1/catalog/deregister", tags=["catalog"],
+           **needs("node:write", on="Node; service:write on the service of ServiceID or CheckID"))
     async def catalog_deregister(request: Request) -> Response:
         body = await read_json(request)
         if not isinstance(body, dict) or not body.get("Node"):
             raise InvalidInput("Node: missing; send {\"Node\": \"name\", \"ServiceID\"?: \"id\", \"CheckID\"?: \"id\"}")
+        require_deregister(request, body["Node"], body.get("ServiceID", ""), body.get("CheckID", ""))
         await catalog.deregister(body["Node"], service_id=body.get("ServiceID", ""), check_id=body.get("CheckID", ""))
         return json_response(True)
 
-    @r.get("/v1/tether/virtual-ips", tags=["catalog"])
+    @r.get("/v1/tether/virtual-ips", tags=["catalog"], **needs("service:read", filtered=True))
     async def virtual_ips(request: Request) -> Response:
         """{service: virtual IP}: what transparent proxies map original destinations with."""
         index = await block(request, store, [VIPS])
-        return json_response(catalog.virtual_ips(), index=index)
+        vips = catalog.virtual_ips()
+        return json_response({n: vips[n] for n in request_acl(request).filter(vips, lambda n: ("service", n))},
+                             index=index)
 
     # -- health --------------------------------------------------------------------
 
-    @r.get("/v1/health/service/{name}", tags=["health"])
+    @r.get("/v1/health/service/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_service(request: Request, name: str) -> Response:
+        request_acl(request).require("service", name, READ)
         index = await block(request, store, Catalog.health_prefixes(name))
-        entries = catalog.health(catalog.instances(name), passing=flag(request, "passing"),
-                                 tag=request.query_params.get("tag", ""))
+        entries = readable_entries(request, catalog.health(catalog.instances(name), passing=flag(request, "passing"),
+                                                           tag=request.query_params.get("tag", "")))
         return json_response([views.health_service(e) for e in entries], index=index)
 
-    @r.get("/v1/health/connect/{name}", tags=["health"])
+    @r.get("/v1/health/connect/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_connect(request: Request, name: str) -> Response:
+        request_acl(request).require("service", name, READ)
         index = await block(request, store, Catalog.health_prefixes(name, connect=True))
-        entries = catalog.health(catalog.connect_instances(name), passing=flag(request, "passing"))
+        entries = readable_entries(request, catalog.health(catalog.connect_instances(name),
+                                                           passing=flag(request, "passing")))
         return json_response([views.health_service(e) for e in entries], index=index)
 
-    @r.get("/v1/health/checks/{name}", tags=["health"])
+    @r.get("/v1/health/checks/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_checks(request: Request, name: str) -> Response:
+        request_acl(request).require("service", name, READ)
         index = await block(request, store, [f"{CHECKS}{name}/"])
-        return json_response(catalog.service_checks(name), index=index)
+        return json_response(readable_checks(request, catalog.service_checks(name)), index=index)
 
-    @r.get("/v1/health/node/{node}", tags=["health"])
+    @r.get("/v1/health/node/{node}", tags=["health"], **needs("node:read", on="{node}; service:read filters"))
     async def health_node(request: Request, node: str) -> Response:
+        request_acl(request).require("node", node, READ)
         index = await block(request, store, [NODE_CHECKS, CHECKS])
-        return json_response(catalog.node_checks(node), index=index)
+        return json_response(readable_checks(request, catalog.node_checks(node)), index=index)
 
-    @r.get("/v1/health/state/{state}", tags=["health"])
+    @r.get("/v1/health/state/{state}", tags=["health"], **needs("node:read", on="service:read", filtered=True))
     async def health_state(request: Request, state: str) -> Response:
         if state not in STATUSES + ("any",):
             raise InvalidInput(f"state must be any, passing, warning or critical, not {state!r}")
         index = await block(request, store, [NODE_CHECKS, CHECKS])
         checks = [c for n in catalog.nodes() for c in catalog.node_checks(n["Node"])]
-        return json_response([c for c in checks if state in ("any", c["Status"])], index=index)
+        checks = readable_checks(request, [c for c in checks if state in ("any", c["Status"])])
+        return json_response(checks, index=index)
 
     # -- KV ------------------------------------------------------------------------
 
-    @r.get("/v1/kv/{key:path}", tags=["kv"])
+    @r.get("/v1/kv/{key:path}", tags=["kv"], **needs("key:read", on="{key}; ?recurse and ?keys filter (key:list with enable_key_list_policy)"))
     async def kv_get(request: Request, key: str) -> Response:
+        acl = request_acl(request)
         keys_only = flag(request, "keys")
         recurse = flag(request, "recurse") or keys_only
+        if recurse and cp.acl.config.enable_key_list_policy:
+            acl.require("key", key, "list")  # Consul's acl.enable_key_list_policy: listing needs `list`
+        elif not recurse:
+            acl.require("key", key, READ)
         index = await block(request, store, [kv.prefix(key)])
         if keys_only:
-            found = kv.keys(key, request.query_params.get("separator", ""))
+            found = acl.filter(kv.keys(key, request.query_params.get("separator", "")), lambda k: ("key", k))
             return json_response(found, index=index, status=200 if found else 404)
         entries = kv.list(key) if recurse else [e for e in [kv.get(key)] if e]
+        if recurse:
+            entries = acl.filter(entries, lambda e: ("key", e.key.removeprefix(kv.prefix(""))))
         if not entries:
             return Response(status_code=404, headers={"X-Consul-Index": str(index)})
         if flag(request, "raw") and not recurse:
@@ -137,8 +182,9 @@ def server_router(cp: ControlPlane) -> APIRouter:
                             media_type="application/octet-stream")
         return json_response([format_pair(e) for e in entries], index=index)
 
-    @r.put("/v1/kv/{key:path}", tags=["kv"])
+    @r.put("/v1/kv/{key:path}", tags=["kv"], **needs("key:write", on="{key}"))
     async def kv_put(request: Request, key: str) -> Response:
+        request_acl(request).require("key", key, WRITE)
         for unsupported in ("acquire", "release"):
             if unsupported in request.query_params:
                 raise InvalidInput(f"{unsupported}: sessions and locks are not supported by Tether yet")
@@ -147,45 +193,97 @@ def server_router(cp: ControlPlane) -> APIRouter:
         ok = await kv.put(key, await read_body(request), flags=flags, cas=cas)
         return json_response(ok)
 
-    @r.delete("/v1/kv/{key:path}", tags=["kv"])
+    @r.delete("/v1/kv/{key:path}", tags=["kv"], **needs("key:write", on="{key}; ?recurse: every key under it"))
     async def kv_delete(request: Request, key: str) -> Response:
+        acl = request_acl(request)
+        if flag(request, "recurse"):
+            acl.require_key_tree_write(key)
+        else:
+            acl.require("key", key, WRITE)
         ok = await kv.delete(key, recurse=flag(request, "recurse"), cas=int_param(request, "cas"))
         return json_response(ok)
 
     # -- status & internal (agent <-> server) --------------------------------------
 
-    @r.get("/v1/status/leader", tags=["status"])
+    @r.get("/v1/status/leader", tags=["status"], **needs("none"))
     async def status_leader(request: Request) -> Response:
         return json_response(f"{request.url.hostname}:{request.url.port}")
 
-    @r.get("/v1/status/peers", tags=["status"])
+    @r.get("/v1/status/peers", tags=["status"], **needs("none"))
     async def status_peers(request: Request) -> Response:
         return json_response([f"{request.url.hostname}:{request.url.port}"])
 
-    @r.get("/v1/internal/tether/cluster", tags=["internal"], include_in_schema=False)
+    @r.get("/v1/internal/tether/cluster", tags=["internal"], include_in_schema=False, **needs("none"))
     async def cluster_info() -> Response:
         return json_response({"ClusterID": cp.cluster_id, "Datacenter": cp.datacenter})
 
-    @r.put("/v1/internal/tether/sync", tags=["internal"], include_in_schema=False)
+    @r.put("/v1/internal/tether/sync", tags=["internal"], include_in_schema=False,
+           **needs("node:write", on="the agent's node (the agent checked service:write when it took the registration)"))
     async def agent_sync(request: Request) -> Response:
         """An agent's atomic upsert of its node, service instances and checks."""
         body = await read_json(request)
         try:
+            require_own_node(request, body["Node"]["Node"], body.get("Services", []), body.get("Checks", []))
             await catalog.register(body["Node"], body.get("Services", []), body.get("Checks", []))
         except (KeyError, TypeError) as exc:
             raise InvalidInput(f"malformed sync body: {exc}") from exc
         return json_response(True)
 
-    @r.put("/v1/internal/tether/check", tags=["internal"], include_in_schema=False)
+    @r.put("/v1/internal/tether/check", tags=["internal"], include_in_schema=False, **needs("node:write", on="Node"))
     async def agent_check(request: Request) -> Response:
         body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("Node"), str):
+            raise InvalidInput("malformed check update: Node missing")
+        request_acl(request).require("node", body["Node"], WRITE)
         await catalog.update_check(body["Node"], body["CheckID"], body["Status"], body.get("Output", ""))
         return json_response(True)
 
-    @r.put("/v1/internal/tether/heartbeat/{node}", tags=["internal"], include_in_schema=False)
-    async def agent_heartbeat(node: str) -> Response:
+    @r.put("/v1/internal/tether/heartbeat/{node}", tags=["internal"], include_in_schema=False,
+           **needs("node:write", on="{node}"))
+    async def agent_heartbeat(request: Request, node: str) -> Response:
+        request_acl(request).require("node", node, WRITE)
         await cp.heartbeat(node)
         return json_response(True)
+
+    def require_register(request: Request, node: dict[str, Any], services: list[dict[str, Any]],
+                         checks: list[dict[str, Any]]) -> None:
+        """Consul's rule: node:write unless the node exists unchanged; service:write per service;
+        node:write for node checks, service:write for a service's checks."""
+        acl = request_acl(request)
+        stored = catalog.node(node["Node"])
+        unchanged = stored is not None and all(stored.get(k) == v for k, v in node.items() if k != "ID")
+        if not unchanged or any(not c["ServiceID"] for c in checks):
+            acl.require("node", node["Node"], WRITE)
+        for svc in services:
+            acl.require("service", svc["Service"], WRITE)
+            destination = (svc.get("Proxy") or {}).get("DestinationServiceName")
+            if svc.get("Kind") == "connect-proxy" and destination:
+                acl.require("service", destination, WRITE)
+        for check in checks:
+            if check["ServiceID"]:
+                acl.require("service", check["ServiceName"], WRITE)
+
+    def require_deregister(request: Request, node: str, service_id: str, check_id: str) -> None:
+        acl = request_acl(request)
+        if service_id:
+            owner = next((s for s in catalog.node_services(node) if s["ID"] == service_id), None)
+            acl.require("service", owner["Service"] if owner else service_id, WRITE)
+        elif check_id:
+            found = catalog.find_check(node, check_id)
+            if found is not None and found.value["ServiceID"]:
+                acl.require("service", found.value["ServiceName"], WRITE)
+            else:
+                acl.require("node", node, WRITE)
+        else:
+            acl.require("node", node, WRITE)
+
+    def require_own_node(request: Request, node: str, services: list[dict[str, Any]],
+                         checks: list[dict[str, Any]]) -> None:
+        """An agent's sync may only place services and checks on the node it writes."""
+        request_acl(request).require("node", node, WRITE)
+        strays = [d.get("Node") for d in [*services, *checks] if d.get("Node") not in (None, node)]
+        if strays:
+            raise InvalidInput(f"sync for node {node!r} carries documents of node {strays[0]!r}")
 
     return r
 

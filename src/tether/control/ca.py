@@ -28,13 +28,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from tether.ca import x509 as tx
 from tether.ca.builtin import BuiltinCA
 from tether.ca.external import ExternalCA
 from tether.ca.provider import CAProvider, CARoot, provider_from_state
 from tether.ca.rotation import active_root, plan_rotation
 from tether.control.ca_config import EXTERNAL, CAConfig, ConfigChange, parse_config_change
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS, ROOT_KEEP_LEAF_TTLS, root_prunable
-from tether.core.errors import Conflict, RateLimited, Unavailable
+from tether.core.chain import match_chain
+from tether.core.errors import Conflict, InvalidInput, RateLimited, Unavailable
+from tether.core.signing_limit import FairLimiter
 from tether.core.spiffe import TRUST_DOMAIN_SUFFIX, service_id, validate_trust_domain
 from tether.store.base import Check, Delete, Entry, Op, Put, Store
 
@@ -52,29 +55,6 @@ MIN_PRUNE_INTERVAL = 0.1
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class TokenBucket:
-    """Signing rate limit: `rate` tokens per second, a burst of one second's worth."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self._tokens = self.capacity
-        self._clock = clock
-        self._stamp = clock()
-
-    def take(self) -> float:
-        """0.0 when a token was taken, else the seconds until one is available. rate 0: unlimited."""
-        if self.rate <= 0:
-            return 0.0
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return 0.0
-        return (1.0 - self._tokens) / self.rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +91,7 @@ class CAService:
         self.trust_domain = ""
         self._snap: CASnapshot | None = None
         self._lock = asyncio.Lock()  # one configuration change at a time on this server
-        self._bucket = TokenBucket(0)
+        self._limit = FairLimiter(0, time.monotonic)
         self._pruner: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -159,8 +139,8 @@ class CAService:
         config = CAConfig.from_doc(config_entry.value)
         provider = provider_from_state(provider_entry.value)
         self._snap = CASnapshot(index, config, config_entry, provider, provider_entry, roots)
-        if self._bucket.rate != config.csr_max_per_second:
-            self._bucket = TokenBucket(config.csr_max_per_second)
+        if self._limit.rate != config.csr_max_per_second:
+            self._limit.set_rate(config.csr_max_per_second)
         return self._snap
 
     def roots_index(self) -> int:
@@ -200,26 +180,42 @@ class CAService:
 
     # -- signing ---------------------------------------------------------------------
 
-    async def sign(self, csr_pem: str, service: str) -> dict[str, Any]:
+    async def sign(self, csr_pem: str, service: str, *, requester: str = "",
+                   previous_cert_pem: str | None = None) -> dict[str, Any]:
         """Sign a leaf CSR for `service` in this datacenter (after the caller's authorization).
 
         Returns the leaf with the active root's intermediates appended (what peers need),
         its validity, and the ID of the root it chains to. Raises RateLimited beyond
-        CSRMaxPerSecond, InvalidInput/PermissionDenied for a bad or foreign CSR.
+        CSRMaxPerSecond (shared fairly between `requester`s, renewals first: a renewal is a
+        request carrying a still-valid leaf of this CA for the same service), and
+        InvalidInput/PermissionDenied for a bad or foreign CSR.
         """
         snap = self.snapshot()
-        wait = self._bucket.take()
+        expected = service_id(self.trust_domain, self.datacenter, service)
+        renewal = previous_cert_pem is not None and self._is_own_leaf(snap, previous_cert_pem, expected)
+        wait = self._limit.take(requester, renewal=renewal)
         if wait > 0:
             raise RateLimited(
                 f"CSR rate limit of {snap.config.csr_max_per_second:g}/s reached "
                 "(Config.CSRMaxPerSecond); retry later", retry_after=wait)
-        expected = service_id(self.trust_domain, self.datacenter, service)
         active = snap.active
         leaf = snap.provider.sign_leaf(csr_pem, expected=expected, ttl_seconds=snap.config.leaf_cert_ttl,
                                        now=self.clock(), min_ttl_seconds=self.min_leaf_ttl)
         body = leaf.to_consul_json("", active.intermediate_certs)
         del body["PrivateKeyPEM"], body["CreateIndex"], body["ModifyIndex"]
         return {**body, "RootID": active.id}
+
+    def _is_own_leaf(self, snap: "CASnapshot", pem: str, expected: Any) -> bool:
+        """Whether `pem` is a valid leaf of ours for `expected`: what makes a request a renewal."""
+        try:
+            certs = tx.load_certificates_pem(pem, field="previous leaf")
+            if not certs or tx.cert_spiffe_id(certs[0]) != expected:
+                return False
+            roots = [tx.load_certificate_pem(root.root_cert_pem) for root, _ in snap.roots]
+            match_chain(certs[0], certs[1:], roots, now=self.clock())
+        except InvalidInput:
+            return False
+        return True
 
     # -- configuration & rotation ----------------------------------------------------
 

@@ -5,41 +5,32 @@
     PUT  /v1/connect/ca/configuration    change TTL / rate limit, rotate, switch provider
     POST /v1/connect/ca/sign             internal: {"CSR", "Service", "Node"} -> signed leaf
 
-Authorization: every route passes the common authorizer (api/common.py). Signing also
-asks the *identity authorizer* whether this caller may hold the service's identity (ACL
-`service:write` on the service, once ACLs exist). It is `app.state.identity_authorizer`,
-allow-all until then; ACLs replace that function, not this route. The CSR itself is
-checked by the CA: its SPIFFE ID must be exactly this trust domain, this datacenter
-and the named service.
+Authorization (api/acl.py): roots need nothing (they are public trust anchors);
+the configuration needs `operator:write` to read or change (Consul 1.8.6+); signing needs
+`service:write` on the service whose identity is asked for, so a leaf is only ever issued
+to a token that may act as that service. The CSR itself is checked by the CA: its SPIFFE
+ID must be exactly this trust domain, this datacenter and the named service.
 """
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
-
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from tether.api.common import authorizer_dependency, block, flag, json_response, read_json, request_token
+from tether.api.acl import needs, request_acl
+from tether.api.common import authorizer_dependency, block, flag, json_response, read_json
 from tether.control.ca import ROOTS_PREFIX
 from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput
 
-#: (request, token, service) -> None, or raise PermissionDenied.
-IdentityAuthorizer = Callable[[Request, "str | None", str], Awaitable[None]]
-_SIGN_FIELDS = {"CSR", "Service", "Node"}
-
-
-async def allow_any_identity(request: Request, token: str | None, service: str) -> None:
-    """Today's identity check: any caller may get any service's leaf (no ACLs yet)."""
-    return None
+_SIGN_FIELDS = {"CSR", "Service", "Node", "PreviousCertPEM"}
 
 
 def ca_router(cp: ControlPlane) -> APIRouter:
     r = APIRouter(dependencies=[Depends(authorizer_dependency())])
     ca = cp.ca
 
-    @r.get("/v1/connect/ca/roots", tags=["connect"])
+    @r.get("/v1/connect/ca/roots", tags=["connect"], **needs("none"))
     async def ca_roots(request: Request) -> Response:
         index = await block(request, cp.store, [ROOTS_PREFIX])
         if flag(request, "pem"):
@@ -47,21 +38,28 @@ def ca_router(cp: ControlPlane) -> APIRouter:
                             headers={"X-Consul-Index": str(index)})
         return json_response(ca.roots_json(), index=index)
 
-    @r.get("/v1/connect/ca/configuration", tags=["connect"])
-    async def ca_get_configuration() -> Response:
+    @r.get("/v1/connect/ca/configuration", tags=["connect"], **needs("operator:write"))
+    async def ca_get_configuration(request: Request) -> Response:
+        request_acl(request).require("operator", "", "write")
         return json_response(ca.config_json())
 
-    @r.put("/v1/connect/ca/configuration", tags=["connect"])
+    @r.put("/v1/connect/ca/configuration", tags=["connect"], **needs("operator:write"))
     async def ca_set_configuration(request: Request) -> Response:
+        request_acl(request).require("operator", "", "write")
         await ca.set_config(await read_json(request))
         return json_response(True)
 
-    @r.post("/v1/connect/ca/sign", tags=["internal"], include_in_schema=False)
+    @r.post("/v1/connect/ca/sign", tags=["internal"], include_in_schema=False,
+            **needs("service:write", on="Service: the identity signed"))
     async def ca_sign(request: Request) -> Response:
-        csr, service = parse_sign_body(await read_json(request))
-        authorize: IdentityAuthorizer = getattr(request.app.state, "identity_authorizer", allow_any_identity)
-        await authorize(request, request_token(request), service)
-        return json_response(await ca.sign(csr, service))
+        body = await read_json(request)
+        csr, service = parse_sign_body(body)
+        acl = request_acl(request)
+        acl.require("service", service, "write")
+        # The rate limit's fair share is per token (per client address with ACLs off).
+        requester = acl.accessor() or (request.client.host if request.client else "")
+        previous = body.get("PreviousCertPEM") if isinstance(body.get("PreviousCertPEM"), str) else None
+        return json_response(await ca.sign(csr, service, requester=requester, previous_cert_pem=previous))
 
     return r
 

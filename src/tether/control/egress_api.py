@@ -8,6 +8,7 @@ import json
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from tether.api.acl import needs, request_acl
 from tether.api.common import authorizer_dependency, block, json_response, read_body
 from tether.control.egress import PREFIX, SERVICES, EgressService
 from tether.core.errors import InvalidInput, NotFound
@@ -18,27 +19,34 @@ def egress_router(egress: EgressService) -> APIRouter:
     r = APIRouter(dependencies=[Depends(authorizer_dependency())], tags=["egress"])
     store = egress.store
 
-    @r.get("/v1/tether/egress")
+    def readable(request: Request, documents: list[dict]) -> list[dict]:
+        return request_acl(request).filter(documents, lambda d: ("service", d["metadata"]["name"]))
+
+    @r.get("/v1/tether/egress", **needs("service:read", on="each external service; the policy is public",
+                                        filtered=True))
     async def egress_state(request: Request) -> Response:
         """Everything a proxy needs to decide egress: services and policy (blocking)."""
         index = await block(request, store, [PREFIX])
         services, policy = egress.documents()
+        services = readable(request, services)
         return json_response({"Services": services, "Policy": policy}, index=index)
 
-    @r.get("/v1/tether/external-services")
+    @r.get("/v1/tether/external-services", **needs("service:read", filtered=True))
     async def list_services(request: Request) -> Response:
         index = await block(request, store, [SERVICES])
-        return json_response(egress.documents()[0], index=index)
+        return json_response(readable(request, egress.documents()[0]), index=index)
 
-    @r.get("/v1/tether/external-services/{name}")
+    @r.get("/v1/tether/external-services/{name}", **needs("service:read", on="{name}"))
     async def get_service(request: Request, name: str) -> Response:
+        request_acl(request).require("service", name, "read")
         index = await block(request, store, [SERVICES + name])
         found = [d for d in egress.documents()[0] if d["metadata"]["name"] == name]
         if not found:
             raise NotFound(f"no external service named {name!r}")
         return json_response(found[0], index=index)
 
-    @r.put("/v1/tether/external-services")
+    @r.put("/v1/tether/external-services",
+           **needs("service:write", on="each external service; mesh:write for an OutboundPolicy"))
     async def apply(request: Request) -> Response:
         """Body: YAML (one or more documents) or a JSON list of documents. All or nothing."""
         body = await read_body(request)
@@ -50,10 +58,15 @@ def egress_router(egress: EgressService) -> APIRouter:
             config = parse_external_documents(docs if isinstance(docs, list) else [docs], source="request")
         else:
             config = parse_external_yaml(body, source="request")
+        for service in config.services:
+            request_acl(request).require("service", service.name, "write")
+        if config.policy is not None:
+            request_acl(request).require("mesh", "", "write")
         return json_response({"Applied": await egress.apply(config)})
 
-    @r.delete("/v1/tether/external-services/{name}")
-    async def delete_service(name: str) -> Response:
+    @r.delete("/v1/tether/external-services/{name}", **needs("service:write", on="{name}"))
+    async def delete_service(request: Request, name: str) -> Response:
+        request_acl(request).require("service", name, "write")
         await egress.delete(name)
         return json_response(True)
 

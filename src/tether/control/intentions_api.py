@@ -29,6 +29,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import PlainTextResponse, Response
 
+from tether.api.acl import INTENTION, needs, request_acl
 from tether.api.common import authorizer_dependency, block, int_param, json_response, read_body, read_json
 from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, POLICY, SERVERS
 from tether.control.server import ControlPlane
@@ -49,9 +50,16 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
 
     # -- exact (Consul 1.9+) ---------------------------------------------------------------
 
-    @r.get("/v1/connect/intentions/exact", tags=["intentions"])
+    def may(request: Request, destination: str, access: str) -> None:
+        request_acl(request).require(INTENTION, destination, access)
+
+    def readable(request: Request, intentions: list[Intention]) -> list[Intention]:
+        return request_acl(request).filter(intentions, lambda i: (INTENTION, i.destination_name))
+
+    @r.get("/v1/connect/intentions/exact", tags=["intentions"], **needs("intentions:read", on="destination"))
     async def exact_get(request: Request) -> Response:
         source, destination = _pair(request)
+        may(request, destination, "read")
         index = await block(request, store, [INTENTIONS])
         found = svc.find_exact(source, destination)
         if found is None:
@@ -59,26 +67,29 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
                                      headers={"X-Consul-Index": str(index)})
         return reply(format_intention(found), index=index)
 
-    @r.put("/v1/connect/intentions/exact", tags=["intentions"])
+    @r.put("/v1/connect/intentions/exact", tags=["intentions"], **needs("intentions:write", on="destination"))
     async def exact_put(request: Request) -> Response:
         source, destination = _pair(request)
+        may(request, destination, "write")
         body = await read_json(request)
         if not isinstance(body, dict):
             raise InvalidInput('Request decode failed: send a JSON object such as {"Action": "allow"}')
         await svc.upsert_exact(source, destination, body)
         return reply(True)
 
-    @r.delete("/v1/connect/intentions/exact", tags=["intentions"])
+    @r.delete("/v1/connect/intentions/exact", tags=["intentions"], **needs("intentions:write", on="destination"))
     async def exact_delete(request: Request) -> Response:
         source, destination = _pair(request)
+        may(request, destination, "write")
         await svc.delete_exact(source, destination)
         return reply(True)
 
     # -- check and match ---------------------------------------------------------------------
 
-    @r.get("/v1/connect/intentions/check", tags=["intentions"])
+    @r.get("/v1/connect/intentions/check", tags=["intentions"], **needs("intentions:read", on="destination"))
     async def check(request: Request) -> Response:
         source, destination = _pair(request)
+        may(request, destination, "read")
         kind = request.query_params.get("source-type", "consul")
         if kind != "consul":
             raise InvalidInput(f"source-type: {kind!r} is not supported; Tether sources are 'consul' services")
@@ -87,7 +98,8 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
         index = await block(request, store, AUTHZ_PREFIXES)
         return reply({"Allowed": svc.check(source, destination)}, index=index)
 
-    @r.get("/v1/connect/intentions/match", tags=["intentions"])
+    @r.get("/v1/connect/intentions/match", tags=["intentions"],
+           **needs("intentions:read", on="each name; results filtered by destination"))
     async def match(request: Request) -> Response:
         by = request.query_params.get("by", "")
         if by not in ("source", "destination"):
@@ -97,46 +109,64 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
             raise InvalidInput("name: required (repeat it to match several services)")
         for name in names:
             _check_name("name", name)
+            may(request, name, "read")
         index = await block(request, store, [INTENTIONS])
         snap = svc.snapshot()
         pick = snap.match_source if by == "source" else snap.match_destination
-        return reply({name: [format_intention(i) for i in pick(name)] for name in names}, index=index)
+        return reply({name: [format_intention(i) for i in readable(request, list(pick(name)))] for name in names},
+                     index=index)
 
     # -- by ID (legacy) ------------------------------------------------------------------------
 
-    @r.get("/v1/connect/intentions", tags=["intentions"])
+    @r.get("/v1/connect/intentions", tags=["intentions"], **needs("intentions:read", filtered=True))
     async def list_all(request: Request) -> Response:
         index = await block(request, store, [INTENTIONS])  # refuses ?filter= (not implemented), as every list does
-        return reply([format_intention(i) for i in svc.list()], index=index)
+        return reply([format_intention(i) for i in readable(request, list(svc.list()))], index=index)
 
-    @r.post("/v1/connect/intentions", tags=["intentions"])
+    @r.post("/v1/connect/intentions", tags=["intentions"], **needs("intentions:write", on="DestinationName"))
     async def create(request: Request) -> Response:
-        created = await svc.create(parse_intention(await read_json(request)))
+        intention = parse_intention(await read_json(request))
+        may(request, intention.destination_name, "write")
+        created = await svc.create(intention)
         return reply({"ID": created.id})
 
-    @r.get("/v1/connect/intentions/{intention_id}", tags=["intentions"])
+    @r.get("/v1/connect/intentions/{intention_id}", tags=["intentions"], **needs("intentions:read", on="destination"))
     async def get_one(request: Request, intention_id: str) -> Response:
+        may(request, svc.get(intention_id).destination_name, "read")
         index = await block(request, store, [f"{INTENTIONS}{intention_id}"])
         return reply(format_intention(svc.get(intention_id)), index=index)
 
-    @r.put("/v1/connect/intentions/{intention_id}", tags=["intentions"])
+    @r.put("/v1/connect/intentions/{intention_id}", tags=["intentions"],
+           **needs("intentions:write", on="the old and the new destination"))
     async def update(request: Request, intention_id: str) -> Response:
         body = await read_json(request)
         if not isinstance(body, dict):
             raise InvalidInput("Request decode failed: send an intention JSON object")
+        may(request, svc.get(intention_id).destination_name, "write")
+        new_destination = next((v for k, v in body.items() if k.lower() == "destinationname"), None)
+        if isinstance(new_destination, str):
+            may(request, new_destination, "write")
         updated = await svc.update(intention_id, body)
         return reply({"ID": updated.id})
 
-    @r.delete("/v1/connect/intentions/{intention_id}", tags=["intentions"])
-    async def delete_one(intention_id: str) -> Response:
+    @r.delete("/v1/connect/intentions/{intention_id}", tags=["intentions"], **needs("intentions:write", on="destination"))
+    async def delete_one(request: Request, intention_id: str) -> Response:
+        may(request, svc.get(intention_id).destination_name, "write")
         await svc.delete(intention_id)
         return reply(True)
 
     # -- Tether server policy ------------------------------------------------------------------
 
-    @r.put("/v1/tether/policy", tags=["policy"])
+    @r.put("/v1/tether/policy", tags=["policy"],
+           **needs("intentions:write", on="every service named; mesh:write for a MeshPolicy"))
     async def policy_apply(request: Request) -> Response:
         docs = _documents(await read_body(request), request.query_params.get("file") or "request body")
+        for intention in docs.intentions:
+            may(request, intention.destination_name, "write")
+        for policy in docs.server_policies:
+            may(request, policy.service, "write")
+        if docs.mesh is not None:
+            request_acl(request).require("mesh", "", "write")
         revision = await svc.apply(docs)
         return reply({
             "Index": revision,
@@ -145,45 +175,57 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
             "Mesh": sorted(docs.mesh_fields) if docs.mesh is not None else None,
         })
 
-    @r.get("/v1/tether/policy", tags=["policy"])
+    @r.get("/v1/tether/policy", tags=["policy"], **needs("intentions:read", on="each service", filtered=True))
     async def policy_all(request: Request) -> Response:
         index = await block(request, store, [POLICY])
-        return reply([format_mesh_policy(svc.mesh()), *(format_server_policy(p) for p in svc.server_policies())],
-                     index=index)
+        policies = request_acl(request).filter(list(svc.server_policies()), lambda p: (INTENTION, p.service))
+        return reply([format_mesh_policy(svc.mesh()), *(format_server_policy(p) for p in policies)], index=index)
 
-    @r.get("/v1/tether/policy/{service}", tags=["policy"])
+    @r.get("/v1/tether/policy/{service}", tags=["policy"], **needs("intentions:read", on="{service}"))
     async def policy_get(request: Request, service: str) -> Response:
         _check_name("service", service, wildcard=False)
+        may(request, service, "read")
         index = await block(request, store, [f"{SERVERS}{service}/"])
         return reply([format_server_policy(p) for p in svc.server_policies(service)], index=index)
 
-    @r.delete("/v1/tether/policy/{service}", tags=["policy"])
+    @r.delete("/v1/tether/policy/{service}", tags=["policy"], **needs("intentions:write", on="{service}"))
     async def policy_delete(request: Request, service: str) -> Response:
         _check_name("service", service, wildcard=False)
+        may(request, service, "write")
         port = int_param(request, "port", None, minimum=1)
         await svc.delete_server_policy(service, port)
         return reply(True)
 
-    @r.get("/v1/tether/mesh", tags=["policy"])
+    @r.get("/v1/tether/mesh", tags=["policy"], **needs("none", on="readable by all, as Consul's mesh config entry"))
     async def mesh_get(request: Request) -> Response:
         index = await block(request, store, [POLICY])
         return reply(format_mesh_policy(svc.mesh()), index=index)
 
-    @r.put("/v1/tether/mesh", tags=["policy"])
+    @r.put("/v1/tether/mesh", tags=["policy"], **needs("mesh:write"))
     async def mesh_put(request: Request) -> Response:
+        request_acl(request).require("mesh", "", "write")
         body = await read_json(request)
         if isinstance(body, dict) and "apiVersion" not in body:  # a bare spec
             body = {"apiVersion": TETHER_API, "kind": "MeshPolicy", "spec": body}
         mesh = await svc.set_mesh(parse_policy_objects([body], source="mesh settings"))
         return reply(format_mesh_policy(mesh))
 
-    @r.get("/v1/internal/tether/authz", tags=["internal"], include_in_schema=False)
+    @r.get("/v1/internal/tether/authz", tags=["internal"], include_in_schema=False,
+           **needs("intentions:read", on="each destination", filtered=True))
     async def authz_state(request: Request) -> Response:
         """What agents watch: intentions + policy documents + mesh settings, one index."""
         index = await block(request, store, AUTHZ_PREFIXES)
-        return reply(svc.state(), index=index)
+        return reply(readable_state(request, svc.state()), index=index)
 
     return r
+
+
+def readable_state(request: Request, state: dict[str, Any]) -> dict[str, Any]:
+    """The authorization state without what the token may not read (by destination service)."""
+    acl = request_acl(request)
+    intentions = acl.filter(state["Intentions"], lambda i: (INTENTION, i["DestinationName"]))
+    policies = acl.filter(state["Policies"], lambda p: (INTENTION, p.get("spec", {}).get("service", "")))
+    return {**state, "Intentions": intentions, "Policies": policies}
 
 
 def _check_name(field: str, value: str, *, wildcard: bool = True) -> str:

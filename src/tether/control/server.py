@@ -12,13 +12,16 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from tether.control.acl import ACLService, AclConfig
 from tether.control.ca import CAService
 from tether.control.catalog import NODE_CHECKS, Catalog
 from tether.control.egress import EgressService
 from tether.control.intentions import IntentionService
 from tether.control.kv import KV
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
+from tether.core.errors import TetherError
 from tether.core.health import CRITICAL, NODE_CHECK_ID, PASSING
 from tether.store.base import Put, Store
 
@@ -40,6 +43,10 @@ class ServerConfig:
     initial_default_intention: str = "allow"
     #: Floor for LeafCertTTL. Lowered only by tests (seconds-long leaves to exercise renewal).
     ca_min_leaf_ttl: float = MIN_LEAF_TTL_SECONDS
+    #: The `acl` block of the configuration (tokens, policies and the default policy).
+    acl: AclConfig = field(default_factory=AclConfig)
+    #: Where a bootstrap-reset file is looked for (None: no data directory).
+    data_dir: Path | None = None
 
 
 @dataclass
@@ -54,6 +61,8 @@ class ControlPlane:
         self.intentions = IntentionService(self.store, default_intention=self.config.default_intention,
                                            initial_default=self.config.initial_default_intention)
         self.ca = CAService(self.store, datacenter=self.config.datacenter, min_leaf_ttl=self.config.ca_min_leaf_ttl)
+        self.acl = ACLService(self.store, self.config.acl, datacenter=self.config.datacenter,
+                              data_dir=self.config.data_dir)
         self._last_heartbeat: dict[str, float] = {}
         self._reaper: asyncio.Task[None] | None = None
 
@@ -71,6 +80,7 @@ class ControlPlane:
             await self.store.commit([Put(META_CLUSTER, {"ClusterID": str(uuid.uuid4())})])
         await self.intentions.start(f"{self.cluster_id}.tether", self.datacenter)
         await self.ca.start(self.cluster_id)
+        await self.acl.start()
         self._reaper = asyncio.create_task(self._reap_nodes(), name="node-reaper")
 
     async def stop(self) -> None:
@@ -89,6 +99,11 @@ class ControlPlane:
     async def _reap_nodes(self) -> None:
         while True:
             await asyncio.sleep(min(self.config.node_ttl / 3, HEARTBEAT_INTERVAL))
+            if self.acl.enabled:
+                try:
+                    await self.acl.reap_expired()
+                except TetherError as exc:  # retried at the next round; expired tokens resolve as not found anyway
+                    log.warning("could not delete expired ACL tokens: %s", exc)
             now = time.monotonic()
             for entry in self.store.list(NODE_CHECKS):
                 check = entry.value

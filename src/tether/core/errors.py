@@ -42,6 +42,10 @@ class PermissionDenied(TetherError):
     """The caller may not do this (HTTP 403)."""
 
 
+class AclDisabled(PermissionDenied):
+    """An ACL management call on a server with ACLs off (HTTP 401, as Consul answers)."""
+
+
 class RateLimited(TetherError):
     """Too many requests; retry after `retry_after` seconds (HTTP 429 + Retry-After)."""
 

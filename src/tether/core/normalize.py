@@ -54,6 +54,9 @@ def normalize(data: Any, shape: Shape, path: str, errors: list[str]) -> Any:
             continue
         sub = shape.fields[canonical]
         where = f"{path}.{canonical}"
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) and (
+                isinstance(sub, (Shape, dict)) or sub == OPAQUE):
+            value = value[0]  # an HCL block (`connect { ... }`) where an object is meant, as Consul decodes it
         if value is None or sub is None or sub == OPAQUE:
             out[canonical] = value
         elif isinstance(sub, Shape):

@@ -6,8 +6,8 @@ request (`Connection: close`), and the answer is read to EOF. A blocking query h
 connection for up to `wait` seconds, so the read timeout is always the wait plus a margin.
 
 Failures are translated once, here: an unreachable agent, a reset or a timeout raise
-`Unavailable`; 404 raises `NotFound`; any other non-2xx raises `Unavailable` with the
-agent's one-line answer (the agent answers 4xx/5xx in plain text, as Consul does).
+`Unavailable`; 404 raises `NotFound`, 403 `PermissionDenied` (an ACL refusal); any other
+non-2xx raises `Unavailable` with the agent's one-line answer (the agent answers 4xx/5xx in plain text, as Consul does).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
-from tether.core.errors import InvalidInput, NotFound, Unavailable
+from tether.core.errors import InvalidInput, NotFound, PermissionDenied, Unavailable
 
 #: Seconds to open a TCP connection to the local agent (it is on this host).
 CONNECT_TIMEOUT = 5.0
@@ -131,6 +131,8 @@ def _parse_reply(raw: bytes, what: str, addr: str) -> Reply:
     text = body.decode("utf-8", "replace")
     if status == 404:
         raise NotFound(f"agent at {addr}: {what}: {text.strip() or 'not found'}")
+    if status == 403:  # an ACL refusal: not worth retrying with the same token
+        raise PermissionDenied(f"agent at {addr}: {what}: {text.strip() or 'permission denied'}")
     if not 200 <= status < 300:
         raise Unavailable(f"agent at {addr}: {what}: HTTP {status}: {text.strip()[:300]}")
     try:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, TextIO
 
 from tether.core.errors import InvalidInput, NotFound, TetherError, Unavailable
-from tether.core.spiffe import format_spiffe_id, service_id
+from tether.core.spiffe import format_spiffe_id, parse_spiffe_id, service_id
 from tether.proxy.agentclient import AgentClient
 from tether.proxy.engine import Engine
 from tether.proxy.listener import Listener
@@ -148,8 +148,10 @@ class Sidecar:
 
     async def _start_once(self) -> None:
         reg_hash, plan = await self._resolve()
-        self.datacenter = plan.datacenter or (await self.client.get("/v1/agent/self")).body["Config"]["Datacenter"]
         leaf = await self.client.get(f"/v1/agent/connect/ca/leaf/{plan.service}")
+        # The leaf names our datacenter; asking /v1/agent/self would need agent:read, which a
+        # service's token does not have (nor does it in Consul).
+        self.datacenter = plan.datacenter or parse_spiffe_id(leaf.body["ServiceURI"]).datacenter
         roots = await self.client.get("/v1/agent/connect/ca/roots")
         authz = await self.client.get("/v1/agent/connect/authz-snapshot")
         self._leaf, self._roots = leaf.body, roots.body
@@ -196,7 +198,14 @@ class Sidecar:
         try:
             doc = (await self.client.get(f"/v1/agent/service/{self.proxy_id}")).body
         except NotFound:
-            raise NotFound(f"no service {self.proxy_id!r} is registered with the agent at {self.client.addr}; "
+            hint = ""
+            if self.proxy_id.endswith("-proxy") and not self.proxy_id.endswith("-sidecar-proxy"):
+                # Consul 1.2 named a managed proxy <service-id>-proxy; Tether (like Consul 1.3+)
+                # names it <service-id>-sidecar-proxy.
+                hint = (f" (Consul 1.2 called the proxy of {self.proxy_id[:-len('-proxy')]!r} "
+                        f"{self.proxy_id!r}; here it is {self.proxy_id[:-len('-proxy')] + '-sidecar-proxy'!r}, "
+                        "or use -sidecar-for SERVICE_ID)")
+            raise NotFound(f"no service {self.proxy_id!r} is registered with the agent at {self.client.addr}{hint}; "
                            "register it first, or give -service NAME for an unregistered proxy") from None
         return doc.get("ContentHash", ""), plan_from_registration(doc, admin_bind=o.admin_bind)
 

@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 
 from tether.core.errors import PermissionDenied, Unavailable
-from tether.sdk.addr import resolve_addr
+from tether.core.spiffe import parse_spiffe_id
+from tether.sdk.addr import resolve_addr, resolve_token
 from tether.sdk.tls import Material, client_context, peer_serial, peer_spiffe_id, server_context
 
 log = logging.getLogger("tether.sdk")
@@ -47,25 +48,36 @@ class Decision:
 
 
 class Service:
-    def __init__(self, name: str, *, agent_addr: str | None = None, ready_timeout: float = 30.0) -> None:
+    def __init__(self, name: str, *, agent_addr: str | None = None, token: str | None = None,
+                 ready_timeout: float = 30.0) -> None:
+        """`token`: an ACL token with service:write on `name` (default: TETHER_HTTP_TOKEN,
+        CONSUL_HTTP_TOKEN or their _FILE forms; with ACLs on, a leaf needs it)."""
         self.name = name
-        self._http = httpx.Client(base_url=resolve_addr(agent_addr), timeout=httpx.Timeout(400.0, connect=5.0))
+        secret = resolve_token(token)
+        self._http = httpx.Client(base_url=resolve_addr(agent_addr), timeout=httpx.Timeout(400.0, connect=5.0),
+                                  headers={"X-Consul-Token": secret} if secret else {})
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self._leaf: dict[str, Any] = {}
         self._roots: dict[str, Any] = {}
+        self._refused: str | None = None  # the agent's 403, while we have no certificate yet
         self.material: Material | None = None
         self._client_ctx: ssl.SSLContext | None = None
         self._server_ctx: ssl.SSLContext | None = None
-        self.datacenter = self._http.get("/v1/agent/self").json()["Config"]["Datacenter"]
         self._threads = [threading.Thread(target=self._watch, args=(path, setter), daemon=True, name=f"tether-sdk {path}")
                          for path, setter in ((f"/v1/agent/connect/ca/leaf/{name}", self._set_leaf),
                                               ("/v1/agent/connect/ca/roots", self._set_roots))]
         for thread in self._threads:
             thread.start()
         if not self._ready.wait(ready_timeout):
+            self._stopped.set()
             raise Unavailable(f"no certificate for {name!r} from the agent within {ready_timeout:.0f}s")
+        if self._refused is not None:  # an ACL refusal: waiting longer would not help
+            self._stopped.set()
+            raise PermissionDenied(self._refused)
+        # Our leaf names the datacenter (asking /v1/agent/self would need agent:read).
+        self.datacenter = parse_spiffe_id(self._leaf["ServiceURI"]).datacenter
 
     # -- keeping material current ----------------------------------------------------
 
@@ -74,6 +86,10 @@ class Service:
         while not self._stopped.is_set():
             try:
                 response = self._http.get(path, params={"index": index, "wait": WATCH_WAIT} if index else None)
+                if response.status_code == 403 and not self._ready.is_set():
+                    self._refused = f"{path}: {response.text.strip()}"
+                    self._ready.set()
+                    return
                 response.raise_for_status()
                 new_index = int(response.headers.get("X-Consul-Index", "0"))
                 index = new_index if new_index >= index else 0  # reset when it goes backwards

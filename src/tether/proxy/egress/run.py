@@ -23,6 +23,7 @@ from typing import TextIO
 
 from tether.core.errors import TetherError
 from tether.proxy.egress.agent import AgentFeed
+from tether.sdk.addr import resolve_token
 from tether.proxy.egress.config import EgressConfig, load_egress_config
 from tether.proxy.egress.proxy import EgressProxy
 
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="register the gateway with the agent at this address (deregistered on exit)")
     ap.add_argument("-admin", type=_hostport, help="metrics HOST:PORT")
     ap.add_argument("-http-addr", default=None, help="the local agent (default $TETHER_HTTP_ADDR or 127.0.0.1:8500)")
-    ap.add_argument("-token", default=None)
+    ap.add_argument("-token", default=None, help="ACL token (default $TETHER_HTTP_TOKEN, $CONSUL_HTTP_TOKEN, _FILE forms)")
+    ap.add_argument("-token-file", default=None, help="read the ACL token from this file")
     ap.add_argument("-access-log", default="-", help="file, or - for stdout (agent mode)")
     ap.add_argument("-log-format", default="text", choices=("json", "text"))
     ap.add_argument("-log-level", default="INFO")
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.service or not (args.outbound or args.gateway):
             ap.error("give -config FILE, or -service NAME with -outbound and/or -gateway HOST:PORT (agent mode)")
         listen = Listen(outbound=args.outbound, gateway=args.gateway, admin=args.admin)
-        return run(lambda: serve_agent(args.service, listen, http_addr=args.http_addr, token=args.token,
+        token = resolve_token(args.token, args.token_file)
+        return run(lambda: serve_agent(args.service, listen, http_addr=args.http_addr, token=token,
                                        access_log=args.access_log, log_format=args.log_format,
                                        virtual_ips=bool(args.outbound), register=args.register))
     except TetherError as e:
