@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -26,6 +27,14 @@ def family_of(host: str) -> int | None:
         except OSError:
             pass
     return None
+
+
+async def resolve_ip(host: str, port: int) -> str:
+    """`host` itself when it is an IP literal, else its first address (OSError if none)."""
+    if family_of(host) is not None:
+        return host
+    info = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return info[0][4][0]
 
 
 def format_hostport(host: str, port: int) -> str:

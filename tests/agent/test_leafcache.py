@@ -103,7 +103,8 @@ class FakeTime:
     def elapse(self, seconds: float) -> None:
         """Let the waiting renewer go, `seconds` later."""
         self.now += timedelta(seconds=seconds)
-        self._release.set()
+        if self._release is not None:
+            self._release.set()
 
 
 class SwitchedLink(LocalLink):
@@ -114,11 +115,11 @@ class SwitchedLink(LocalLink):
         self.failure: Exception | None = None
         self.signed = 0
 
-    async def sign(self, csr_pem: str, service: str) -> dict:
+    async def sign(self, csr_pem: str, service: str, *args, **kwargs) -> dict:
         if self.failure is not None:
             raise self.failure
         self.signed += 1
-        return await super().sign(csr_pem, service)
+        return await super().sign(csr_pem, service, *args, **kwargs)
 
 
 @pytest.fixture

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sys
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, TextIO
 
 from tether.core.errors import InvalidInput, NotFound, TetherError, Unavailable
 from tether.core.spiffe import format_spiffe_id, parse_spiffe_id, service_id
+from tether.netutil import resolve_ip
 from tether.proxy.agentclient import AgentClient
 from tether.proxy.engine import Engine
 from tether.proxy.listener import Listener
@@ -53,7 +53,7 @@ from tether.proxy.sidecar_health import ListenerCheck, find_listening_check, lis
 from tether.proxy.sidecar_policy import snapshot_from_agent_state
 from tether.proxy.tls import TlsMaterial
 from tether.proxy.upstream import UpstreamSpec
-from tether.proxy.watch import SourceHealth, watch_hash, watch_index
+from tether.proxy.watch import SourceHealth, cancel_watches, watch_hash, watch_index
 
 log = logging.getLogger("tether.proxy.sidecar")
 
@@ -63,10 +63,6 @@ STARTUP_TIMEOUT = 30.0
 #: Seconds live connections get to finish on SIGTERM. Below the agent's stop grace (10 s,
 #: agent/supervisor.py) so a managed sidecar has always exited before the agent kills it.
 DEFAULT_DRAIN_TIMEOUT = 5.0
-
-#: Cancellation rounds for the watch tasks at shutdown, and the wait after each.
-STOP_CANCEL_ROUNDS = 5
-STOP_CANCEL_WAIT = 0.2
 
 ModeHook = Callable[["Sidecar", SidecarPlan], Awaitable[None]]
 #: Proxy.Mode -> hook. The transparent-proxy work registers its handler here.
@@ -138,7 +134,7 @@ class Sidecar:
                 await asyncio.sleep(1.0)
 
     async def _discard(self) -> None:
-        await _cancel_all(self._tasks)
+        await cancel_watches(self._tasks)
         self._tasks.clear()
         self._upstreams.clear()
         self._inbound, self.plan, self.admin = None, None, None
@@ -367,7 +363,7 @@ class Sidecar:
     # ------------------------------------------------------------------ stop
     async def stop(self, drain_timeout: float | None = None) -> int:
         """Stop watching, deregister what -register added, drain; returns connections cut."""
-        await _cancel_all(self._tasks)
+        await cancel_watches(self._tasks)
         if self.listener_check is not None:  # peers stop choosing us before we stop accepting
             await self.listener_check.last_report(listening_state(None, None, draining=True))
         if self.registered_id:
@@ -392,39 +388,16 @@ class Sidecar:
         return "READY " + " ".join(parts)
 
 
-async def _cancel_all(tasks: list[asyncio.Task]) -> None:
-    """Cancel the watch tasks and wait for them, briefly. Cancelling again matters: on
-    Python 3.11 `asyncio.wait_for` can swallow a cancellation that lands as its inner
-    call finishes (a refused connect to a dead agent finishes at once), and the loop
-    goes on; the next cancel hits its next await. Shutdown never waits on them for long."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(STOP_CANCEL_ROUNDS):
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=STOP_CANCEL_WAIT)
-    if pending:
-        log.warning("%d watch task(s) did not stop; shutting down anyway", len(pending))
-
-
 async def _resolved(instances: list) -> list:
     """Instances with host names resolved to IP addresses (the engine dials IPs only)."""
     out = []
-    loop = asyncio.get_running_loop()
     for inst in instances:
         try:
-            socket.inet_pton(socket.AF_INET6 if ":" in inst.host else socket.AF_INET, inst.host)
-            out.append(inst)
-            continue
-        except OSError:
-            pass
-        try:
-            info = await loop.getaddrinfo(inst.host, inst.port, type=socket.SOCK_STREAM)
+            ip = await resolve_ip(inst.host, inst.port)
         except OSError as e:
             log.warning("cannot resolve upstream instance %s: %s", inst.host, e)
             continue
-        out.append(type(inst)(info[0][4][0], inst.port, inst.spiffe_id))
+        out.append(inst if ip == inst.host else type(inst)(ip, inst.port, inst.spiffe_id))
     return out
 
 

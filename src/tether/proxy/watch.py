@@ -28,6 +28,9 @@ WATCH_WAIT = 60.0
 #: First retry delay after a failed request; doubles up to RETRY_MAX.
 RETRY_START = 0.25
 RETRY_MAX = 5.0
+#: Cancellation rounds for the watch tasks at shutdown, and the wait after each.
+STOP_CANCEL_ROUNDS = 5
+STOP_CANCEL_WAIT = 0.2
 
 Apply = Callable[[Any], Awaitable[None] | None]
 
@@ -119,3 +122,19 @@ async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path:
             continue
         content_hash = new
         await _apply(what, apply, reply.body)
+
+
+async def cancel_watches(tasks: list[asyncio.Task]) -> None:
+    """Cancel the watch tasks and wait for them, briefly. Cancelling again matters: on
+    Python 3.11 `asyncio.wait_for` can swallow a cancellation that lands as its inner
+    call finishes (a refused connect to a dead agent finishes at once), and the loop
+    goes on; the next cancel hits its next await. Shutdown never waits on them for long."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(STOP_CANCEL_ROUNDS):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_CANCEL_WAIT)
+    if pending:
+        log.warning("%d watch task(s) did not stop; shutting down anyway", len(pending))
