@@ -59,10 +59,6 @@ class SidecarPorts:
         self.release(owner)
         self._held[owner] = sock
 
-    def port_of(self, owner: str) -> int | None:
-        sock = self._held.get(owner)
-        return sock.getsockname()[1] if sock is not None else None
-
     def release(self, owner: str) -> None:
         sock = self._held.pop(owner, None)
         if sock is not None:
