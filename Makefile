@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench venv clean
+.PHONY: run test mutants bench venv clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-deps.sh
 	$(BIN)/python -m pytest -q
+
+## make mutants: break client-certificate checks, authorization and blocking queries in a copy
+## of src/ and check that the tests notice (docs/testing.md, "Mutation check")
+mutants: $(STAMP)
+	$(BIN)/python scripts/mutants.py
 
 ## make bench: benchmarks (not tests); prints tables, writes bench/results/*.json
 bench: $(STAMP)

@@ -1,24 +1,49 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and benchmarks use, only when missing and only as root.
-# Tests that need a package that could not be installed skip with a reason naming it.
+#
+# When something is missing and cannot be installed (not root, no apt-get, apt failed, or a
+# package installed without the command it should bring), this says which, loudly, and exits
+# 1: tests that need it would only skip (and under CI=true they fail: tests/conftest.py).
+# Without root on a developer's machine it warns and exits 0, so the rest of the suite runs.
 set -uo pipefail
-want=()
-command -v haproxy >/dev/null || want+=(haproxy)
-command -v nginx >/dev/null || want+=(nginx libnginx-mod-stream)
-command -v iptables >/dev/null || want+=(iptables)
-command -v ip >/dev/null || want+=(iproute2)
-command -v setpriv >/dev/null || want+=(util-linux)
-# Real external services for the egress tests (PostgreSQL with ssl=on, Redis with TLS).
-ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
-command -v psql >/dev/null || want+=(postgresql-client)
-command -v redis-server >/dev/null || want+=(redis-server)
+
+missing() {
+  local want=()
+  command -v haproxy >/dev/null || want+=(haproxy)
+  command -v nginx >/dev/null || want+=(nginx libnginx-mod-stream)
+  command -v iptables >/dev/null || want+=(iptables)
+  command -v ip >/dev/null || want+=(iproute2)
+  command -v setpriv >/dev/null || want+=(util-linux)
+  # Real external services for the egress tests (PostgreSQL with ssl=on, Redis with TLS).
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
+  command -v psql >/dev/null || want+=(postgresql-client)
+  command -v redis-server >/dev/null || want+=(redis-server)
+  echo "${want[@]}"
+}
+
+read -r -a want <<<"$(missing)"
 [ ${#want[@]} -eq 0 ] && exit 0
+
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-  echo "test-deps: missing ${want[*]} (not root or no apt-get); the tests that need them will skip" >&2
+  echo "test-deps: MISSING ${want[*]} and cannot install them (not root, or no apt-get)." >&2
+  echo "test-deps: the tests that need them will skip, listed at the end of the run; install them as root." >&2
+  case "${CI:-}" in true|1|yes) exit 1 ;; esac
   exit 0
 fi
+
 echo "test-deps: installing ${want[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null \
-  || echo "test-deps: apt-get could not install ${want[*]}; the tests that need them will skip" >&2
-exit 0
+log=$(mktemp)
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${want[@]}"; } >"$log" 2>&1; then
+  echo "test-deps: FAILED: apt-get could not install ${want[*]}:" >&2
+  tail -n 20 "$log" >&2
+  rm -f "$log"
+  exit 1
+fi
+rm -f "$log"
+read -r -a still <<<"$(missing)"
+if [ ${#still[@]} -ne 0 ]; then
+  echo "test-deps: FAILED: installed, yet still missing: ${still[*]}" >&2
+  exit 1
+fi
+echo "test-deps: installed ${want[*]}" >&2

@@ -1,4 +1,12 @@
-"""Shared fixtures: real Tether processes on loopback, port 0."""
+"""Shared fixtures: real Tether processes on loopback, port 0; and the suite's rules.
+
+- The whole session runs while "another program" listens on the first ports of the sidecar
+  range (127.0.0.1:21000-21010), as happens on a shared machine: agents must skip them, and
+  no test may depend on the range being free.
+- A skip for a missing dependency that `make test` installs (tether.testing.deps.missing)
+  is a failure under CI (`CI=true`).
+- The run ends with the list of skipped tests and why (docs/testing.md).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,22 @@ import pytest
 
 import httpx
 
-from tether.testing.agent import RunningAgent, serve_in_process, start_dev_agent
+from tether.testing.agent import RunningAgent, open_in_process, start_dev_agent
+from tether.testing.ports import hold_range
+
+
+pytest_plugins = ["tether.testing.suite"]  # CI turns missing-dependency skips into failures; the skip list
+
+#: Held for the whole session (the ports of it not already held by someone else).
+FOREIGN_RANGE = (21000, 21010)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def foreign_sidecar_ports():
+    held = hold_range(*FOREIGN_RANGE)
+    yield [s.getsockname()[1] for s in held]
+    for sock in held:
+        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +41,14 @@ def dev_agent() -> RunningAgent:
 
 
 @pytest.fixture
-async def api():
-    """An in-process dev agent on a real socket (127.0.0.1:0) and an HTTP client for it."""
-    async with serve_in_process("dev", node="n1") as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
+async def node():
+    """An in-process dev agent on a real socket (127.0.0.1:0): `.url`, `.store`, `.agent`."""
+    async with open_in_process("dev", node="n1") as running:
+        yield running
+
+
+@pytest.fixture
+async def api(node):
+    """An HTTP client for `node`."""
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        yield client

@@ -45,6 +45,7 @@ from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
+from tether.netutil import family_of, open_listen_socket
 from tether.store.sqlite import open_store
 
 log = logging.getLogger("tether")
@@ -199,9 +200,12 @@ async def serve(
     on_ready: Callable[[str, str], None] = lambda url, dns: None,
     *,
     stop: asyncio.Event | None = None,
+    on_app: Callable[[FastAPI], None] = lambda app: None,
 ) -> None:
-    """Run a role until SIGINT/SIGTERM, or until `stop` is set (tests run it in-process)."""
+    """Run a role until SIGINT/SIGTERM, or until `stop` is set (tests run it in-process and
+    get the app, for its store and agent, from `on_app`)."""
     async with open_runtime(opts) as app:
+        on_app(app)
         # Agents keep blocking queries open (CA roots, for minutes): on shutdown, give requests
         # a moment to finish, then cancel them (answered 503, api/shutdown.py), so SIGTERM
         # never waits for a 5-minute wait.
@@ -225,11 +229,11 @@ async def serve(
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(app, opts)))
         else:
             loop.create_task(stop.wait()).add_done_callback(lambda _: graceful_stop())
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[_http_socket(opts)]))
         while not server.started:
             if task.done():
-                await task  # surface the bind error
-                raise OSError(f"cannot listen on {opts.http_host}:{opts.http_port}")
+                await task  # surface a startup error
+                raise OSError(f"the HTTP API on {opts.http_host}:{opts.http_port} did not start")
             await asyncio.sleep(0.01)
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         dns = None
@@ -241,8 +245,8 @@ async def serve(
             except OSError as exc:
                 server.should_exit = True
                 await task
-                raise OSError(f"cannot serve DNS on {opts.http_host}:{opts.dns_port}: {exc.strerror}; "
-                              "use -dns-port to pick another port, or -dns-port -1 to turn DNS off") from None
+                raise OSError(exc.errno, f"{exc.strerror}; use -dns-port to pick another port, "
+                              "or -dns-port -1 to turn DNS off") from None
             app.state.dns_addr = f"{host}:{dns_port}"
         if app.state.supervisor is not None and not stopping:
             app.state.supervisor.start(f"{host}:{port}", app.state.agent.services)
@@ -265,6 +269,18 @@ async def _stop_gracefully(app: FastAPI, server: uvicorn.Server) -> None:
         log.exception("stopping the sidecars failed")
     finally:
         server.should_exit = True
+
+
+def _http_socket(opts: Options) -> socket.socket:
+    """The API's listening socket, bound here rather than by uvicorn so that a port in use is
+    an OSError naming the address (uvicorn logs it and exits the process)."""
+    host = opts.http_host
+    if family_of(host) is None:  # a name such as localhost: its first address
+        host = socket.getaddrinfo(host, opts.http_port, type=socket.SOCK_STREAM)[0][4][0]
+    try:
+        return open_listen_socket(host, opts.http_port)
+    except OSError as exc:
+        raise OSError(exc.errno, f"HTTP API: {exc.strerror}; use -http-port to pick another port") from None
 
 
 async def reload(app: FastAPI, opts: Options) -> None:

@@ -15,7 +15,7 @@ from tether.core.authz import Source, decide
 from tether.core.intentions import Intention
 from tether.core.policy_yaml import snapshot_from_state
 from tether.core.spiffe import SpiffeId
-from tether.testing.agent import serve_in_process
+from tether.testing.agent import open_in_process, serve_in_process, until_parked
 
 
 async def until(predicate, timeout: float = 10.0) -> None:
@@ -79,11 +79,11 @@ async def test_server_and_agent_pair_propagation_and_fail_static(tmp_path):
 
 
 async def test_authz_snapshot_endpoint_blocks_and_rebuilds_the_same_decisions():
-    async with serve_in_process("dev", node="n1") as url, httpx.AsyncClient(base_url=url, timeout=30) as api:
+    async with open_in_process("dev", node="n1") as node, httpx.AsyncClient(base_url=node.url, timeout=30) as api:
         first = await api.get("/v1/agent/connect/authz-snapshot")
         index = first.headers["X-Consul-Index"]
         watch = asyncio.create_task(api.get("/v1/agent/connect/authz-snapshot", params={"index": index, "wait": "20s"}))
-        await asyncio.sleep(0.1)
+        await until_parked(lambda: node.agent.authz.parked)
         assert not watch.done()
         await api.put("/v1/connect/intentions/exact", params={"source": "*", "destination": "db"}, json={"Action": "deny"})
         r = await asyncio.wait_for(watch, 10)

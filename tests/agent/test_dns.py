@@ -68,8 +68,16 @@ async def test_service_connect_virtual_and_node_records(agent):
     vip = (await api.get("/v1/tether/virtual-ips")).json()["db"]
     assert [str(rr.rdata) for rr in (await ask(dns, "db.virtual.tether")).rr] == [vip]
     assert [str(rr.rdata) for rr in (await ask(dns, "n1.node.tether")).rr] == ["127.0.0.1"]
-    # The sidecars are not passing (nothing listens on their ports): no Connect endpoints yet.
+    # No sidecar has passed its listener check (no proxy runs here): no Connect endpoints yet.
     assert (await ask(dns, "db.connect.tether")).header.rcode == RCODE.NXDOMAIN
+    # Once db-1's sidecar passes (as its proxy would), its address and port are the answer.
+    sidecar = (await api.get("/v1/agent/service/db-1-sidecar-proxy")).json()
+    checks = (await api.get("/v1/agent/checks")).json()
+    listening = next(cid for cid, c in checks.items() if c["ServiceID"] == "db-1-sidecar-proxy" and c["Type"] == "ttl")
+    assert (await api.put(f"/v1/agent/check/pass/{listening}")).status_code == 200
+    assert [str(rr.rdata) for rr in (await ask(dns, "db.connect.tether")).rr] == ["192.0.2.2"]
+    srv = await ask(dns, "db.connect.tether", "SRV")
+    assert [rr.rdata.port for rr in srv.rr] == [sidecar["Port"]] and sidecar["Port"] != 5432
 
 
 async def test_garbage_is_dropped_and_the_server_keeps_answering(agent):

@@ -16,10 +16,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import uvicorn
+
+from tether.agent.connect_api import connect_router
 from tether.agent.leafcache import LeafCache
 from tether.agent.link import HttpLink, LocalLink
 from tether.control.server import ControlPlane, ServerConfig
-from tether.core.errors import Unavailable
+from tether.core.errors import RateLimited, Unavailable
+from tether.daemon import new_app
+from tether.netutil import open_listen_socket
 from tether.store.cached import MemoryStore
 from tether.testing.agent import serve_in_process
 
@@ -73,19 +78,172 @@ async def test_keys_differ_per_service_and_per_renewal(cp, cache):
     assert web.key_pem != db.key_pem and web.serial != db.serial
 
 
-async def test_renews_before_expiry_without_being_asked(cp, cache):
-    await cp.ca.set_config({"Config": {"LeafCertTTL": "3s"}})
-    first = await cache.leaf("web")
-    lifetime = first.valid_before - first.valid_after
-    start = first.valid_before - timedelta(seconds=3)
-    assert start <= first.renew_at <= first.valid_before  # renewal point inside the window
-    assert first.renew_at >= start + (first.valid_before - start) * 0.6 - timedelta(seconds=1)
-    assert lifetime <= timedelta(seconds=3 + 61)  # backdated a minute, as Consul does
-    await until(lambda: cache.cached("web") is not first, "a renewal")
-    renewed = cache.cached("web")
-    assert renewed.index > first.index and renewed.serial != first.serial
-    # Issued (ValidAfter + the 1-minute backdate) before the previous one expired: no gap.
-    assert renewed.valid_after + timedelta(minutes=1) < first.valid_before
+class FakeTime:
+    """The cache's clock and its pauses, under the test's control: the renewer's every wait
+    is handed to the test (`next_pause`), and time moves only when the test says (`elapse`)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self._pauses: asyncio.Queue = asyncio.Queue()
+        self._release: asyncio.Event | None = None
+
+    def clock(self) -> datetime:
+        return self.now
+
+    async def pause(self, event: asyncio.Event, delay: float) -> None:
+        release = asyncio.Event()
+        await self._pauses.put((delay, release))
+        await release.wait()
+
+    async def next_pause(self) -> float:
+        """The delay of the renewer's next wait (its attempt before it has run)."""
+        delay, self._release = await asyncio.wait_for(self._pauses.get(), DEADLINE)
+        return delay
+
+    def elapse(self, seconds: float) -> None:
+        """Let the waiting renewer go, `seconds` later."""
+        self.now += timedelta(seconds=seconds)
+        if self._release is not None:
+            self._release.set()
+
+
+class SwitchedLink(LocalLink):
+    """The real in-process link, with a switch that makes signing fail as an outage would."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        super().__init__(cp)
+        self.failure: Exception | None = None
+        self.signed = 0
+
+    async def sign(self, csr_pem: str, service: str, *args, **kwargs) -> dict:
+        if self.failure is not None:
+            raise self.failure
+        self.signed += 1
+        return await super().sign(csr_pem, service, *args, **kwargs)
+
+
+@pytest.fixture
+async def timed():
+    """(FakeTime, control plane, link): a CA and a leaf cache on the same fake clock."""
+    fake = FakeTime()
+    plane = ControlPlane(MemoryStore(), ServerConfig())
+    plane.ca.clock = fake.clock
+    await plane.start()
+    await plane.ca.set_config({"Config": {"LeafCertTTL": "10h"}})
+    yield fake, plane, SwitchedLink(plane)
+    await plane.stop()
+
+
+async def timed_cache(fake: FakeTime, link: LocalLink, draw: float = 0.5) -> LeafCache:
+    cache = LeafCache(link, datacenter="dc1", clock=fake.clock, pause=fake.pause, rng=lambda: draw)
+    await cache.start()
+    return cache
+
+
+@pytest.mark.parametrize("draw, fraction", [(0.0, 0.6), (0.5, 0.75), (0.999999, 0.9)])
+async def test_renewal_point_is_60_to_90_percent_of_the_lifetime(timed, draw, fraction):
+    fake, _, link = timed
+    cache = await timed_cache(fake, link, draw)
+    try:
+        first = await cache.leaf("web")
+        asked = fake.now
+        assert first.valid_before == asked + timedelta(hours=10)  # the window counts from the request
+        assert abs((first.renew_at - asked) - timedelta(hours=10) * fraction) < timedelta(seconds=1)
+        assert await fake.next_pause() == (first.renew_at - asked).total_seconds()  # sleeps until then
+        fake.elapse((first.renew_at - asked).total_seconds())
+        await until(lambda: cache.cached("web") is not first, "the renewal at the renewal point")
+        renewed = cache.cached("web")
+        assert renewed.serial != first.serial  # signed then: valid 10 h from the renewal (whole seconds)
+        assert abs(renewed.valid_before - (fake.now + timedelta(hours=10))) < timedelta(seconds=1)
+        assert link.signed == 2
+    finally:
+        await cache.stop()
+
+
+async def test_failed_renewals_back_off_from_a_quarter_second_to_30_s_within_a_quarter_of_what_is_left(timed):
+    fake, _, link = timed
+    cache = await timed_cache(fake, link)
+    try:
+        first = await cache.leaf("web")
+        fake.elapse(await fake.next_pause())  # to the renewal point (75%: 2.5 h left) ...
+        link.failure = Unavailable("the server is down")  # ... where the server is gone
+        delays = []
+        for _ in range(10):
+            delays.append(await fake.next_pause())
+            fake.elapse(delays[-1])
+        assert delays == [0.25, 0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+        assert (await cache.leaf("web")).serial == first.serial  # still valid: served (fail static)
+        # Near expiry a retry never waits past a quarter of what is left.
+        fake.elapse(0)
+        await fake.next_pause()
+        left = (first.valid_before - fake.now).total_seconds()
+        fake.elapse(left - 40)
+        assert await fake.next_pause() == 10.0  # 40 s left: a quarter
+        fake.elapse(39.9)
+        assert await fake.next_pause() == 0.25  # 0.1 s left: never below 0.25 s
+    finally:
+        await cache.stop()
+
+
+@pytest.mark.parametrize("draw, expected", [(0.0, 2.0), (0.5, 4.0), (0.999, 5.996)])
+async def test_a_rate_limited_renewal_waits_about_retry_after(timed, draw, expected):
+    fake, _, link = timed
+    cache = await timed_cache(fake, link, draw)
+    try:
+        await cache.leaf("web")
+        link.failure = RateLimited("too many signing requests", retry_after=4.0)
+        fake.elapse(await fake.next_pause())  # the renewal point: the attempt is refused with 429
+        assert await fake.next_pause() == pytest.approx(expected)  # 0.5-1.5x Retry-After, from the draw
+    finally:
+        await cache.stop()
+
+
+async def test_after_expiry_requests_fail_with_503_until_the_server_is_back(timed):
+    fake, _, link = timed
+    cache = await timed_cache(fake, link)
+    app = new_app("leaf cache")
+    app.include_router(connect_router(cache))
+    sock = open_listen_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", loop="none"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    url = "http://%s:%d" % sock.getsockname()[:2]
+    try:
+        first = await cache.leaf("web")
+        link.failure = Unavailable("the server is down")
+        fake.elapse(await fake.next_pause())
+        await fake.next_pause()  # retrying
+        async with httpx.AsyncClient(base_url=url, timeout=10) as api:
+            await until(lambda: server.started, "the test server")
+            assert (await api.get("/v1/agent/connect/ca/leaf/web")).json()["SerialNumber"] == first.serial
+            fake.now = first.valid_before  # expired now
+            r = await api.get("/v1/agent/connect/ca/leaf/web")
+            assert r.status_code == 503 and "server is down" in r.text
+            link.failure = None  # the server is back: the next request is signed at once
+            r = await api.get("/v1/agent/connect/ca/leaf/web")
+            assert r.status_code == 200 and r.json()["SerialNumber"] != first.serial
+    finally:
+        server.should_exit = True
+        fake.elapse(0)
+        await cache.stop()
+        await serving
+
+
+async def test_a_leaf_nobody_asks_for_in_3_days_is_dropped_at_its_next_renewal(timed):
+    fake, plane, link = timed
+    await plane.ca.set_config({"Config": {"LeafCertTTL": "100h"}})
+    cache = await timed_cache(fake, link, draw=0.0)  # renewals every 60 h of a 100 h leaf
+    try:
+        await cache.leaf("idle")
+        fake.elapse(await fake.next_pause())  # 60 h later: used 60 h ago, renewed
+        await until(lambda: link.signed == 2, "the first renewal")
+        kept = cache.cached("idle")
+        fake.elapse(await fake.next_pause())  # 120 h after its last request: more than 3 days
+        await until(lambda: cache.cached("idle") is None, "the idle leaf to be dropped")
+        assert link.signed == 2  # dropped, not renewed
+        assert kept is not None and (await cache.leaf("idle")).serial != kept.serial  # asked again: signed anew
+    finally:
+        fake.elapse(0)
+        await cache.stop()
 
 
 async def test_blocked_reader_wakes_with_the_renewed_leaf(cp, cache):

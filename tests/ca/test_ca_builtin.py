@@ -157,7 +157,9 @@ def test_ttl_out_of_range_is_refused(builtin, web_id, ttl):
 
 @pytest.mark.parametrize("ttl", [60, 365 * 24 * 3600])
 def test_ttl_bounds_are_inclusive(builtin, web_id, ttl):
-    builtin.sign_leaf(_csr(web_id), expected=web_id, ttl_seconds=ttl, now=NOW)
+    leaf = builtin.sign_leaf(_csr(web_id), expected=web_id, ttl_seconds=ttl, now=NOW)
+    assert leaf.valid_before == NOW + dt.timedelta(seconds=ttl)  # signed, for exactly the TTL asked
+    assert tx.load_certificate_pem(leaf.cert_pem).not_valid_after_utc == leaf.valid_before
 
 
 def test_signing_after_root_expiry_is_refused(builtin, web_id):

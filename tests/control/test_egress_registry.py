@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tether.testing.agent import run_cli as tether
+from tether.testing.agent import until_parked
 
 
 SERVICE_ENTRY = """
@@ -72,12 +73,12 @@ async def test_bad_documents_apply_nothing(api):
     assert (await api.delete("/v1/tether/external-services/nope")).status_code == 404
 
 
-async def test_egress_state_is_a_blocking_query(api):
+async def test_egress_state_is_a_blocking_query(api, node):
     r = await api.get("/v1/tether/egress")
     assert r.json() == {"Services": [], "Policy": None}
     index = r.headers["X-Consul-Index"]
     watch = asyncio.create_task(api.get("/v1/tether/egress", params={"index": index, "wait": "20s"}))
-    await asyncio.sleep(0.1)
+    await until_parked(lambda: node.store.parked("egress/"))
     assert not watch.done()
     await put_yaml(api, "apiVersion: tether.dev/v1\nkind: OutboundPolicy\nmetadata: {name: mesh}\nspec: {mode: REGISTRY_ONLY}\n")
     r = await asyncio.wait_for(watch, 10)

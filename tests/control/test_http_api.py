@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
-from tether.testing.agent import serve_in_process
+from tether.testing.agent import serve_in_process, until_parked
 
 
 
@@ -23,35 +22,39 @@ async def test_every_read_has_an_index(api):
         assert int(r.headers["X-Consul-Index"]) >= 1, path
 
 
-async def blocked(api, path, index):
-    started = time.monotonic()
-    r = await api.get(path, params={"index": index, "wait": "20s"})
-    return r, time.monotonic() - started
-
-
-async def test_catalog_watch_wakes_on_registration_not_on_kv_write(api):
+async def test_catalog_watch_wakes_on_registration_not_on_kv_write(api, node):
     r = await api.get("/v1/catalog/services")
     index = r.headers["X-Consul-Index"]
-    watch = asyncio.create_task(blocked(api, "/v1/catalog/services", index))
-    await api.put("/v1/kv/noise", content=b"x")  # irrelevant to the catalog
-    await asyncio.sleep(0.3)
-    assert not watch.done(), "a KV write woke a catalog watcher"
-    changed_at = time.monotonic()
-    await register(api, {"Name": "web", "Port": 80})
-    r, _ = await asyncio.wait_for(watch, 10)
-    woke_after = time.monotonic() - changed_at
+    watch = asyncio.create_task(api.get("/v1/catalog/services", params={"index": index, "wait": "20s"}))
+    await until_parked(lambda: node.store.parked("catalog/"))
+    await api.put("/v1/kv/noise", content=b"x")  # irrelevant to the catalog ...
+    assert node.store.parked("catalog/") == 1 and not watch.done(), "a KV write woke a catalog watcher"
+    await register(api, {"Name": "web", "Port": 80})  # ... this is not
+    r = await asyncio.wait_for(watch, 10)
     assert "web" in r.json() and int(r.headers["X-Consul-Index"]) > int(index)
-    assert woke_after < 5  # returned on the change, far from the 20 s wait (latency is measured by make bench)
 
 
-async def test_health_watch_wakes_on_check_status_change(api):
+async def test_kv_watch_wakes_on_its_key(api, node):
+    """The example of docs/testing.md ("Writing a blocking-query test"), as it is there."""
+    index = (await api.get("/v1/kv/k")).headers["X-Consul-Index"]
+    watch = asyncio.create_task(api.get("/v1/kv/k", params={"index": index, "wait": "20s"}))
+    await until_parked(lambda: node.store.parked("kv/k"))  # the GET is waiting in the store
+    await api.put("/v1/kv/other", content=b"x")            # an unrelated write ...
+    assert node.store.parked("kv/k") == 1 and not watch.done()   # ... leaves it parked
+    await api.put("/v1/kv/k", content=b"v")                # this one wakes it
+    r = await asyncio.wait_for(watch, 10)
+    assert int(r.headers["X-Consul-Index"]) > int(index)
+
+
+async def test_health_watch_wakes_on_check_status_change(api, node):
     await register(api, {"Name": "pay", "Check": {"TTL": "60s"}})
     r = await api.get("/v1/health/service/pay")
     index = r.headers["X-Consul-Index"]
-    watch = asyncio.create_task(blocked(api, "/v1/health/service/pay", index))
-    await asyncio.sleep(0.1)
+    assert r.json()[0]["Checks"][-1]["Status"] == "critical"
+    watch = asyncio.create_task(api.get("/v1/health/service/pay", params={"index": index, "wait": "20s"}))
+    await until_parked(lambda: node.store.parked("catalog/"))
     assert (await api.put("/v1/agent/check/pass/service:pay")).status_code == 200
-    r, _ = await asyncio.wait_for(watch, 10)
+    r = await asyncio.wait_for(watch, 10)
     assert r.json()[0]["Checks"][-1]["Status"] == "passing"
 
 
@@ -107,12 +110,14 @@ async def test_unknown_ids_are_404(api):
     assert (await api.get("/v1/agent/service/nope")).status_code == 404
 
 
-async def test_agent_service_hash_blocking(api):
+async def test_agent_service_hash_blocking(api, node):
     await register(api, {"Name": "web", "Port": 80})
     r = await api.get("/v1/agent/service/web")
     digest = r.json()["ContentHash"]
     watch = asyncio.create_task(api.get("/v1/agent/service/web", params={"hash": digest, "wait": "20s"}))
-    await asyncio.sleep(0.1)
+    await until_parked(lambda: node.agent.parked)
+    await register(api, {"Name": "other", "Port": 1})  # wakes the agent's waiters, but web is unchanged ...
+    await until_parked(lambda: node.agent.parked)  # ... so it waits again
     assert not watch.done()
     await register(api, {"Name": "web", "Port": 81})
     r = await asyncio.wait_for(watch, 10)

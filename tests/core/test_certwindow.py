@@ -12,7 +12,10 @@ from tether.core.certwindow import (
     is_current,
     is_due,
     is_expired,
+    RETRY_MAX_SECONDS,
+    RETRY_MIN_SECONDS,
     renewal_point,
+    retry_delay,
     root_prunable,
     validate_leaf_ttl,
 )
@@ -96,3 +99,23 @@ def test_leaf_ttl_in_range(seconds):
 def test_leaf_ttl_out_of_range(seconds):
     with pytest.raises(InvalidInput, match="LeafCertTTL"):
         validate_leaf_ttl(seconds)
+
+
+@pytest.mark.parametrize("failures, remaining, retry_after, u, expected", [
+    (1, 0, None, 0.5, 0.25), (2, 0, None, 0.5, 0.5), (8, 0, None, 0.5, 30.0), (100, 0, None, 0.5, 30.0),
+    (8, 40, None, 0.5, 10.0),  # a quarter of what is left
+    (3, 0.1, None, 0.5, 0.25),  # never below the first step
+    (1, 0, 4.0, 0.0, 2.0), (1, 0, 4.0, 0.5, 4.0), (1, 0, 0.1, 0.5, 0.25),
+    (1, 40, 60.0, 0.5, 10.0),  # Retry-After past a quarter of what is left: the leaf comes first
+])
+def test_retry_delay_table(failures, remaining, retry_after, u, expected):
+    assert retry_delay(failures, remaining, retry_after=retry_after, u=u) == pytest.approx(expected)
+
+
+@given(st.integers(1, 1000), st.floats(0, 1e6), st.floats(0, 0.999))
+def test_retry_delay_stays_in_bounds(failures, remaining, u):
+    delay = retry_delay(failures, remaining, u=u)
+    assert RETRY_MIN_SECONDS <= delay <= RETRY_MAX_SECONDS
+    if remaining > 4 * RETRY_MIN_SECONDS:
+        assert delay <= remaining / 4
+    assert retry_delay(failures + 1, remaining, u=u) >= delay  # never shorter after another failure

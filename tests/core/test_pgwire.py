@@ -11,6 +11,8 @@ import subprocess
 import threading
 
 import pytest
+
+from tether.testing.deps import missing
 import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,7 +92,7 @@ def run_psql_against_listener(conninfo: str) -> tuple[bytes, list[object], subpr
     return bytes(received), events, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-needs_psql = pytest.mark.skipif(shutil.which("psql") is None, reason="psql (postgresql-client) is not installed")
+needs_psql = pytest.mark.skipif(shutil.which("psql") is None, reason=missing("psql (postgresql-client)"))
 
 
 @needs_psql

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tether.core.errors import InvalidInput
-from tether.core.registration import allocate_port, expand_registration
+from tether.core.registration import (
+    SidecarListener, allocate_port, candidate_ports, expand_registration, sidecar_listener,
+)
 from tether.core.service import parse_check_definition, parse_service_definition
 
 SIDECAR_UPSTREAM = {"destination_name": "db", "local_bind_port": 9191}
@@ -35,12 +37,54 @@ def test_every_spelling_gives_the_same_sidecar(body):
     assert proxy["Proxy"]["Upstreams"] == [{"DestinationType": "service", "DestinationName": "db", "LocalBindPort": 9191}]
     names = [c["Name"] for c in reg.checks]
     assert names == ["Connect Sidecar Listening", "Connect Sidecar Aliasing web"]
+    # Tether's proxy passes its listener check itself (a TCP connect would pass against any
+    # process on the port); it starts critical, as every Consul check does.
+    assert reg.checks[0]["Definition"] == {"TTL": "15s"} and reg.checks[0]["Status"] == "critical"
+    assert reg.checks[1]["Definition"] == {"AliasService": "web"}
+
+
+def test_managed_proxy_command_is_kept_and_gets_a_tcp_check():
+    reg = expand({"name": "web", "port": 1, "connect": {"proxy": {"exec_mode": "daemon", "command": ["my-proxy", "-v"]}}})
+    assert reg.services[1]["Proxy"]["Config"] == {"exec_mode": "daemon", "command": ["my-proxy", "-v"]}
+    # Another data plane cannot pass a check for itself: Consul's TCP check on its listener.
     assert reg.checks[0]["Definition"] == {"TCP": "127.0.0.1:21000", "Interval": "10s"}
 
 
-def test_managed_proxy_command_is_kept():
-    reg = expand({"name": "web", "port": 1, "connect": {"proxy": {"exec_mode": "daemon", "command": ["my-proxy", "-v"]}}})
-    assert reg.services[1]["Proxy"]["Config"] == {"exec_mode": "daemon", "command": ["my-proxy", "-v"]}
+@pytest.mark.parametrize("connect", [
+    {"proxy": {"config": {"bind_port": 21500}}},  # Consul 1.2's managed proxy (seed 000's shape)
+    {"sidecar_service": {"proxy": {"config": {"bind_port": 21500}}}},
+    {"sidecar_service": {"port": 21500}},
+])
+def test_the_catalog_advertises_where_the_sidecar_listens(connect):
+    definition = parse_service_definition({"name": "web", "port": 80, "connect": connect})
+    assert sidecar_listener(definition) == SidecarListener("0.0.0.0", 21500)  # the agent chooses nothing
+    reg = expand_registration(definition, node="n1", datacenter="dc1", sidecar_port=21001)
+    assert reg.services[1]["Port"] == 21500
+
+
+def test_a_specific_bind_address_is_advertised_and_probed():
+    command = {"exec_mode": "daemon", "command": ["my-proxy"]}
+    definition = parse_service_definition({"name": "web", "port": 80, "address": "192.0.2.1", "connect": {
+        "proxy": {**command, "config": {"bind_address": "127.0.0.2", "bind_port": 21500}}}})
+    assert sidecar_listener(definition) == SidecarListener("127.0.0.2", 21500)
+    reg = expand_registration(definition, node="n1", datacenter="dc1")
+    assert (reg.services[1]["Address"], reg.services[1]["Port"]) == ("127.0.0.2", 21500)
+    assert reg.checks[0]["Definition"]["TCP"] == "127.0.0.2:21500"
+    # An explicit catalog port differing from bind_port is honoured too: advertised there,
+    # while the listener and its check use bind_port.
+    definition = parse_service_definition({"name": "web", "port": 80, "connect": {"sidecar_service": {
+        "port": 8443, "proxy": {"config": {**command, "bind_address": "::", "bind_port": 21500}}}}})
+    reg = expand_registration(definition, node="n1", datacenter="dc1")
+    assert (reg.services[1]["Address"], reg.services[1]["Port"]) == ("", 8443)
+    assert reg.checks[0]["Definition"]["TCP"] == "[::1]:21500"
+
+
+def test_the_agent_chooses_among_unused_ports_of_the_range():
+    assert list(candidate_ports([21001], (21000, 21003))) == [21000, 21002, 21003]
+    definition = parse_service_definition({"name": "web", "connect": {"sidecar_service": {}}})
+    assert sidecar_listener(definition) == SidecarListener("0.0.0.0", 0)
+    assert sidecar_listener(parse_service_definition({"name": "web"})) is None
+    assert expand_registration(definition, node="n1", datacenter="dc1", sidecar_port=21007).services[1]["Port"] == 21007
 
 
 def test_sidecar_defaults_copy_tags_meta_and_respect_overrides():
@@ -76,6 +120,12 @@ def test_check_ids_follow_consul():
     ({"name": "web", "Name": "web2"}, "given twice"),
     ({"name": "web", "check": {"ttl": "10s", "tcp": "127.0.0.1:1", "interval": "1s"}}, "exactly one of"),
     ({"name": "web", "check": {"ttl": "-5s"}}, "must be positive"),
+    ({"name": "web", "connect": {"proxy": {"config": {"bind_port": 70000}}}},
+     r"Connect\.Proxy\.Config\.bind_port: 70000 must be a TCP port"),
+    ({"name": "web", "connect": {"sidecar_service": {"proxy": {"config": {"bind_port": "21000"}}}}},
+     r"SidecarService\.Proxy\.Config\.bind_port: '21000' must be"),
+    ({"name": "web", "connect": {"sidecar_service": {"proxy": {"config": {"bind_address": "localhost"}}}}},
+     r"Config\.bind_address: 'localhost' must be an IP address"),
 ])
 def test_cross_field_errors_name_the_field(body, message):
     with pytest.raises(InvalidInput, match=message):

@@ -22,6 +22,7 @@ import pytest
 from tether.proxy.egress.preamble import format_preamble
 from tether.proxy.tls import load_chain_in_memory
 from tether.testing.agent import run_cli, start_dev_agent
+from tether.testing.ports import held_port
 
 from egress_kit import external_server_context
 
@@ -31,9 +32,9 @@ LO = "127.0.0.1"
 class Proc:
     """A subprocess whose stderr is pumped for READY/RELOADED lines and whose stdout is the access log."""
 
-    def __init__(self, cmd: list[str]) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.err: list[str] = []
         self.out: list[str] = []
         self.cond = threading.Condition()
@@ -67,12 +68,6 @@ class Proc:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LO, 0))
-        return s.getsockname()[1]
 
 
 def mesh_client(agent_url: str, service: str) -> ssl.SSLContext:
@@ -162,7 +157,8 @@ def tls_echo(ext_ca):
 def test_gateway_registers_follows_the_registry_and_deregisters(agent, tls_echo, ext_ca, tmp_path):
     app_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ext_ca.configure_trust(app_ctx)
-    gw_port = free_port()
+    held = held_port(LO)  # -address must name the port before the gateway starts: the test holds it
+    gw_port = held.port
     doc = f"""
 apiVersion: tether.dev/v1
 kind: ExternalService
@@ -204,4 +200,33 @@ spec: {{mode: REGISTRY_ONLY}}
         assert json.loads(line)["source"].endswith("/svc/web")
     finally:
         assert gw.stop() == 0
+        held.close()
     assert httpx.get(f"{agent.url}/v1/catalog/service/egress-gateway").json() == []
+
+
+#: What the gateway process must not load (docs/performance.md): the CLI's and the control plane's.
+HEAVY = {"typer", "rich", "httpx", "fastapi", "pydantic", "uvicorn", "click"}
+
+
+def test_the_gateway_process_loads_no_cli_or_control_plane_code(agent):
+    """`tether proxy` (Typer) execs `python -m tether.proxy.egress`; what that process imports,
+    up to serving, is read from its own `-X importtime` report (PYTHONPROFILEIMPORTTIME)."""
+    with held_port(LO) as port:
+        gw = Proc([sys.executable, "-m", "tether.cli.main", "proxy", "-gateway", "egress", "-register",
+                   "-address", f"{LO}:{port.port}", "-bind-address", f"{LO}:{port.port}", "-http-addr", agent.addr],
+                  env={"PYTHONPROFILEIMPORTTIME": "1"})
+        try:
+            gw.wait_line(gw.err, lambda line: line.startswith("READY gateway="))
+            with open(f"/proc/{gw.proc.pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            assert argv[1:3] == [b"-m", b"tether.proxy.egress"]  # the same pid, exec'd into the lean entry
+        finally:
+            assert gw.stop() == 0
+    reports = "\n".join(gw.err).split("import time: self [us] | cumulative | imported package")
+    assert len(reports) == 3  # before the first header, the CLI's interpreter, the gateway's
+    cli, gateway = ({line.rsplit("|", 1)[1].strip() for line in r.splitlines() if line.startswith("import time:")}
+                    for r in reports[1:])
+    assert "typer" in cli  # the report is real: the CLI did load Typer before the exec
+    top = {m.split(".")[0] for m in gateway}
+    assert "tether" in top and not top & HEAVY, top & HEAVY
+    assert not {m for m in gateway if m.startswith(("tether.control", "tether.agent", "tether.cli", "tether.store"))}

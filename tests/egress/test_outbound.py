@@ -89,7 +89,10 @@ async def test_registered_tcp_and_allow_any_pass_through(mesh_ca):
         assert rec["rule"] == f"external service 'echo' matches {LO}:{port} by address {LO}/32"
         # Another port is not registered: blocked under REGISTRY_ONLY, passed under ALLOW_ANY.
         reader, writer = await redirects.dial(addr, (LO, other_port))
+        writer.write(b"let me in")
         assert await closed(reader)
+        rec = await wait_log(px, lambda r: r["result"] == "denied" and r["destination"] == f"{LO}:{other_port}")
+        assert rec["rule"] == f"REGISTRY_ONLY: no external service matches {LO}:{other_port}"
         px.update_registry(EgressSnapshot.build([tcp_entry("echo", port)], OutboundPolicy(OutboundMode.ALLOW_ANY)))
         reader, writer = await redirects.dial(addr, (LO, other_port))
         assert await roundtrip(reader, writer, b"ping") == b"ping"

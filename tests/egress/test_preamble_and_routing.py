@@ -26,10 +26,27 @@ def test_parse_reads_back_what_format_wrote_and_leaves_the_rest(ip, port, rest):
 
 @given(st.binary(max_size=200))
 def test_noise_is_refused_with_value_error_only(data):
+    """The parser's contract on any input: a value, None (need more bytes), or ValueError."""
     try:
-        parse_preamble(data)
+        got = parse_preamble(data)
     except ValueError:
-        pass
+        return
+    if got is not None:
+        ip, port, used = got
+        assert ip is None or ipaddress.ip_address(ip)
+        assert 0 < port < 65536 and 0 < used <= len(data) and data[used - 2:used] == b"\r\n"
+        assert parse_preamble(data[:used]) == got  # what it consumed is the whole preamble
+
+
+@pytest.mark.parametrize("prefix", [b"", b"T", b"TETHER-EGRESS/1 ", b"TETHER-EGRESS/1 192.0.2.1 443"])
+def test_a_prefix_of_a_preamble_asks_for_more(prefix):
+    assert parse_preamble(prefix) is None
+
+
+@pytest.mark.parametrize("noise", [b"\x16\x03\x01", b"SSH-2.0-OpenSSH\r\n", b"tether-egress/1 1.2.3.4 80\r\n"])
+def test_noise_raises_value_error(noise):
+    with pytest.raises(ValueError):
+        parse_preamble(noise)
 
 
 @pytest.mark.parametrize("bad", [b"GET / HTTP/1.1\r\n", b"TETHER-EGRESS/1 1.2.3.4 0\r\n",

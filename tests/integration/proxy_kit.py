@@ -1,8 +1,11 @@
 """Helpers for the proxy integration tests: echo apps, a dev agent with managed sidecars,
-registrations with fast checks, and waiting on the sidecars' READY lines and access logs.
+registrations, and waiting on the sidecars' READY lines, health and access logs.
 
-Everything runs on loopback with kernel-chosen ports; nothing sleeps for readiness: every
-wait polls a condition with a deadline.
+Everything runs on loopback. Ports: apps bind port 0; the agent chooses each sidecar's
+public port (and holds it); an upstream's LocalBindPort, which must be named up front, is a
+port the test holds (`Mesh.port()`, tether.testing.ports). Nothing sleeps for readiness:
+every wait polls a condition with a deadline. A sidecar is healthy as soon as it listens
+(it passes its own listener check), so no test shortens a check interval.
 """
 
 from __future__ import annotations
@@ -22,19 +25,11 @@ from typing import Any, Callable
 import httpx
 
 from tether.testing.agent import RunningAgent, start_dev_agent
+from tether.testing.ports import HeldPort
 
 #: How long any wait in these tests may take before it fails.
 DEADLINE = 30.0
-#: A sidecar's listener check runs this often in the tests (the default 10 s would make
-#: every test wait for the first check).
-CHECK_INTERVAL = "300ms"
 _READY = re.compile(r"READY (.*)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = DEADLINE, every: float = 0.05) -> Any:
@@ -145,6 +140,7 @@ class Mesh:
     agent: RunningAgent
     api: httpx.Client
     apps: list[EchoServer] = field(default_factory=list)
+    held: list[HeldPort] = field(default_factory=list)
 
     @classmethod
     def start(cls, **kwargs: Any) -> "Mesh":
@@ -155,6 +151,8 @@ class Mesh:
         self.agent.stop()  # the agent stops its sidecars (SIGTERM, they drain and exit)
         for app in self.apps:
             app.close()
+        for port in self.held:
+            port.close()
         # Belt and braces: a sidecar that outlived its agent (started in its own session)
         # would keep running; end the ones this test started, by PID.
         pids = {int(m.group(1)) for line in self.agent.log for m in [re.search(r"READY .* pid=(\d+)", line)] if m}
@@ -168,20 +166,23 @@ class Mesh:
         self.apps.append(server)
         return server
 
+    def port(self) -> int:
+        """A port held for this mesh's lifetime, for a listener a sidecar must open there."""
+        held = HeldPort()
+        self.held.append(held)
+        return held.port
+
     def register(self, name: str, port: int, *, id: str = "", upstreams: list[dict] | None = None,
-                 config: dict | None = None, sidecar_port: int = 0) -> int:
-        """Register `name` with a sidecar (fast listener check); returns the sidecar's port."""
-        sidecar_port = sidecar_port or free_port()
+                 config: dict | None = None) -> int:
+        """Register `name` with a sidecar on a port the agent chooses; returns that port."""
         proxy: dict[str, Any] = {"upstreams": upstreams or []}
         if config:
             proxy["config"] = config
-        body = {"name": name, "port": port, "connect": {"sidecar_service": {
-            "port": sidecar_port, "proxy": proxy,
-            "checks": [{"name": "listening", "tcp": f"127.0.0.1:{sidecar_port}", "interval": CHECK_INTERVAL}]}}}
+        body = {"name": name, "port": port, "connect": {"sidecar_service": {"proxy": proxy}}}
         if id:
             body["id"] = id
         self.api.put("/v1/agent/service/register", json=body).raise_for_status()
-        return sidecar_port
+        return self.api.get(f"/v1/agent/service/{id or name}-sidecar-proxy").json()["Port"]
 
     def healthy(self, name: str, count: int = 1) -> list:
         return wait_for(f"{count} passing connect instance(s) of {name}", lambda: (
@@ -297,8 +298,8 @@ def port_of(hostport: str) -> int:
 
 
 def start_agent_on(port: int, data_dir: str, node: str = "node1") -> RunningAgent:
-    """A dev agent on a fixed port with a data dir, so a test can stop and restart it in place
-    (the proxies keep its address). Managed proxies off: the test runs them by hand."""
+    """A dev agent on a port the test holds, with a data dir, so a test can stop and restart
+    it in place (the proxies keep its address). Managed proxies off: the test runs them by hand."""
     cmd = [sys.executable, "-m", "tether.cli.main", "agent", "-dev", "-node", node, "-no-managed-proxies",
            "-data-dir", data_dir, "-http-port", str(port), "-dns-port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

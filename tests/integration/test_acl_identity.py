@@ -14,7 +14,7 @@ import sys
 import httpx
 import pytest
 
-from proxy_kit import CHECK_INTERVAL, EchoServer, Mesh, free_port, roundtrip, wait_for
+from proxy_kit import EchoServer, Mesh, roundtrip, wait_for
 from tether.testing.agent import start_tether
 
 MANAGEMENT = "11111111-2222-3333-4444-555555555555"
@@ -36,15 +36,12 @@ def token_for(api: httpx.Client, service: str) -> str:
     return r.json()["SecretID"]
 
 
-def register(api: httpx.Client, token: str, name: str, port: int, upstreams: list[dict] | None = None,
-             sidecar: int = 0) -> int:
-    sidecar = sidecar or free_port()
-    body = {"name": name, "port": port, "connect": {"sidecar_service": {
-        "port": sidecar, "proxy": {"upstreams": upstreams or []},
-        "checks": [{"name": "listening", "tcp": f"127.0.0.1:{sidecar}", "interval": CHECK_INTERVAL}]}}}
+def register(api: httpx.Client, token: str, name: str, port: int, upstreams: list[dict] | None = None) -> int:
+    """Register with a sidecar on a port the agent chooses; returns that port."""
+    body = {"name": name, "port": port, "connect": {"sidecar_service": {"proxy": {"upstreams": upstreams or []}}}}
     r = api.put("/v1/agent/service/register", json=body, headers={"X-Consul-Token": token})
     assert r.status_code == 200, r.text
-    return sidecar
+    return api.get(f"/v1/agent/service/{name}-sidecar-proxy").json()["Port"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +62,7 @@ def web_db(mesh):
     web_token, db_token = token_for(mesh.api, "web"), token_for(mesh.api, "db")
     mesh.db_sidecar = register(mesh.api, db_token, "db", db.port)
     mesh.db_port = db.port
-    upstream = free_port()
+    upstream = mesh.port()
     register(mesh.api, web_token, "web", 1, [{"destination_name": "db", "local_bind_port": upstream}])
     mesh.intention("web", "db", "allow")  # default deny: nothing flows without it
     mesh.healthy("db")
@@ -108,7 +105,7 @@ def test_an_unregistered_proxy_without_a_token_gets_no_identity(mesh, web_db):
     upstream, _, _ = web_db
     app = EchoServer(b"evil")
     try:
-        listen = free_port()
+        listen = mesh.port()
         proc = subprocess.run(
             [sys.executable, "-m", "tether.cli.main", "connect", "proxy", "-service", "db", "-register",
              "-listen", f"127.0.0.1:{listen}", "-service-addr", f"127.0.0.1:{app.port}",
@@ -157,7 +154,7 @@ def test_a_new_registration_token_reaches_the_running_sidecar_without_a_restart(
     upstream, _, db_token = web_db
     before = [line for line in mesh.agent.log if "READY" in line and "service=db" in line]
     new_token = token_for(mesh.api, "db")
-    register(mesh.api, new_token, "db", mesh.db_port, sidecar=mesh.db_sidecar)
+    assert register(mesh.api, new_token, "db", mesh.db_port) == mesh.db_sidecar  # the same sidecar, same port
     old = next(t for t in mesh.api.get("/v1/acl/tokens").json() if t.get("ServiceIdentities") ==
                [{"ServiceName": "db"}] and t["AccessorID"] and
                mesh.api.get(f"/v1/acl/token/{t['AccessorID']}").json()["SecretID"] == db_token)

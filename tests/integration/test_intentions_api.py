@@ -11,7 +11,7 @@ import consul
 import httpx
 import pytest
 
-from tether.testing.agent import serve_in_process
+from tether.testing.agent import serve_in_process, until_parked
 
 EXACT = "/v1/connect/intentions/exact"
 SERVER_POLICY = """\
@@ -102,12 +102,14 @@ async def test_list_check_and_match_follow_consul_precedence(api):
     assert r.status_code == 400 and "filter" in r.text  # refused, never silently ignored
 
 
-async def test_list_is_a_blocking_query_woken_by_intentions_only(api):
+async def test_list_is_a_blocking_query_woken_by_intentions_only(api, node):
     index = (await api.get("/v1/connect/intentions")).headers["X-Consul-Index"]
+    await until_parked(lambda: node.store.parked("intentions/"))  # the agent's own authorization watch
+    parked = node.store.parked("intentions/")
     watch = asyncio.create_task(api.get("/v1/connect/intentions", params={"index": index, "wait": "20s"}))
+    await until_parked(lambda: node.store.parked("intentions/"), more_than=parked)
     await api.put("/v1/kv/noise", content=b"x")
-    await asyncio.sleep(0.2)
-    assert not watch.done(), "a KV write woke an intentions watcher"
+    assert not watch.done() and node.store.parked("intentions/") == parked + 1, "a KV write woke an intentions watcher"
     await put_exact(api, "web", "db", {"Action": "deny"})
     r = await asyncio.wait_for(watch, 10)
     assert int(r.headers["X-Consul-Index"]) > int(index) and r.json()[0]["SourceName"] == "web"

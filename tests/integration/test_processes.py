@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import signal
-import threading
 
 import httpx
 import pytest
 
-from tether.testing.agent import start_dev_agent, start_tether
+from tether.testing.agent import open_in_process, start_dev_agent, start_tether, until_parked
 from tether.testing.agent import run_cli as tether
 
 
@@ -22,13 +23,15 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path):
                                                 "Connect": {"SidecarService": {}}}).raise_for_status()
     api.put("/v1/agent/check/pass/service:web").raise_for_status()
     for i in range(50):
-        assert api.put(f"/v1/kv/k{i}", content=str(i)).json() is True
+        assert api.put(f"/v1/kv/k{i}", content=f"value {i}").json() is True
     assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
 
     agent = start_dev_agent(data_dir=data)
     api = httpx.Client(base_url=agent.url)
     try:
-        assert len(api.get("/v1/kv/", params={"recurse": 1}).json()) == 50
+        entries = api.get("/v1/kv/", params={"recurse": 1}).json()
+        assert {e["Key"]: base64.b64decode(e["Value"]) for e in entries} == {
+            f"k{i}": f"value {i}".encode() for i in range(50)}  # every acknowledged write, as written
         services = api.get("/v1/agent/services").json()
         assert set(services) == {"web", "web-sidecar-proxy"}  # the agent rebuilt its view from the catalog
         assert api.get("/v1/agent/checks").json()["service:web"]["Status"] == "passing"
@@ -50,15 +53,6 @@ def test_server_and_node_agent(tmp_path):
         # ... and the server has it too.
         direct = httpx.get(f"{server.url}/v1/catalog/services").json()
         assert "web" in direct
-        # Blocking queries work through the forwarder.
-        index = api.get("/v1/kv/cfg").headers["X-Consul-Index"]
-        result = {}
-        watcher = threading.Thread(target=lambda: result.update(
-            r=api.get("/v1/kv/cfg", params={"index": index, "wait": "20s"})))
-        watcher.start()
-        api.put("/v1/kv/cfg", content=b"v1")
-        watcher.join(15)
-        assert result["r"].status_code == 200 and json.loads(result["r"].text)[0]["Key"] == "cfg"
         members = api.get("/v1/agent/members").json()
         assert [(m["Name"], m["Status"]) for m in members] == [("web-node", 1)]
         # Errors from the server come back through the agent as they are.
@@ -67,6 +61,21 @@ def test_server_and_node_agent(tmp_path):
     finally:
         agent.stop()
         server.stop()
+
+
+async def test_blocking_queries_through_the_node_agents_forwarder(tmp_path):
+    """The node agent streams a blocking query to the server, where it parks until the write."""
+    async with open_in_process("server", data_dir=tmp_path / "server") as server, \
+            open_in_process("agent", server_addr=server.url.removeprefix("http://"), node="web-node") as agent, \
+            httpx.AsyncClient(base_url=agent.url, timeout=30) as api:
+        index = (await api.get("/v1/kv/cfg")).headers["X-Consul-Index"]
+        watch = asyncio.create_task(api.get("/v1/kv/cfg", params={"index": index, "wait": "20s"}))
+        await until_parked(lambda: server.store.parked("kv/cfg"))
+        assert not watch.done()
+        await api.put("/v1/kv/cfg", content=b"v1")
+        r = await asyncio.wait_for(watch, 10)
+        assert r.status_code == 200 and json.loads(r.text)[0]["Key"] == "cfg"
+        assert int(r.headers["X-Consul-Index"]) > int(index)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import socket
 import pytest
 from cryptography import x509
 
-from proxy_kit import Mesh, free_port, open_stream, process_alive, roundtrip, still_open, wait_for
+from proxy_kit import Mesh, open_stream, process_alive, roundtrip, still_open, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def presented_serial(mesh: Mesh, sidecar_port: int) -> int:
 def test_root_rotation_under_live_traffic(mesh):
     app = mesh.app()
     db_sidecar = mesh.register("rotdb", app.port)
-    up = free_port()
+    up = mesh.port()
     mesh.register("rotweb", 1, upstreams=[{"destination_name": "rotdb", "local_bind_port": up}])
     mesh.ready("rotweb")
     mesh.healthy("rotdb")
@@ -68,7 +68,7 @@ def test_intention_flip_closes_only_the_denied_sources_connections(mesh):
     mesh.register("vault", app.port)
     ups = {}
     for name in ("alpha", "beta"):
-        ups[name] = free_port()
+        ups[name] = mesh.port()
         mesh.register(name, 1, upstreams=[{"destination_name": "vault", "local_bind_port": ups[name]}])
         mesh.ready(name)
     mesh.healthy("vault")
@@ -95,7 +95,7 @@ def test_registration_changes_apply_without_a_restart(mesh):
     a, b = mesh.app(), mesh.app()
     mesh.register("first", a.port)
     mesh.register("second", b.port)
-    up1, up2 = free_port(), free_port()
+    up1, up2 = mesh.port(), mesh.port()
     sidecar = mesh.register("client", 1, upstreams=[{"destination_name": "first", "local_bind_port": up1}])
     ready = mesh.ready("client")
     mesh.healthy("first")
@@ -105,8 +105,7 @@ def test_registration_changes_apply_without_a_restart(mesh):
     mark = len(mesh.agent.log)
 
     # Same registration, the upstream list changed: `first` removed, `second` added.
-    mesh.register("client", 1, upstreams=[{"destination_name": "second", "local_bind_port": up2}],
-                  sidecar_port=sidecar)
+    assert mesh.register("client", 1, upstreams=[{"destination_name": "second", "local_bind_port": up2}]) == sidecar
     assert wait_for("the new upstream listener", lambda: roundtrip(up2, b"two") == b"two")
     wait_for("the removed upstream's listener to close", lambda: _refused(up1))
     assert still_open(held), "a connection through a removed upstream was cut"

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
 
 import pytest
 
-from proxy_kit import Mesh, free_port, metric_value, metrics, open_stream, port_of, process_alive, roundtrip, wait_for
+from proxy_kit import Mesh, metric_value, metrics, open_stream, port_of, process_alive, roundtrip, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def mesh():
 def test_sidecars_connect_web_to_db_over_mtls_and_the_agent_supervises_them(mesh):
     db = mesh.app()
     mesh.register("db", db.port)
-    up = free_port()
+    up = mesh.port()
     mesh.register("web", 1, upstreams=[{"destination_name": "db", "local_bind_port": up}])
     web_ready = mesh.ready("web")
     db_ready = mesh.ready("db")
@@ -79,7 +80,7 @@ def test_authorization_by_name_denies_then_allows_and_logs_the_rule(mesh):
     mesh.intention("shop", "billing", "deny")
     api = mesh.app()
     mesh.register("billing", api.port)
-    up = free_port()
+    up = mesh.port()
     mesh.register("shop", 1, upstreams=[{"destination_name": "billing", "local_bind_port": up}])
     mesh.ready("shop")
     mesh.healthy("billing")
@@ -103,7 +104,7 @@ def test_an_upstream_aborts_unless_the_server_is_exactly_the_destination(mesh):
 
     impostor = Service("notledger", agent_addr=mesh.agent.addr)
     ctx = impostor.server_ssl_context()
-    listener = ctx.wrap_socket(__import__("socket").create_server(("127.0.0.1", 0)), server_side=True,
+    listener = ctx.wrap_socket(socket.create_server(("127.0.0.1", 0)), server_side=True,
                                do_handshake_on_connect=False)
     port = listener.getsockname()[1]
 
@@ -131,7 +132,7 @@ def _check_impostor_refused(mesh, port: int) -> None:
     mesh.api.put("/v1/agent/service/register", json={"name": "ledger", "id": "ledger-fake", "port": port,
                                                      "address": "127.0.0.1", "connect": {"native": True}})
     mesh.healthy("ledger")
-    up = free_port()
+    up = mesh.port()
     mesh.register("audit", 1, upstreams=[{"destination_name": "ledger", "local_bind_port": up}])
     mesh.ready("audit")
     rec = wait_for("an identity mismatch", lambda: roundtrip(up, b"secret") == b"" and mesh.access_logs(
@@ -141,9 +142,9 @@ def _check_impostor_refused(mesh, port: int) -> None:
 
 def test_access_log_and_metrics_of_a_managed_sidecar(mesh):
     app = mesh.app()
-    admin_port = free_port()
+    admin_port = mesh.port()
     mesh.register("inventory", app.port, config={"admin_bind": f"127.0.0.1:{admin_port}"})
-    up = free_port()
+    up = mesh.port()
     mesh.register("orders", 1, upstreams=[{"destination_name": "inventory", "local_bind_port": up}])
     ready = mesh.ready("inventory")
     assert ready["admin"] == f"127.0.0.1:{admin_port}"  # Proxy.Config admin_bind
@@ -165,21 +166,30 @@ def test_access_log_and_metrics_of_a_managed_sidecar(mesh):
             metrics(ready["admin"])))
     assert "tether_proxy_connect_latency_seconds_bucket" in text
     assert metric_value(text, "tether_proxy_config_stale") == 0
-    # The agent's listener check is a bare TCP connect: it never reaches authorization.
-    assert "tether_proxy_handshake_failures_total" in text
+
+    # A bare TCP probe (a custom check, a load balancer) never reaches authorization or the
+    # application: it is one handshake failure, logged and counted as closed-before-hello.
+    sidecar_port = mesh.api.get("/v1/agent/service/inventory-sidecar-proxy").json()["Port"]
+    reached = app.accepted
+    socket.create_connection(("127.0.0.1", sidecar_port), timeout=5).close()
+    probe = mesh.wait_log("the probe's line", destination="inventory", result="handshake-failure")
+    assert probe["reason"].startswith("closed-before-hello")
+    wait_for("the probe in /metrics", lambda: metric_value(metrics(ready["admin"]), "tether_proxy_handshake_failures_total",
+                                                           direction="inbound", reason="closed-before-hello") == 1)
+    assert app.accepted == reached
 
 
 def test_an_unregistered_proxy_can_register_itself_and_logs_text(mesh):
     from proxy_kit import start_proxy, stop_proxy
 
     app = mesh.app()
-    listen = free_port()
+    listen = mesh.port()
     proc, ready, log = start_proxy("-service", "kiosk", "-listen", f"127.0.0.1:{listen}", "-service-addr",
                                    f"127.0.0.1:{app.port}", "-register", "-log-format", "text", addr=mesh.agent.addr)
     try:
         entry = mesh.healthy("kiosk")[0]["Service"]
         assert (entry["ID"], entry["Port"], entry["Connect"]) == ("kiosk-proxy", listen, {"Native": True})
-        up = free_port()
+        up = mesh.port()
         mesh.register("visitor", 1, upstreams=[{"destination_name": "kiosk", "local_bind_port": up}])
         mesh.ready("visitor")
         assert wait_for("visitor -> kiosk", lambda: roundtrip(up, b"hey") == b"hey")

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from proxy_kit import Mesh, free_port, roundtrip, wait_for
+from proxy_kit import Mesh, roundtrip, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_native_and_proxied_services_talk_both_ways(mesh):
             "name": "reports", "port": listener.getsockname()[1], "address": "127.0.0.1",
             "connect": {"native": True}}).raise_for_status()
         app = mesh.app()
-        up = free_port()
+        up = mesh.port()
         mesh.register("dashboard", app.port, upstreams=[{"destination_name": "reports", "local_bind_port": up}])
         mesh.ready("dashboard")
         mesh.healthy("reports")

@@ -19,7 +19,9 @@ import tempfile
 
 import pytest
 
-from proxy_kit import Mesh, free_port, start_proxy, stop_proxy, wait_for
+from proxy_kit import Mesh, start_proxy, stop_proxy, wait_for
+from tether.testing.deps import missing
+from tether.testing.ports import held_port
 
 
 def _pg_bin(name: str) -> str | None:
@@ -31,11 +33,11 @@ def _pg_bin(name: str) -> str | None:
 def postgres():
     initdb, server = _pg_bin("initdb"), _pg_bin("postgres")
     if not (initdb and server and shutil.which("psql") and shutil.which("setpriv")):
-        pytest.skip("PostgreSQL server, psql or setpriv is not installed (scripts/test-deps.sh installs them)")
+        pytest.skip(missing("PostgreSQL server, psql or setpriv"))
     try:
         user = pwd.getpwnam("postgres")
     except KeyError:
-        pytest.skip("no 'postgres' system user to run the server as")
+        pytest.skip(missing("the 'postgres' system user (Debian's postgresql package makes it)"))
     if os.geteuid() != 0:
         pytest.skip("starting PostgreSQL as the postgres user needs root")
     root = tempfile.mkdtemp(prefix="tether-pg-")
@@ -44,7 +46,8 @@ def postgres():
     as_pg = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups"]
     subprocess.run([*as_pg, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
                    check=True, capture_output=True, timeout=120)
-    port = free_port()
+    held = held_port()  # PostgreSQL is told its port; it listens with SO_REUSEADDR on the held one
+    port = held.port
     proc = subprocess.Popen([*as_pg, server, "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", root,
                              "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -53,6 +56,7 @@ def postgres():
     finally:
         proc.terminate()
         proc.wait(30)
+        held.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -70,7 +74,7 @@ def test_psql_through_an_unregistered_local_proxy(postgres):
         mesh.register("postgresql", postgres)
         mesh.ready("postgresql")
         mesh.healthy("postgresql")
-        up = free_port()
+        up = mesh.port()
         proxy, ready, log = start_proxy("-service", "mitchellh", "-upstream", f"postgresql:{up}",
                                         addr=mesh.agent.addr)
         assert ready["upstream.postgresql"] == f"127.0.0.1:{up}"

@@ -15,9 +15,10 @@ import sys
 
 import pytest
 
+from tether.testing.deps import missing
 from egress_world import APP_UID, CLIENT, EgressWorld, missing_tools
 
-pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(missing_tools("iptables")), reason="iptables is not installed")]
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(missing_tools("iptables")), reason=missing("iptables"))]
 
 WEB, BATCH, GW, NET, NET2, NOWHERE = ("198.51.100.11", "198.51.100.12", "198.51.100.20", "198.51.100.30",
                                       "198.51.100.31", "198.51.100.99")

@@ -13,9 +13,10 @@ import textwrap
 
 import pytest
 
+from tether.testing.deps import missing
 from egress_world import APP_UID, EgressWorld, missing_tools
 
-pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(missing_tools("iptables")), reason="iptables is not installed")]
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(missing_tools("iptables")), reason=missing("iptables"))]
 
 APP, NET = "198.51.100.10", "198.51.100.30"
 

@@ -16,12 +16,13 @@ import sys
 
 import pytest
 
+from tether.testing.deps import missing
 from egress_world import APP_UID, CLIENT, EgressWorld, missing_tools
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
               pytest.mark.skipif(bool(missing_tools("postgres", "psql", "redis-server", "redis-cli", "iptables")),
-                                 reason=f"missing {missing_tools('postgres', 'psql', 'redis-server', 'redis-cli', 'iptables')}"
-                                        " (scripts/test-deps.sh installs them)")]
+                                 reason=missing(", ".join(missing_tools("postgres", "psql", "redis-server", "redis-cli",
+                                                                        "iptables"))))]
 
 APP, GW, NET = "198.51.100.10", "198.51.100.20", "198.51.100.30"
 PSQL = ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]

@@ -4,10 +4,11 @@ reason and metric, never takes the proxy down, and leaks no file descriptor."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 
 import pytest
+
+from tether.testing.ports import held_port
 from proxy_testkit import (client_context, echo_once, eventually, fd_count, open_db, read_eof, records,
                            tls_connect)
 
@@ -111,19 +112,16 @@ async def test_certificate_without_spiffe_id_is_denied(pki, app, engines):
 
 
 async def test_dead_local_app(pki, engines):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead = s.getsockname()[1]
-    s.close()
-    db, port = await open_db(pki, dead)
-    engines.append(db)
-    r, w = await tls_connect(pki, port, pki.web)
-    w.write(b"anyone?")
-    assert await read_eof(r) == b""
-    w.close()
-    rec = (await eventually(lambda: records(db)))[0]
-    assert rec["result"] == "upstream-connect-failure"
-    assert rec["reason"] == f"local app 127.0.0.1:{dead}: Connection refused"
+    with held_port() as dead:  # bound, never listening: connections to it are refused
+        db, port = await open_db(pki, dead.port)
+        engines.append(db)
+        r, w = await tls_connect(pki, port, pki.web)
+        w.write(b"anyone?")
+        assert await read_eof(r) == b""
+        w.close()
+        rec = (await eventually(lambda: records(db)))[0]
+        assert rec["result"] == "upstream-connect-failure"
+        assert rec["reason"] == f"local app 127.0.0.1:{dead.port}: Connection refused"
 
 
 @pytest.mark.asyncio(loop_factories=["uvloop"])

@@ -56,10 +56,14 @@ def test_success_resets_the_consecutive_count():
 
 
 def test_panic_mode_when_everything_is_ejected():
-    pool = Pool([A, B], eject_after=1)
-    for m in pool.members:
+    pool = Pool([A, B, C], eject_after=1)
+    a = pool.members[0]
+    pool.connect_failed(a, 0)
+    assert a not in [pool.pick(1) for _ in range(6)]  # one ejected: the others share the load
+    for m in pool.members[1:]:
         pool.connect_failed(m, 0)
-    assert pool.pick(1) is not None
+    # Every instance ejected: panic, and all of them are tried again in turn.
+    assert {m.instance for m in (pool.pick(1) for _ in range(6))} == {A, B, C}
 
 
 def test_exclude_and_exhaustion():

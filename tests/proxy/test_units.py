@@ -146,11 +146,27 @@ def test_config_reports_every_problem_at_once():
 
 from hypothesis import given, strategies as st  # noqa: E402
 
+@pytest.mark.parametrize("ts, text", [
+    (0.0, "1970-01-01T00:00:00.000Z"),
+    (1767225600.25, "2026-01-01T00:00:00.250Z"),
+    (951825599.999, "2000-02-29T11:59:59.999Z"),  # a leap day; milliseconds truncated, never rounded up
+    (4102444799.5, "2099-12-31T23:59:59.500Z"),
+])
+def test_time_format_known_values(ts, text):
+    assert format_time(ts) == text
+
+
 @given(st.floats(min_value=0, max_value=4e9))
-def test_time_format_matches_strftime(ts):
-    import time
-    sec = int(ts)
-    assert format_time(ts) == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((ts - sec) * 1000):03d}Z"
+def test_time_format_reads_back_as_the_same_millisecond(ts):
+    """Read back by the standard library's ISO parser: the instant, truncated to the millisecond."""
+    import datetime as dt
+    import math
+
+    text = format_time(ts)
+    assert len(text) == 24 and text.endswith("Z")
+    back = dt.datetime.fromisoformat(text[:-1] + "+00:00")
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    assert (back - epoch) // dt.timedelta(milliseconds=1) == math.floor(ts * 1000)
 
 
 def _mode(ctx) -> int:

@@ -4,19 +4,25 @@ timeout and retry on another instance, dead instances, passive outlier ejection.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
+
+from tether.testing.ports import held_port
 from proxy_testkit import BlackHole, EchoApp, eventually, open_db, open_web, read_eof, records, roundtrip
 
 
-def dead_port() -> int:
-    """A loopback port nobody listens on (bound then closed)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+@pytest.fixture
+def dead_port():
+    """Loopback ports nobody listens on: held by the test, bound but not listening."""
+    held = []
+
+    def make() -> int:
+        held.append(held_port())
+        return held[-1].port
+
+    yield make
+    for port in held:
+        port.close()
 
 
 @pytest.fixture
@@ -91,7 +97,7 @@ async def test_connect_timeout_then_retry_on_another_instance(pki, app, engines)
         hole.close()
 
 
-async def test_dead_instance_retried_then_ejected(pki, app, engines):
+async def test_dead_instance_retried_then_ejected(pki, app, engines, dead_port):
     db, db_port = await open_db(pki, app.port)
     dead = dead_port()
     web, port = await open_web(pki, [dead, db_port], eject_after=2, eject_base=60.0)
@@ -105,7 +111,7 @@ async def test_dead_instance_retried_then_ejected(pki, app, engines):
     assert [m["ejected"] for m in web.upstreams["db"].pool.snapshot(web.loop.time())] == [True, False]
 
 
-async def test_all_instances_dead(pki, engines):
+async def test_all_instances_dead(pki, engines, dead_port):
     a, b = dead_port(), dead_port()
     web, port = await open_web(pki, [a, b])
     engines.append(web)

@@ -14,6 +14,7 @@ from tether.core.errors import Conflict
 from tether.store.base import Check, Delete, DeletePrefix, Put
 from tether.store.cached import MemoryStore
 from tether.store.sqlite import SqliteStore
+from tether.testing.agent import until_parked
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -106,12 +107,23 @@ async def test_wait_wakes_on_relevant_change_only(store):
     await store.commit([Put("kv/a", 1), Put("cat/a", 1)])
     idx = store.index("cat/")
     waiter = asyncio.create_task(store.wait("cat/", idx, timeout=10))
-    await asyncio.sleep(0)
+    await until_parked(lambda: store.parked("cat/"))
+    assert store.parked() == 1 and store.parked("kv/") == 0
     await store.commit([Put("kv/b", 2)])  # irrelevant: must not wake the catalog waiter
-    await asyncio.sleep(0.05)
-    assert not waiter.done()
+    assert store.parked("cat/") == 1  # a woken waiter's future is done at once: it would count 0
     rev = await store.commit([Put("cat/b", 2)])
     assert await asyncio.wait_for(waiter, 1) == rev
+    assert store.parked() == 0  # nothing left behind
+
+
+async def test_wait_blocks_until_the_change(store):
+    """A waiter parks, and the write is what ends the wait (not the timeout, not at once)."""
+    await store.commit([Put("kv/a", 1)])
+    waiter = asyncio.create_task(store.wait("kv/a", store.index("kv/a"), timeout=30))
+    await until_parked(lambda: store.parked("kv/a"))
+    assert not waiter.done()
+    rev = await store.commit([Put("kv/a", 2)])
+    assert await asyncio.wait_for(waiter, 10) == rev
 
 
 async def test_wait_times_out_with_same_index(store):
@@ -122,7 +134,8 @@ async def test_wait_times_out_with_same_index(store):
 async def test_many_waiters_all_wake(store):
     await store.commit([Put("kv/a", 1)])
     waiters = [asyncio.create_task(store.wait(["kv/", "x/"], 1, timeout=10)) for _ in range(200)]
-    await asyncio.sleep(0)
+    await until_parked(lambda: store.parked(), more_than=199)
+    assert store.parked("kv/") == store.parked("x/") == 200
     rev = await store.commit([Put("kv/z", 1)])
     assert set(await asyncio.wait_for(asyncio.gather(*waiters), 2)) == {rev}
 
@@ -150,6 +163,7 @@ def test_sqlite_acknowledged_writes_survive_kill_9(tmp_path):
             import asyncio, sys
             from tether.store.base import Put
             from tether.store.sqlite import SqliteStore
+from tether.testing.agent import until_parked
             async def main():
                 s = SqliteStore({str(path)!r})
                 for i in range(200):

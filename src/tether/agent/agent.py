@@ -10,8 +10,8 @@ alive, and a periodic re-sync repairs the catalog if it lost anything.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,10 +21,13 @@ from tether.agent.acl import LocalTokens
 from tether.agent.authz_cache import AuthzCache
 from tether.agent.checks import PollingCheck, TTLCheck
 from tether.agent.link import ServerLink
+from tether.agent.ports import SidecarPorts
 from tether.control.server import HEARTBEAT_INTERVAL
 from tether.core.errors import InvalidInput, NotFound, PermissionDenied, TetherError
 from tether.core.health import NODE_CHECK_ID, NODE_CHECK_NAME, PASSING, STATUSES, alias_status, worst
-from tether.core.registration import SIDECAR_PORT_RANGE, SIDECAR_SUFFIX, expand_registration, format_check
+from tether.core.registration import (
+    SIDECAR_PORT_RANGE, SIDECAR_SUFFIX, candidate_ports, expand_registration, format_check, no_free_port, sidecar_listener,
+)
 from tether.core.service import CheckDefinition, ServiceDefinition
 
 log = logging.getLogger("tether.agent")
@@ -61,10 +64,12 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._resync_now = asyncio.Event()
+        self.parked = 0  # readers waiting in wait_for_change now (tests wait for them)
         self._lock = asyncio.Lock()  # one registration change at a time
         self.cluster: dict[str, Any] = {}
         # Intentions + policy, kept current by a blocking watch: `agent.authz.decide(...)`.
         self.authz = AuthzCache(link)
+        self.ports = SidecarPorts()  # sidecar ports chosen here, held while registered
         # Called with the service document whenever a local service is added/removed
         # (the sidecar supervisor hooks in here).
         self.on_service_change: list[Callable[[str, dict[str, Any] | None], None]] = []
@@ -114,6 +119,7 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for runner in self._runners.values():
             runner.stop()
+        self.ports.close()
         await self._http.aclose()
 
     def _node_check(self) -> dict[str, Any]:
@@ -165,39 +171,66 @@ class Agent:
         async with self._lock:
             service_id = definition.ID or definition.Name
             sidecar_id = service_id + SIDECAR_SUFFIX
-            old_sidecar = self.services.get(sidecar_id)
-            # A generator: only walked when the definition has a sidecar that needs a port.
-            used = (s["Port"] for sid, s in self.services.items() if sid != sidecar_id)
-            if old_sidecar:  # keep the sidecar on the port it already has
-                used = itertools.chain(used, range(self.config.sidecar_port_range[0], old_sidecar["Port"]))
-            reg = expand_registration(definition, node=self.config.node, datacenter=self.config.datacenter,
-                                      used_ports=used, port_range=self.config.sidecar_port_range)
-            new_ids = {s["ID"] for s in reg.services}
-            stale_services = [sidecar_id] if old_sidecar and sidecar_id not in new_ids else []
-            new_checks = {c["CheckID"]: self._keep_status(c) for c in reg.checks}
-            stale_checks = [cid for cid, c in self.checks.items()
-                            if c["ServiceID"] in new_ids and cid not in new_checks and replace_existing_checks]
-            for svc in reg.services:
-                self._check_port_free(svc)
-            if authorize is not None:
-                authorize(list(reg.services))
-            await self.link.sync(self.node_doc, list(reg.services), list(new_checks.values()))
-            for sid in stale_services:
-                await self._drop_service(sid)
-            for cid in stale_checks:
-                await self.link.deregister_check(self.config.node, cid)
-                self._drop_check(cid)
-            for svc in reg.services:
-                self.tokens.set_service(svc["ID"], token)
-                self.services[svc["ID"]] = svc
-                self._notify(svc["ID"], svc)
-            for check in new_checks.values():
-                self._drop_check(check["CheckID"])
-                self.checks[check["CheckID"]] = check
-                self._start_runner(check)
-            await self._refresh_aliases()
-            self._touch()
+            sidecar_port, held = self._choose_sidecar_port(definition, sidecar_id)
+            try:
+                await self._register(definition, sidecar_id, sidecar_port, replace_existing_checks, token, authorize)
+            except BaseException:
+                if held is not None:
+                    held.close()
+                raise
+            if held is not None:
+                self.ports.keep(sidecar_id, held)
+            elif sidecar_port == 0:  # no sidecar now, or one on a port of its own
+                self.ports.release(sidecar_id)
             return service_id
+
+    def _choose_sidecar_port(self, definition: ServiceDefinition, sidecar_id: str) -> tuple[int, socket.socket | None]:
+        """(port, held socket) for a sidecar the agent must place; (0, None) when there is none
+        or it has its own port. A re-registered sidecar keeps the port it has."""
+        listener = sidecar_listener(definition)
+        if listener is None or listener.port:
+            return 0, None
+        used = {s["Port"] for sid, s in self.services.items() if sid != sidecar_id}
+        lo, hi = self.config.sidecar_port_range
+        old = self.services.get(sidecar_id)
+        if old and lo <= old["Port"] <= hi and old["Port"] not in used:
+            return old["Port"], None
+        held = self.ports.choose(listener.bind_address, candidate_ports(used, (lo, hi)))
+        if held is None:
+            raise no_free_port((lo, hi))
+        return held.getsockname()[1], held
+
+    async def _register(self, definition: ServiceDefinition, sidecar_id: str, sidecar_port: int,
+                        replace_existing_checks: bool, token: str,
+                        authorize: Callable[[list[dict[str, Any]]], None] | None) -> None:
+        old_sidecar = self.services.get(sidecar_id)
+        reg = expand_registration(definition, node=self.config.node, datacenter=self.config.datacenter,
+                                  sidecar_port=sidecar_port, port_range=self.config.sidecar_port_range)
+        new_ids = {s["ID"] for s in reg.services}
+        stale_services = [sidecar_id] if old_sidecar and sidecar_id not in new_ids else []
+        new_checks = {c["CheckID"]: self._keep_status(c) for c in reg.checks}
+        stale_checks = [cid for cid, c in self.checks.items()
+                        if c["ServiceID"] in new_ids and cid not in new_checks and replace_existing_checks]
+        for svc in reg.services:
+            self._check_port_free(svc)
+        if authorize is not None:
+            authorize(list(reg.services))
+        await self.link.sync(self.node_doc, list(reg.services), list(new_checks.values()))
+        for sid in stale_services:
+            await self._drop_service(sid)
+        for cid in stale_checks:
+            await self.link.deregister_check(self.config.node, cid)
+            self._drop_check(cid)
+        for svc in reg.services:
+            self.tokens.set_service(svc["ID"], token)
+            self.services[svc["ID"]] = svc
+            self._notify(svc["ID"], svc)
+        for check in new_checks.values():
+            self._drop_check(check["CheckID"])
+            self.checks[check["CheckID"]] = check
+            self._start_runner(check)
+        await self._refresh_aliases()
+        self._touch()
 
     def _keep_status(self, check: dict[str, Any]) -> dict[str, Any]:
         """A re-registered check with the same definition keeps its status (no flapping)."""
@@ -232,6 +265,7 @@ class Agent:
         for cid in [cid for cid, c in self.checks.items() if c["ServiceID"] == service_id]:
             self._drop_check(cid)
         self.services.pop(service_id, None)
+        self.ports.release(service_id)
         self.tokens.drop_service(service_id)
         self._notify(service_id, None)
 
@@ -327,10 +361,13 @@ class Agent:
         self._changed = asyncio.Event()
 
     async def wait_for_change(self, timeout: float) -> None:
+        self.parked += 1
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except asyncio.TimeoutError:
             pass
+        finally:
+            self.parked -= 1
 
 
 

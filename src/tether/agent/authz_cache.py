@@ -45,6 +45,7 @@ class AuthzCache:
         self.failing = False  # True while the watch cannot reach the server (serving the last snapshot)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.parked = 0  # blocking readers waiting in wait_for_change now (tests wait for them)
 
     @property
     def index(self) -> int:
@@ -79,10 +80,13 @@ class AuthzCache:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
+            self.parked += 1
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except asyncio.TimeoutError:
                 return
+            finally:
+                self.parked -= 1
 
     def _install(self, state: dict[str, Any]) -> None:
         previous = self.snapshot

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from typing import Any, Callable
 
 import httpx
 from dnslib import AAAA, QTYPE, RCODE, RR, SRV, A, DNSLabel, DNSRecord
 
 from tether.core.dnsname import Question, parse_query_name
+from tether.netutil import bind_error, family_of
 
 log = logging.getLogger("tether.agent.dns")
 
@@ -119,6 +121,12 @@ async def open_dns(host: str, port: int, api_url: str, datacenter: str,
     (read per query, as either can be set at run time); with ACLs on, DNS answers only
     what that token may read."""
     loop = asyncio.get_running_loop()
-    transport, server = await loop.create_datagram_endpoint(
-        lambda: DnsServer(api_url, datacenter, token), local_addr=(host, port))
+    # Bound here, not by the loop: uvloop's own bind error carries no errno or reason.
+    sock = socket.socket(family_of(host) or socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise bind_error(host, port, exc, "serve DNS") from None
+    transport, server = await loop.create_datagram_endpoint(lambda: DnsServer(api_url, datacenter, token), sock=sock)
     return server, transport.get_extra_info("sockname")[1]

@@ -5,13 +5,15 @@ the server (`ServerLink.sign`), and keeps the signed leaf and its key in memory 
 disk). Later requests are answered from memory. A background task per leaf renews it at
 a random point between 60% and 90% of its lifetime (core.certwindow.renewal_point), so
 leaves issued together do not all come back together, and nobody waits for a signature.
+A leaf nobody asked for in IDLE_TTL is dropped at its next renewal instead.
 
 A second task watches the roots with a blocking query; when the active root changes
 (rotation), every leaf signed under another root is re-issued at once. Blocked HTTP
 clients wake when their leaf or the roots change (`wait_leaf`, `wait_roots`).
 
 Fail static: when the server cannot be reached, the cached leaf is served until it
-expires and renewal keeps retrying with backoff; the failure is logged, not the key.
+expires and renewal keeps retrying with backoff (core.certwindow.retry_delay, which also
+follows a server's Retry-After); the failure is logged, not the key.
 
 Leaf indexes (CreateIndex/ModifyIndex, X-Consul-Index of the leaf endpoint) come from an
 agent-wide counter seeded with the wall clock in milliseconds, so they grow with every
@@ -27,11 +29,11 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from tether.agent.link import ServerLink
 from tether.ca import x509 as tx
-from tether.core.certwindow import is_expired, renewal_point
+from tether.core.certwindow import is_expired, renewal_point, retry_delay
 from tether.core.errors import RateLimited, TetherError
 from tether.core.spiffe import service_id
 
@@ -41,8 +43,6 @@ log = logging.getLogger("tether.agent.leaves")
 ROOTS_WAIT = 300.0
 #: Pause between roots queries, so a server answering at once cannot make a busy loop.
 ROOTS_MIN_INTERVAL = 0.05
-#: Retry delays after a failed renewal: doubling from MIN to MAX, never past a quarter of what is left.
-RETRY_MIN, RETRY_MAX = 0.25, 30.0
 #: A leaf nobody asked for in this long is dropped at its next renewal (Consul's cache does the same).
 IDLE_TTL = 3 * 24 * 3600.0
 
@@ -79,15 +79,19 @@ class LeafCache:
         datacenter: str,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = utc_now,
+        pause: Callable[[asyncio.Event, float], Awaitable[None]] | None = None,
         roots_wait: float = ROOTS_WAIT,
     ) -> None:
+        """`rng` (draws in [0, 1)), `clock` (aware datetimes) and `pause` (wait for an event at
+        most so many seconds) are what renewal timing depends on; tests pass their own."""
         self.link = link
         self.datacenter = datacenter
         self.rng = rng
         self.clock = clock
+        self.pause = pause or _wait
         self.roots_wait = roots_wait
         self._leaves: dict[str, CachedLeaf] = {}
-        self._last_used: dict[str, float] = {}
+        self._last_used: dict[str, datetime] = {}
         # The token of the latest caller the agent authorized for each service's leaf: signing
         # (and every renewal) is done with it, so the server checks service:write too.
         self._tokens: dict[str, str | None] = {}
@@ -166,7 +170,7 @@ class LeafCache:
                 raise
             except TetherError as exc:
                 failures += 1
-                delay = _retry_delay(failures, exc)
+                delay = self._retry_delay(failures, exc)
                 log.warning("watching CA roots failed (serving the cached roots, retry in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay)
 
@@ -179,7 +183,7 @@ class LeafCache:
     async def leaf(self, service: str, token: str | None = None) -> CachedLeaf:
         """The current leaf for `service`: from memory when usable, else signed now with `token`
         (the caller's, already checked for service:write by the agent's route)."""
-        self._last_used[service] = time.monotonic()
+        self._last_used[service] = self.clock()
         self._tokens[service] = token
         entry = self._leaves.get(service)
         if entry is not None and self._usable(entry):
@@ -249,6 +253,10 @@ class LeafCache:
             index=index, body=json.dumps(body, separators=(",", ":")).encode(),
         )
 
+    def _retry_delay(self, failures: int, exc: BaseException | None, remaining: float = 0.0) -> float:
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        return retry_delay(failures, remaining, retry_after=retry_after, u=self.rng())
+
     def _notify(self, service: str) -> None:
         event = self._changed.pop(service, None)
         if event is not None:
@@ -260,16 +268,14 @@ class LeafCache:
         trigger = self._reissue.setdefault(service, asyncio.Event())
         while True:
             entry = self._leaves[service]
-            remaining = (entry.valid_before - self.clock()).total_seconds()
             if not failures:
                 delay = (entry.renew_at - self.clock()).total_seconds()
-            elif remaining > 0:  # retry well before the cached leaf runs out
-                delay = min(_retry_delay(failures, error), max(RETRY_MIN, remaining / 4))
             else:
-                delay = _retry_delay(failures, error)
-            await _wait(trigger, delay)
+                delay = self._retry_delay(failures, error, (entry.valid_before - self.clock()).total_seconds())
+            await self.pause(trigger, delay)
             trigger.clear()
-            if time.monotonic() - self._last_used.get(service, 0.0) > IDLE_TTL:
+            last_used = self._last_used.get(service)
+            if last_used is None or (self.clock() - last_used).total_seconds() > IDLE_TTL:
                 log.info("leaf for %s unused for %.0fh; dropping it", service, IDLE_TTL / 3600)
                 self._leaves.pop(service, None)
                 self._renewers.pop(service, None)
@@ -286,12 +292,6 @@ class LeafCache:
                 else:
                     state = f"serving the cached one, valid until {current.valid_before.isoformat()}"
                 log.warning("leaf for %s: renewal failed (%s); %s", service, exc, state)
-
-
-def _retry_delay(failures: int, exc: BaseException | None) -> float:
-    if isinstance(exc, RateLimited):
-        return max(RETRY_MIN, exc.retry_after * (0.5 + random.random()))
-    return min(RETRY_MAX, RETRY_MIN * 2 ** min(failures, 16))
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

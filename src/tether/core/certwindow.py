@@ -29,6 +29,8 @@ RENEW_MIN_FRACTION = 0.6
 RENEW_MAX_FRACTION = 0.9
 #: An inactive root is kept this many leaf TTLs, so every leaf it signed has expired first.
 ROOT_KEEP_LEAF_TTLS = 2
+#: Retry delays after a failed renewal: doubling from MIN to MAX seconds.
+RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 0.25, 30.0
 
 
 def renewal_point(valid_after: datetime, valid_before: datetime, u: float) -> datetime:
@@ -38,6 +40,26 @@ def renewal_point(valid_after: datetime, valid_before: datetime, u: float) -> da
         raise InvalidInput(f"renewal draw u={u!r} must be in [0, 1)")
     fraction = RENEW_MIN_FRACTION + (RENEW_MAX_FRACTION - RENEW_MIN_FRACTION) * u
     return valid_after + (valid_before - valid_after) * fraction
+
+
+def retry_delay(failures: int, remaining: float = 0.0, *, retry_after: float | None = None, u: float = 0.5) -> float:
+    """Seconds to wait after `failures` (1, 2, ...) failed attempts in a row.
+
+    0.25 s doubling to 30 s. A server that said how long to wait (429 Retry-After) is
+    followed instead, spread over 0.5-1.5x of it by the draw `u` in [0, 1) so agents told
+    the same do not come back together. While a cached leaf is still valid (`remaining`
+    seconds left, > 0) the wait is never longer than a quarter of what is left, nor
+    shorter than 0.25 s, so several attempts fit before it expires.
+    """
+    if failures < 1:
+        raise InvalidInput(f"retry_delay: failures={failures!r} must be at least 1")
+    if retry_after is not None:
+        delay = max(RETRY_MIN_SECONDS, retry_after * (0.5 + u))
+    else:
+        delay = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** min(failures - 1, 16))
+    if remaining > 0:
+        delay = min(delay, max(RETRY_MIN_SECONDS, remaining / 4))
+    return delay
 
 
 def is_due(now: datetime, valid_after: datetime, valid_before: datetime, renew_at: datetime | None) -> bool:

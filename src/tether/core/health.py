@@ -17,6 +17,8 @@ _RANK = {PASSING: 0, WARNING: 1, CRITICAL: 2}
 # tools that look for it find it).
 NODE_CHECK_ID = "serfHealth"
 NODE_CHECK_NAME = "Agent alive and reachable"
+#: A sidecar's check on its public listener (Consul's name); Tether's proxy passes it itself.
+SIDECAR_LISTENING_CHECK = "Connect Sidecar Listening"
 
 
 def worst(statuses: Iterable[str]) -> str:

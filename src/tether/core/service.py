@@ -8,6 +8,7 @@ returns a validated, frozen `ServiceDefinition`. Expansion into catalog instance
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -241,6 +242,8 @@ def check_service_definition(d: ServiceDefinition, path: str, errors: list[str])
         upstreams += d.Connect.SidecarService.Proxy.Upstreams
     if d.Connect and d.Connect.Proxy:
         upstreams += d.Connect.Proxy.Upstreams
+    for where, proxy_config in _proxy_configs(d, path):
+        check_listener_config(proxy_config, f"{where}.Config", errors)
     for up in upstreams:
         if not up.LocalBindPort and not up.LocalBindSocketPath:
             errors.append(f"{path}: upstream {up.DestinationName!r} needs LocalBindPort (1-65535)")
@@ -248,6 +251,32 @@ def check_service_definition(d: ServiceDefinition, path: str, errors: list[str])
         check_check_definition(d.Check, f"{path}.Check", errors, in_service=True)
     for i, check in enumerate(d.Checks):
         check_check_definition(check, f"{path}.Checks[{i}]", errors, in_service=True)
+
+
+def _proxy_configs(d: ServiceDefinition, path: str) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if d.Proxy is not None:
+        found.append((f"{path}.Proxy", d.Proxy.Config))
+    if d.Connect and d.Connect.SidecarService and d.Connect.SidecarService.Proxy:
+        found.append((f"{path}.Connect.SidecarService.Proxy", d.Connect.SidecarService.Proxy.Config))
+    if d.Connect and d.Connect.Proxy:
+        found.append((f"{path}.Connect.Proxy", d.Connect.Proxy.Config))
+    return found
+
+
+def check_listener_config(config: dict[str, Any], path: str, errors: list[str]) -> None:
+    """Consul's `bind_port` / `bind_address` proxy keys: where the public listener goes."""
+    port = config.get("bind_port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        errors.append(f"{path}.bind_port: {port!r} must be a TCP port (1-65535)")
+    address = config.get("bind_address")
+    if address is not None:
+        try:
+            if not isinstance(address, str):
+                raise ValueError(address)
+            ipaddress.ip_address(address)
+        except ValueError:
+            errors.append(f"{path}.bind_address: {address!r} must be an IP address (e.g. 0.0.0.0)")
 
 
 def check_check_definition(c: Any, path: str, errors: list[str], *, in_service: bool = False) -> None:

@@ -36,10 +36,12 @@ _second = [-1, ""]  # the last whole second formatted, and its text (strftime is
 
 
 def format_time(ts: float) -> str:
-    sec = int(ts)
+    # Whole milliseconds first, then split: (ts - int(ts)) * 1000 loses bits (.998 for an
+    # instant at .999); splitting one integer keeps second and milliseconds consistent.
+    sec, ms = divmod(int(ts * 1000), 1000)
     if sec != _second[0]:
         _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{_second[1]}.{int((ts - sec) * 1000):03d}Z"
+    return f"{_second[1]}.{ms:03d}Z"
 
 
 def format_json(rec: dict) -> str:

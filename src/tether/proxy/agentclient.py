@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
@@ -107,6 +108,8 @@ async def _read_to_eof(reader: asyncio.StreamReader) -> bytes:
 def _why(e: BaseException) -> str:
     if isinstance(e, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(e, OSError) and e.errno:  # the same words on both loops (asyncio says "Connect call failed")
+        return os.strerror(e.errno)
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 

@@ -18,6 +18,7 @@ import logging
 import time
 from time import monotonic
 
+from tether.netutil import family_of
 from tether.proxy.der import uri_sans_cached
 from tether.proxy.relay import AGAIN, SSLError, WantRead, Relay
 from tether.proxy.tls import classify_tls_error, match_first_bytes
@@ -47,17 +48,6 @@ def wrap_bio(ctx: ssl.SSLContext, inc: ssl.MemoryBIO, out: ssl.MemoryBIO, server
         return ctx._wrap_bio(inc, out, server_side, server_hostname)
     except (AttributeError, TypeError):
         return ctx.wrap_bio(inc, out, server_side=server_side, server_hostname=server_hostname)
-
-
-def family_of(host: str) -> int | None:
-    """AF_INET / AF_INET6 for an IP literal, None for a name that needs resolving."""
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(fam, host)
-            return fam
-        except OSError:
-            pass
-    return None
 
 
 class Conn(Relay):

@@ -32,7 +32,8 @@ from tether.core.errors import Conflict, NotFound
 from tether.proxy.accesslog import AccessLog, format_time
 from tether.proxy.admission import HandshakeGate
 from tether.proxy.inbound import InboundConn, InboundSpec
-from tether.proxy.listener import Listener, open_listen_socket
+from tether.netutil import open_listen_socket
+from tether.proxy.listener import Listener
 from tether.proxy.metrics import ProxyStats, make_registry, serve_admin
 from tether.proxy.pool import Instance, Pool
 from tether.proxy.relay import Buffers

@@ -17,7 +17,7 @@ import errno
 import logging
 import socket
 
-from tether.proxy.conn import NODELAY, family_of
+from tether.proxy.conn import NODELAY
 
 log = logging.getLogger("tether.proxy")
 
@@ -25,25 +25,7 @@ log = logging.getLogger("tether.proxy")
 ACCEPT_BATCH = 64
 #: Pause after an out-of-resources accept error.
 ACCEPT_BACKOFF = 0.1
-#: Kernel accept queue; the anchors' native proxies use the same.
-BACKLOG = 4096
 RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-
-def open_listen_socket(host: str, port: int) -> socket.socket:
-    fam = family_of(host)
-    if fam is None:
-        raise OSError(errno.EINVAL, f"bind address {host!r} is not an IP address")
-    sock = socket.socket(fam, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class AcceptLoop:

@@ -149,5 +149,5 @@ async def serve_admin(registry: CollectorRegistry, host: str, port: int, ready) 
 
     # Bind ourselves: given a host name, the loop would resolve it on a thread pool (uvloop
     # starts four threads for that), which a sidecar does not need.
-    from tether.proxy.listener import open_listen_socket
+    from tether.netutil import open_listen_socket
     return await asyncio.start_server(handle, sock=open_listen_socket(host, port), limit=MAX_ADMIN_REQUEST)

@@ -25,10 +25,11 @@ the agent answers that its registration is gone (0), or when its leaf has expire
 the agent is unreachable (1, after it stopped accepting: proxy/leafdeadline.py).
 `reload()` (SIGHUP) asks the agent for everything at once and applies what changed.
 
-The agent's health check on the public listener is a TCP connect that sends nothing
-(agent/checks.py probe_tcp). It succeeds as soon as the kernel accepts the connection, before
-any TLS or authorization, so no policy can fail it; the engine records the closed-before-hello
-connection and nothing else happens. Everything that completes a handshake is authorized.
+Health: a registered sidecar passes its own listener check ("Connect Sidecar Listening", a TTL
+check) while its public listener is open on the registration's port, and fails it while
+draining (sidecar_health.py); no probe connects to it. A TCP probe from elsewhere (a custom
+check, a load balancer) is recorded as a closed-before-hello handshake failure and nothing
+else happens. Everything that completes a handshake is authorized.
 
 Modes other than `direct` (Proxy.Mode) are handled by hooks: `register_mode_hook("transparent",
 fn)`; `await fn(sidecar, plan)` runs after the listeners are open and after every plan change.
@@ -51,6 +52,7 @@ from tether.proxy.listener import Listener
 from tether.proxy.sidecar_config import (
     DEFAULT_ADMIN_BIND, SidecarPlan, SnapshotAuthorizer, UpstreamPlan, instances_from_health, plan_for_service, plan_from_registration,
 )
+from tether.proxy.sidecar_health import ListenerCheck, find_listening_check, listening_state
 from tether.proxy.sidecar_policy import snapshot_from_agent_state
 from tether.proxy.tls import TlsMaterial
 from tether.proxy.resolve import resolve_instances
@@ -92,6 +94,7 @@ class SidecarOptions:
     admin_bind: tuple[str, int] | None = None  # None: Proxy.Config admin_bind, else 127.0.0.1:0
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     access_log: TextIO | None = None  # default: stderr
+    startup_timeout: float = STARTUP_TIMEOUT
 
 
 class Sidecar:
@@ -117,6 +120,8 @@ class Sidecar:
         self._known: dict[tuple[Any, Any], Any] = {}
         self._snapshot = None
         self._inbound: Listener | None = None
+        self._inbound_error = ""  # why the public listener could not be (re)opened
+        self.listener_check: ListenerCheck | None = None
         self._upstreams: dict[str, tuple[UpstreamPlan, Listener, asyncio.Task]] = {}
         self._tasks: list[asyncio.Task] = []
 
@@ -125,14 +130,15 @@ class Sidecar:
         """Fetch everything once (retrying while the agent is unreachable), open the listeners
         and start the watches. Raises TetherError (or OSError for a port in use) on failure."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + STARTUP_TIMEOUT
+        deadline = loop.time() + self.options.startup_timeout
         while True:
             try:
                 return await self._start_once()
             except Unavailable as e:
                 await self._discard()  # a half-built start must not keep its ports for the retry
                 if loop.time() >= deadline:
-                    raise Unavailable(f"{e} (gave up after {STARTUP_TIMEOUT:g}s; is TETHER_HTTP_ADDR right?)") from None
+                    raise Unavailable(f"{e} (gave up after {self.options.startup_timeout:g}s; "
+                                      "is TETHER_HTTP_ADDR right?)") from None
                 log.warning("waiting for the agent: %s", e)
                 await asyncio.sleep(1.0)
 
@@ -159,7 +165,16 @@ class Sidecar:
         self.engine = Engine(self._material(), access_log=self.options.access_log or sys.stderr,
                              log_format=self.options.log_format, handshake_timeout=plan.handshake_timeout)
         self._snapshot = snapshot_from_agent_state(authz.body, self.trust_domain)
-        await self.apply_plan(plan, initial=True)
+        found = await find_listening_check(self.client, self.proxy_id) if reg_hash else None
+        if found:
+            self.listener_check = ListenerCheck(self.client, *found, self._listening_state)
+        try:
+            await self.apply_plan(plan, initial=True)
+        except OSError as e:
+            if self.listener_check is not None:
+                await self.listener_check.last_report(listening_state(None, None, draining=False, error=f"cannot start: {e}"))
+                self.listener_check = None  # that was its last word: stop() must not say "draining"
+            raise
         if plan.admin_bind:
             self.admin = await self.engine.open_admin(*plan.admin_bind)
             log.info("admin endpoint (metrics, ready) on http://%s:%s/metrics", *self.admin)
@@ -172,6 +187,8 @@ class Sidecar:
                           index=roots.index))
         spawn(watch_index(self.client, self.health, "authz", "/v1/agent/connect/authz-snapshot", self._set_authz,
                           index=authz.index))
+        if self.listener_check is not None:
+            spawn(self.listener_check.run())
         if reg_hash:
             spawn(watch_hash(self.client, self.health, "registration", f"/v1/agent/service/{self.proxy_id}",
                              self._set_registration, content_hash=reg_hash, gone=self._registration_gone))
@@ -242,6 +259,8 @@ class Sidecar:
             await hook(self, plan)
         elif plan.mode != "direct" and (old is None or old.mode != plan.mode):
             log.warning("Proxy.Mode %r has no handler in this proxy; serving the direct listeners only", plan.mode)
+        if self.listener_check is not None:
+            self.listener_check.poke()
 
     async def _apply_inbound(self, plan: SidecarPlan, initial: bool) -> None:
         spec, lst = plan.inbound, self._inbound
@@ -255,10 +274,12 @@ class Sidecar:
             if spec is not None:
                 try:
                     self._inbound = await self.engine.open_inbound(spec)
+                    self._inbound_error = ""
                 except OSError as e:
                     if initial:
                         raise
-                    log.error("inbound %s: cannot listen on %s:%s: %s", spec.service, spec.bind_host, spec.bind_port, e)
+                    self._inbound_error = str(e)
+                    log.error("inbound %s: %s", spec.service, e)
         self._install_authorizer()
 
     async def _open_upstream(self, up: UpstreamPlan) -> None:
@@ -323,6 +344,12 @@ class Sidecar:
         if plan != self.plan:
             log.info("registration %s changed; applying it live", self.proxy_id)
             await self.apply_plan(plan)
+
+    def _listening_state(self) -> tuple[str, str]:
+        spec = self.plan.inbound if self.plan else None
+        return listening_state(self._inbound.address if self._inbound is not None else None,
+                               (spec.bind_host, spec.bind_port) if spec else None,
+                               draining=self.engine is not None and self.engine.draining, error=self._inbound_error)
 
     def _failed(self, source: str, error: str) -> None:
         self.engine.config_source_failed(source, error)
@@ -395,6 +422,8 @@ class Sidecar:
         """Stop watching, deregister what -register added, drain; returns connections cut."""
         await cancel_watches(self._tasks)
         self.deadline.close()
+        if self.listener_check is not None:  # peers stop choosing us before we stop accepting
+            await self.listener_check.last_report(listening_state(None, None, draining=True))
         if self.registered_id:
             try:
                 await self.client.put(f"/v1/agent/service/deregister/{self.registered_id}")

@@ -64,9 +64,14 @@ async def _apply(what: str, apply: Apply, body: Any) -> None:
         log.error("%s: cannot apply the agent's answer (%s); keeping the current config", what, e)
 
 
+Sleep = Callable[[float], Awaitable[None]]
+
+
 async def watch_index(client: AgentClient, health: SourceHealth, what: str, path: str, apply: Apply, *,
-                      index: int = 0, params: Mapping[str, Any] | None = None, wait: float = WATCH_WAIT) -> None:
-    """Follow `path` from `index` forever, calling `apply(body)` on every new index."""
+                      index: int = 0, params: Mapping[str, Any] | None = None, wait: float = WATCH_WAIT,
+                      sleep: Sleep = asyncio.sleep) -> None:
+    """Follow `path` from `index` forever, calling `apply(body)` on every new index. `sleep`
+    is the back-off's timer (tests pass their own)."""
     delay = RETRY_START
     failing = False
     while True:
@@ -79,7 +84,7 @@ async def watch_index(client: AgentClient, health: SourceHealth, what: str, path
         except TetherError as e:
             failing = True
             health.failed(what, str(e))
-            await asyncio.sleep(delay)
+            await sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
         delay, failing = RETRY_START, False
@@ -96,7 +101,8 @@ async def watch_index(client: AgentClient, health: SourceHealth, what: str, path
 
 
 async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path: str, apply: Apply, *,
-                     content_hash: str, wait: float = WATCH_WAIT, gone: Callable[[], None] | None = None) -> None:
+                     content_hash: str, wait: float = WATCH_WAIT, gone: Callable[[], None] | None = None,
+                     sleep: Sleep = asyncio.sleep) -> None:
     """Follow a hash-blocking endpoint (the agent's service definition) until the agent says
     it is gone (404: `gone()` is called and the watch ends; without `gone`, retried)."""
     delay = RETRY_START
@@ -111,7 +117,7 @@ async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path:
                 return gone()
             failing = True
             health.failed(what, str(e))
-            await asyncio.sleep(delay)
+            await sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
         delay, failing = RETRY_START, False

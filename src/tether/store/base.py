@@ -104,5 +104,14 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def parked(self, prefix: str = "") -> int:
+        """How many `wait` calls are blocked now on a prefix that starts with `prefix`.
+
+        For tests and diagnostics: a test of a blocking query waits until its waiter is
+        parked before it writes, so it proves the write woke the waiter (a request that
+        arrived after the write would return at once and prove nothing).
+        """
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release files and connections. Further calls are errors."""

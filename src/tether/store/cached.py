@@ -237,6 +237,10 @@ class CachedStore(Store):
             current = self.index(prefixes)
         return current
 
+    def parked(self, prefix: str = "") -> int:
+        return len({fut for p, futures in self._waiters.items() if p.startswith(prefix) for fut in futures
+                    if not fut.done()})
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 _URL = re.compile(r"HTTP API: (http://\S+)")
 
@@ -86,25 +86,118 @@ def start_dev_agent(data_dir: Path | None = None, node: str = "node1", *, manage
     return start_tether(*args)
 
 
+@dataclass
+class InProcess:
+    """A Tether role served in this event loop: its URL, and its parts for tests to look at."""
+
+    url: str
+    app: Any
+
+    @property
+    def store(self) -> Any:
+        return self.app.state.control_plane.store
+
+    @property
+    def agent(self) -> Any:
+        return self.app.state.agent
+
+
 @contextlib.asynccontextmanager
-async def serve_in_process(role: str = "dev", **options: object) -> AsyncIterator[str]:
-    """Run a Tether role inside the current event loop on 127.0.0.1:0; yield its URL."""
+async def open_in_process(role: str = "dev", **options: object) -> AsyncIterator[InProcess]:
+    """Run a Tether role inside the current event loop on 127.0.0.1:0."""
     from tether import daemon
 
     options.setdefault("managed_proxies", False)
     options.setdefault("dns_port", -1)
     opts = daemon.Options(role=role, http_port=0, **options)  # type: ignore[arg-type]
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    apps: list[Any] = []
     stop = asyncio.Event()
-    task = asyncio.create_task(daemon.serve(opts, lambda url, dns: ready.set_result(url), stop=stop))
+    task = asyncio.create_task(daemon.serve(opts, lambda url, dns: ready.set_result(url), stop=stop,
+                                            on_app=apps.append))
     done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         await task  # startup failed: raise its error
     try:
-        yield ready.result()
+        yield InProcess(ready.result(), apps[0])
     finally:
         stop.set()
         await task
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(role: str = "dev", **options: object) -> AsyncIterator[str]:
+    """Run a Tether role inside the current event loop on 127.0.0.1:0; yield its URL."""
+    async with open_in_process(role, **options) as node:
+        yield node.url
+
+
+class ThreadedNode:
+    """`open_in_process` on an event loop of its own in a thread, for a synchronous client
+    (py-consul) whose test also looks inside: `call(fn)` runs fn on that loop."""
+
+    def __init__(self, role: str = "dev", **options: object) -> None:
+        self.role, self.options = role, options
+        self.loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.node: InProcess | None = None
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            async with open_in_process(self.role, **self.options) as node:
+                self.node = node
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:  # startup failed: __enter__ raises it
+            self._error = exc
+            self._ready.set()
+
+    @property
+    def url(self) -> str:
+        assert self.node is not None
+        return self.node.url
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    def wait_parked(self, count: Callable[[InProcess], int], timeout: float = 10.0) -> None:
+        """Wait until `count(node)` is above 0 (see `until_parked`)."""
+        deadline = time.monotonic() + timeout
+        while not self.call(lambda: count(self.node)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no blocking query parked within {timeout:g}s")
+            time.sleep(0.005)
+
+    def __enter__(self) -> "ThreadedNode":
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        self.loop.close()
+
+
+async def until_parked(count: Callable[[], int], *, more_than: int = 0, timeout: float = 10.0) -> None:
+    """Wait until `count()` (a store's `parked(prefix)`, an agent's `parked`) exceeds
+    `more_than`: the blocking query under test is waiting, so a write now must wake it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while count() <= more_than:
+        if loop.time() > deadline:
+            raise AssertionError(f"no blocking query parked within {timeout:g}s (count {count()})")
+        await asyncio.sleep(0.005)
 
 
 def run_cli(*args: str, addr: str | None = None, stdin: str | None = None,

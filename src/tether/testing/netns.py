@@ -20,6 +20,8 @@ import subprocess
 import sys
 from typing import Any, Mapping, Sequence
 
+from tether.testing.deps import missing
+
 _counter = itertools.count()
 PREFIX_LEN = 24
 
@@ -29,7 +31,7 @@ def available() -> str | None:
     if os.geteuid() != 0:
         return "network namespaces need root"
     if shutil.which("ip") is None:
-        return "iproute2 (ip) is not installed"
+        return missing("iproute2 (ip)")
     probe = f"tt{os.getpid()}probe"
     result = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if result.returncode != 0:

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, TextIO
 
 from tether.core.admission import DEFAULT_MAX_PENDING_HANDSHAKES
 from tether.core.external import EgressSnapshot
-from tether.netutil import original_destination
+from tether.netutil import open_listen_socket, original_destination
 from tether.proxy.accesslog import AccessLog
 from tether.proxy.admission import HandshakeGate
 from tether.proxy.egress.gateway import serve_gateway
@@ -34,7 +34,7 @@ from tether.proxy.egress.session import Session
 from tether.proxy.egress.splice import Buffers, Splice
 from tether.proxy.egress.stats import EgressStats, register_collector
 from tether.proxy.egress.stream import SetupError
-from tether.proxy.listener import ACCEPT_BATCH, RESOURCE_ERRORS, AcceptLoop, open_listen_socket
+from tether.proxy.listener import ACCEPT_BATCH, RESOURCE_ERRORS, AcceptLoop
 from tether.proxy.tls import TlsMaterial, build_contexts
 
 log = logging.getLogger("tether.proxy.egress")

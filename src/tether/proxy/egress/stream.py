@@ -17,6 +17,7 @@ import socket
 import ssl
 from typing import Callable
 
+from tether.netutil import family_of
 from tether.proxy.egress.splice import End
 
 READ_CHUNK = 65536
@@ -30,16 +31,6 @@ class SetupError(Exception):
         super().__init__(reason)
         self.result = result
         self.reason = reason
-
-
-def family_of(host: str) -> int | None:
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(fam, host)
-            return fam
-        except OSError:
-            pass
-    return None
 
 
 async def wait_readable(loop: asyncio.AbstractEventLoop, fd: int, timeout: float | None) -> bool:
