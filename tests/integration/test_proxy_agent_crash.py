@@ -17,10 +17,11 @@ import httpx
 import pytest
 
 from proxy_kit import (
-    DEADLINE, EchoServer, Mesh, free_port, metric_value, metrics, open_stream, process_alive, roundtrip, start_proxy, still_open,
+    DEADLINE, EchoServer, Mesh, metric_value, metrics, open_stream, process_alive, roundtrip, start_proxy, still_open,
     stop_proxy, wait_for,
 )
 from tether.testing.agent import RunningAgent, serve_in_process, start_tether
+from tether.testing.ports import held_port
 
 #: How long the agent stays dead while traffic must keep flowing (issue 10's "for 60 s").
 OUTAGE = 60.0
@@ -84,14 +85,15 @@ def _kill_leftovers(pids) -> None:
 
 @pytest.mark.slow
 def test_kill_9_of_the_agent_fails_no_connection_and_a_restarted_agent_adopts_the_sidecars(tmp_path):
-    agent = _agent(tmp_path / "data")
+    api_port = held_port()  # the restarted agent comes back on the same address: its sidecars follow it
+    agent = _agent(tmp_path / "data", "-http-port", str(api_port.port))
     mesh = Mesh(agent, httpx.Client(base_url=agent.url, timeout=30))
     pids: dict[str, int] = {}
     again = None
     try:
         db = mesh.app()
         mesh.register("db", db.port)
-        up = free_port()
+        up = mesh.port()
         mesh.register("web", 1, upstreams=[{"destination_name": "db", "local_bind_port": up}])
         ready = {name: mesh.ready(name) for name in ("web", "db")}
         pids = {name: int(r["pid"]) for name, r in ready.items()}
@@ -108,7 +110,7 @@ def test_kill_9_of_the_agent_fails_no_connection_and_a_restarted_agent_adopts_th
         assert traffic.failures == [], "connections failed while the agent was down"
         served_alone = traffic.ok
 
-        again = _agent(tmp_path / "data", "-http-port", agent.addr.rsplit(":", 1)[1])
+        again = _agent(tmp_path / "data", "-http-port", str(api_port.port))
         for name, pid in pids.items():
             assert f"proxy {name}-sidecar-proxy: adopted pid {pid}" in "".join(again.log)
             assert process_alive(pid)
@@ -140,7 +142,7 @@ def test_a_graceful_agent_stop_shows_no_watch_a_500(tmp_path):
     mesh.register("db", db.port)
     pid = int(mesh.ready("db")["pid"])
     mesh.healthy("db")
-    up = free_port()
+    up = mesh.port()
     proc, _, log = start_proxy("-service", "web", "-upstream", f"db:{up}", addr=agent.addr)
     try:
         mesh.flowing(up)
@@ -161,7 +163,7 @@ def test_sighup_reloads_a_sidecar_without_dropping_a_connection(tmp_path):
     try:
         db = mesh.app()
         mesh.register("db", db.port)
-        up = free_port()
+        up = mesh.port()
         mesh.register("web", 1, upstreams=[{"destination_name": "db", "local_bind_port": up}])
         pid = int(mesh.ready("web")["pid"])
         mesh.healthy("db")
@@ -176,7 +178,7 @@ def test_sighup_reloads_a_sidecar_without_dropping_a_connection(tmp_path):
         assert roundtrip(up, b"after the reload") == b"after the reload"
         # A reload re-reads the registration: a change (the upstream moves) is applied from it;
         # the connection on the old listener runs on.
-        up2 = free_port()
+        up2 = mesh.port()
         mesh.register("web", 1, upstreams=[{"destination_name": "db", "local_bind_port": up2}])
         os.kill(pid, signal.SIGHUP)
         mesh.flowing(up2)
@@ -192,7 +194,7 @@ def test_a_sidecar_whose_registration_is_gone_exits(tmp_path):
     try:
         api = httpx.Client(base_url=agent.url, timeout=30)
         api.put("/v1/agent/service/register", json={"name": "web", "port": 1, "connect": {"sidecar_service": {
-            "port": free_port()}}}).raise_for_status()
+            }}}).raise_for_status()
         proc, _, log = start_proxy("-sidecar-for", "web", addr=agent.addr)
         api.put("/v1/agent/service/deregister/web").raise_for_status()
         assert proc.wait(DEADLINE) == 0
@@ -230,7 +232,8 @@ def test_an_adopted_sidecar_keeps_its_environment_and_so_its_acl_token(tmp_path)
     config.write_text(f'acl {{\n enabled = true\n default_policy = "deny"\n'
                       f' tokens {{\n  initial_management = "{management}"\n }}\n}}\n')
     config.chmod(0o600)
-    agent = _agent(tmp_path / "data", "-config-file", str(config))
+    api_port = held_port()
+    agent = _agent(tmp_path / "data", "-config-file", str(config), "-http-port", str(api_port.port))
     api = httpx.Client(base_url=agent.url, timeout=30, headers={"X-Consul-Token": management})
     mesh = Mesh(agent, api)
     pid = None
@@ -239,7 +242,7 @@ def test_an_adopted_sidecar_keeps_its_environment_and_so_its_acl_token(tmp_path)
         token = api.put("/v1/acl/token", json={"ServiceIdentities": [{"ServiceName": "db"}]}).json()["SecretID"]
         app = mesh.app()
         api.put("/v1/agent/service/register", headers={"X-Consul-Token": token}, json={
-            "name": "db", "port": app.port, "connect": {"sidecar_service": {"port": free_port()}}}).raise_for_status()
+            "name": "db", "port": app.port, "connect": {"sidecar_service": {}}}).raise_for_status()
         ready = mesh.ready("db")
         pid = int(ready["pid"])
 
@@ -248,7 +251,7 @@ def test_an_adopted_sidecar_keeps_its_environment_and_so_its_acl_token(tmp_path)
 
         agent.stop(signal.SIGKILL)
         wait_for("the sidecar to notice", lambda: stale() == 1)
-        again = _agent(tmp_path / "data", "-config-file", str(config), "-http-port", agent.addr.rsplit(":", 1)[1])
+        again = _agent(tmp_path / "data", "-config-file", str(config), "-http-port", str(api_port.port))
         assert f"adopted pid {pid}" in "".join(again.log)
         wait_for("the adopted sidecar's watches to be answered again", lambda: stale() == 0)
         assert not any("403" in line or "Permission denied" in line for line in agent.log)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from proxy_kit import DEADLINE, Mesh, free_port, metric_value, metrics, roundtrip, wait_for
+from proxy_kit import DEADLINE, Mesh, metric_value, metrics, roundtrip, wait_for
 from tether.core.admission import DEFAULT_MAX_PENDING_HANDSHAKES
 
 FLOOD = 20_000
@@ -98,7 +98,7 @@ def test_an_idle_flood_is_bounded_and_real_clients_get_through():
     try:
         db = mesh.app()
         db_port = mesh.register("db", db.port)
-        up = free_port()
+        up = mesh.port()
         mesh.register("web", 1, upstreams=[{"destination_name": "db", "local_bind_port": up}])
         ready = mesh.ready("db")
         pid = int(ready["pid"])
