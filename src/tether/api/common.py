@@ -20,6 +20,7 @@ from tether.core.duration import parse_duration
 from tether.core.errors import (
     AclDisabled, Conflict, InvalidInput, NotFound, PermissionDenied, RateLimited, TetherError, TooLarge, Unavailable,
 )
+from tether.core.nesting import check_json_depth
 from tether.store.base import Store
 
 STATUS = {
@@ -87,16 +88,22 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return body
 
 
+def parse_json(body: bytes) -> Any:
+    """A request body's JSON: nesting past the limit and malformed JSON are 400s."""
+    check_json_depth(body)  # before parsing: the parser recurses once per level
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"Request decode failed: malformed JSON: {exc}") from exc
+
+
 async def read_json(request: Request, *, required: bool = True) -> Any:
     body = await read_body(request)
     if not body.strip():
         if required:
             raise InvalidInput("Request decode failed: the body is empty; send a JSON object")
         return None
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"Request decode failed: malformed JSON: {exc}") from exc
+    return parse_json(body)
 
 
 def flag(request: Request, name: str) -> bool:

@@ -35,6 +35,7 @@ from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, POLICY, SERVER
 from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.nesting import check_json_depth
 from tether.core.policy_yaml import (
     TETHER_API, PolicyDocuments, format_mesh_policy, format_server_policy, parse_policy_documents, parse_policy_objects,
 )
@@ -249,10 +250,14 @@ def _pair(request: Request) -> tuple[str, str]:
 
 def _documents(body: bytes, source: str) -> PolicyDocuments:
     """Policy documents from a YAML stream or JSON (one document, or an array of them)."""
-    text = body.decode("utf-8", "replace")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the body is not UTF-8 (byte {exc.start}); send YAML or JSON policy documents") from None
     if not text.strip():
         raise InvalidInput("the body is empty; send YAML or JSON policy documents (see docs/authorization.md)")
     if text.lstrip()[:1] in "[{":
+        check_json_depth(body)
         try:
             decoded = json.loads(text)
         except json.JSONDecodeError:

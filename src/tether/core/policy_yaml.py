@@ -32,6 +32,7 @@ from tether.core.authz import PolicySnapshot, build_snapshot
 from tether.core.cidr import NetworkMatch, parse_network_match
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, intention_key, parse_intention
+from tether.core.nesting import yaml_depth_problem
 from tether.core.policy import (
     DEFAULT_INTENTION,
     MESH_DEFAULT_POLICY,
@@ -276,6 +277,10 @@ def snapshot_from_state(
 
 def _load(text: str, source: str, errors: list[str]) -> list[tuple[int, Any]]:
     docs: list[tuple[int, Any]] = []
+    too_deep = yaml_depth_problem(text, source)
+    if too_deep:
+        errors.append(too_deep)
+        return docs
     try:
         for n, doc in enumerate(yaml.safe_load_all(text), start=1):
             if doc is not None:  # an empty document (a trailing `---`) declares nothing
