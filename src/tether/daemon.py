@@ -44,6 +44,7 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.core.browserguard import BrowserPolicy
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
@@ -97,11 +98,11 @@ def node_id(data_dir: Path | None) -> str:
     return value
 
 
-def new_app(title: str) -> FastAPI:
+def new_app(title: str, browser: BrowserPolicy | None = None) -> FastAPI:
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(FilteredHeaderMiddleware)
-    app.add_middleware(RequestGuard)  # outermost: refusals before routing (api/guard.py)
+    app.add_middleware(RequestGuard, browser=browser)  # outermost: refusals before routing (api/guard.py)
     return app
 
 
@@ -115,7 +116,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
     if opts.role == "agent" and opts.default_policy is not None:
         raise InvalidInput("-default-policy is the server's setting; a node agent follows its server")
     cp = agent = supervisor = None
-    app = new_app(f"Tether {opts.role}")
+    app = new_app(f"Tether {opts.role}", BrowserPolicy.build([opts.node, opts.http_host, *opts.allowed_hosts],
+                                                             opts.allowed_origins))
     store = None
     link = None
     leaves = None

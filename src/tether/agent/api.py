@@ -237,13 +237,16 @@ def forward_router(server_url: str, effective_secret: Callable[[str | None], str
     token (`effective_secret`); the server then decides, as for any client."""
     client = httpx.AsyncClient(base_url=server_url.rstrip("/"), timeout=httpx.Timeout(None, connect=5.0))
     r = APIRouter()
+    # Not forwarded: hop-by-hop headers, and Origin, which this agent has checked against its own
+    # names (api/guard.py); the server would judge it against the address the agent dialled.
     hop_by_hop = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+    checked_here = {"origin"}
 
     @r.api_route("/v1/{path:path}", methods=["GET", "PUT", "POST", "DELETE"], include_in_schema=False)
     async def forward(request: Request, path: str) -> Response:
         if path.startswith("agent/"):
             raise NotFound(f"unknown agent endpoint /v1/{path}")
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in hop_by_hop | _TOKEN_HEADERS]
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in hop_by_hop | checked_here | _TOKEN_HEADERS]
         secret = effective_secret(request_token(request))
         if secret:
             headers.append(("X-Consul-Token", secret))
