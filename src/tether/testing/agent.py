@@ -45,12 +45,13 @@ class RunningAgent:
         return self.proc.returncode
 
 
-def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> RunningAgent:
+def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
+                 prefix: tuple[str, ...] = ()) -> RunningAgent:
     """Run `tether ARGS -http-port 0` (unless ARGS name a port: a restart in place) and return
-    once its API is listening."""
+    once its API is listening. `prefix` runs it through a wrapper (e.g. setpriv, as another user)."""
     dns = ["-dns-port", "0"] if args and args[0] == "agent" and "-dns-port" not in args else []
     http = [] if "-http-port" in args else ["-http-port", "0"]
-    cmd = [sys.executable, "-m", "tether.cli.main", *args, *http, *dns]
+    cmd = [*prefix, sys.executable, "-m", "tether.cli.main", *args, *http, *dns]
     full_env = {**os.environ, "TETHER_LOG_LEVEL": "WARNING", **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     lines: list[str] = []
