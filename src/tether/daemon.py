@@ -36,6 +36,7 @@ from tether.agent.supervisor import ProxySupervisor
 from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
 from tether.api.guard import RequestGuard
+from tether.api.openapi import install_openapi
 from tether.api.shutdown import AnswerCutRequests
 from tether.control.acl import AclConfig
 from tether.control.acl_api import acl_router
@@ -102,6 +103,7 @@ def node_id(data_dir: Path | None) -> str:
 def new_app(title: str, browser: BrowserPolicy | None = None) -> FastAPI:
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(FilteredHeaderMiddleware)
     app.add_middleware(RequestGuard, browser=browser)  # outermost: refusals before routing (api/guard.py)
     return app

@@ -1,13 +1,17 @@
-"""Request targets must be UTF-8 once percent-decoded (never U+FFFD in a key)."""
+"""Text must be text: request targets UTF-8 once percent-decoded (never U+FFFD in a key),
+JSON strings without lone surrogates."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from urllib.parse import quote
 
-from tether.core.utf8 import target_problem
+from tether.core.errors import InvalidInput
+from tether.core.utf8 import check_json_text, target_problem
 
 
 @pytest.mark.parametrize("path, query, words", [
@@ -32,3 +36,14 @@ def test_utf8_passes(path, query):
 @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"])))
 def test_any_text_percent_encoded_passes(text):
     assert target_problem(b"/v1/kv/" + quote(text).encode(), quote(text).encode()) is None
+
+
+@pytest.mark.parametrize("body", [b'"\\udcff"', b'{"\\ud800": 1}', b'["ok", {"a": "x\\uDFFFy"}]'])
+def test_lone_surrogates_in_json_are_refused(body):
+    with pytest.raises(InvalidInput, match="half of a UTF-16 surrogate pair"):
+        check_json_text(body, json.loads(body))
+
+
+@pytest.mark.parametrize("body", [b'"\\ud83d\\ude00"', b'"\\\\udcff"', b'"caf\\u00e9"', b'{"a": [1, null]}'])
+def test_pairs_escaped_backslashes_and_plain_text_pass(body):
+    check_json_text(body, json.loads(body))

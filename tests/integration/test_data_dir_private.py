@@ -5,7 +5,6 @@ others can enter is refused at start with the fix named, as ssh does."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tether.testing.agent import start_tether
+from tether.testing.agent import start_tether, write_acl_config
 
 AGENT_UID = 65534      # nobody: the user the agent runs as
 ATTACKER_UID = 65533   # another unprivileged user on the same node (no passwd entry needed)
@@ -47,11 +46,8 @@ def node_dir():
 
 
 def write_config(root: Path) -> Path:
-    conf = root / "acl.json"
-    conf.write_text(json.dumps({"acl": {"enabled": True, "enable_token_persistence": True,
-                                        "tokens": {"initial_management": MANAGEMENT}}}))
+    conf = write_acl_config(root, MANAGEMENT, enable_token_persistence=True)
     os.chown(conf, AGENT_UID, AGENT_UID)
-    conf.chmod(0o600)
     return conf
 
 

@@ -36,6 +36,7 @@ from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, format_intention, parse_intention
 from tether.core.nesting import check_json_depth
+from tether.core.utf8 import check_json_text
 from tether.core.policy_yaml import (
     TETHER_API, PolicyDocuments, format_mesh_policy, format_server_policy, parse_policy_documents, parse_policy_objects,
 )
@@ -263,5 +264,6 @@ def _documents(body: bytes, source: str) -> PolicyDocuments:
         except json.JSONDecodeError:
             decoded = None  # YAML flow style also starts with [ or {
         if decoded is not None:
+            check_json_text(body, decoded)
             return parse_policy_objects(decoded if isinstance(decoded, list) else [decoded], source=source)
     return parse_policy_documents(text, source=source)

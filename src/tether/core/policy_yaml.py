@@ -295,7 +295,8 @@ def _load(text: str, source: str, errors: list[str]) -> list[tuple[int, Any]]:
 def _tether_doc(label: str, doc: dict[str, Any], intentions: list, policies: list, meshes: list, errors: list[str]) -> None:
     # Envelope and spec are checked independently so a metadata typo does not hide spec errors.
     envelope = validate(_TetherDoc, doc, label, "", errors)
-    spec_model = _TETHER_SPECS.get(doc.get("kind"))  # type: ignore[arg-type]
+    kind = doc.get("kind")
+    spec_model = _TETHER_SPECS.get(kind) if isinstance(kind, str) else None
     if spec_model is None:
         errors.append(f"{label}: kind {doc.get('kind')!r} is not a Tether kind; use one of {', '.join(_TETHER_SPECS)}")
         return
