@@ -125,7 +125,7 @@ def explain(
         raise InvalidInput(f"DST:PORT {target!r}: write the destination service and a port, e.g. db:5432")
     _service(destination, "DST")
     ip = str(parse_ip(addr)) if addr else None
-    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file))
+    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file), destination)
     if source in UNAUTHENTICATED:
         identity = None
     elif source.lower().startswith("spiffe://"):
