@@ -19,7 +19,7 @@ from tether.cli.common import HttpAddr, Token, TokenFile, client, print_json
 from tether.cli.intention_cmds import fetch_snapshot, print_decision
 from tether.core.authz import Source, decide
 from tether.core.cidr import parse_ip
-from tether.core.errors import InvalidInput, Unavailable
+from tether.core.errors import InvalidInput
 from tether.core.spiffe import DEFAULT_NAMESPACE, SpiffeId, parse_spiffe_id, validate_service_name
 
 policy_app = typer.Typer(help="Apply and inspect server policy (which callers a service port accepts).",
