@@ -254,7 +254,7 @@ async def serve(
             except OSError as exc:
                 server.should_exit = True
                 await task
-                raise OSError(exc.errno, f"{exc.strerror}; use -dns-port to pick another port, "
+                raise OSError(exc.errno, f"{exc.strerror or exc}; use -dns-port to pick another port, "
                               "or -dns-port -1 to turn DNS off") from None
             app.state.dns_addr = f"{host}:{dns_port}"
         if app.state.supervisor is not None and not stopping:
@@ -289,7 +289,7 @@ def _http_socket(opts: Options) -> socket.socket:
     try:
         return open_listen_socket(host, opts.http_port)
     except OSError as exc:
-        raise OSError(exc.errno, f"HTTP API: {exc.strerror}; use -http-port to pick another port") from None
+        raise OSError(exc.errno, f"HTTP API: {exc.strerror or exc}; use -http-port to pick another port") from None
 
 
 async def reload(app: FastAPI, opts: Options) -> None:

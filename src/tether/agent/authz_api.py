@@ -27,7 +27,7 @@ from tether.api.common import authorizer_dependency, blocking_params, json_respo
 from tether.control.intentions_api import authz_scope, scoped_state
 from tether.core.authz import Source
 from tether.core.cidr import parse_ip
-from tether.core.errors import InvalidInput
+from tether.core.errors import InvalidInput, Unavailable
 from tether.core.spiffe import SpiffeKind, parse_spiffe_id, validate_service_name
 
 _FIELDS = ("Target", "ClientCertURI", "ClientCertSerial", "Namespace", "Port", "ClientAddr", "Probe")
@@ -51,6 +51,8 @@ def authz_router(agent: Agent) -> APIRouter:
         if index > 0:
             await agent.authz.wait_for_change(index, wait)
         cache = agent.authz
+        if cache.snapshot is None:  # a proxy keeps what it has rather than learn an empty policy
+            raise Unavailable(f"the agent has no authorization state yet: {cache.refused or 'loading'}")
         state = scoped_state(cache.state, scope)
         return json_response({**state, "TrustDomain": cache.trust_domain}, index=cache.index or 1)
 

@@ -230,14 +230,16 @@ def fetch_snapshot(api: Client, destination: str) -> tuple[PolicySnapshot, str]:
     """(snapshot, datacenter) for decisions with `destination`, built from the agent's
     authorization state (the server's, when pointed at a `tether server`) with the same code
     the agent and the proxy use. The token needs intentions:read on `destination`."""
-    from tether.core.policy_yaml import snapshot_from_state  # pydantic schemas: only commands that decide pay
+    # The proxy's reader: the same decisions as core.policy_yaml.snapshot_from_state without
+    # importing its pydantic schemas (~60 ms of a CLI command's start) for canonical state.
+    from tether.core.policy_state import snapshot_from_agent_state
 
     scope = {"service": destination}
     response = api.get("/v1/agent/connect/authz-snapshot", params=scope, ok404=True)
     if response.status_code == 404:
         response = api.get("/v1/internal/tether/authz", params=scope)
     state = response.json()
-    return snapshot_from_state(state, state["TrustDomain"]), state.get("Datacenter", "dc1")
+    return snapshot_from_agent_state(state, state["TrustDomain"]), state.get("Datacenter", "dc1")
 
 
 def print_decision(decision: Decision, what: str) -> None:

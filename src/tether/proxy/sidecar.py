@@ -54,7 +54,7 @@ from tether.proxy.sidecar_config import (
     DEFAULT_ADMIN_BIND, SidecarPlan, SnapshotAuthorizer, UpstreamPlan, instances_from_health, plan_for_service, plan_from_registration,
 )
 from tether.proxy.sidecar_health import ListenerCheck, find_listening_check, listening_state
-from tether.proxy.sidecar_policy import snapshot_from_agent_state
+from tether.core.policy_state import snapshot_from_agent_state
 from tether.proxy.tls import TlsMaterial
 from tether.proxy.resolve import resolve_instances
 from tether.proxy.upstream import UpstreamSpec
