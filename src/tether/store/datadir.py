@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 from tether.core.errors import InvalidInput
@@ -47,10 +48,10 @@ def narrow_file(path: Path) -> None:
     except FileNotFoundError:
         return
     mode = narrowed(st.st_mode)
-    if mode is None or not path.is_file() or path.is_symlink() or st.st_uid != os.geteuid():
-        return
+    if mode is None or not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        return  # private already, or not a file of ours (a symlink's target is not ours to change)
     path.chmod(mode)
-    log.warning("%s was readable by other users (mode %04o); it is now %04o", path, st.st_mode & 0o7777, mode)
+    log.warning("%s was readable by other users (mode %04o); it is now %04o", path, stat.S_IMODE(st.st_mode), mode)
 
 
 def create_private_file(path: Path) -> None:
