@@ -3,15 +3,13 @@ under /v1/tether/; Consul has no equivalent)."""
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from tether.api.acl import needs, request_acl
-from tether.api.common import authorizer_dependency, block, json_response, read_body
+from tether.api.common import authorizer_dependency, block, json_response, parse_json, read_body
 from tether.control.egress import PREFIX, SERVICES, EgressService
-from tether.core.errors import InvalidInput, NotFound
+from tether.core.errors import NotFound
 from tether.core.external_yaml import parse_external_documents, parse_external_yaml
 
 
@@ -52,10 +50,7 @@ def egress_router(egress: EgressService) -> APIRouter:
         """Body: YAML (one or more documents) or a JSON list of documents. All or nothing."""
         body = await read_body(request)
         if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                docs = json.loads(body)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"Request decode failed: malformed JSON: {exc}") from None
+            docs = parse_json(body)
             config = parse_external_documents(docs if isinstance(docs, list) else [docs], source="request")
         else:
             config = parse_external_yaml(body, source="request")

@@ -35,6 +35,8 @@ from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, POLICY, SERVER
 from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.nesting import check_json_depth
+from tether.core.utf8 import check_json_text
 from tether.core.policy_yaml import (
     TETHER_API, PolicyDocuments, format_mesh_policy, format_server_policy, parse_policy_documents, parse_policy_objects,
 )
@@ -276,14 +278,19 @@ def _pair(request: Request) -> tuple[str, str]:
 
 def _documents(body: bytes, source: str) -> PolicyDocuments:
     """Policy documents from a YAML stream or JSON (one document, or an array of them)."""
-    text = body.decode("utf-8", "replace")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the body is not UTF-8 (byte {exc.start}); send YAML or JSON policy documents") from None
     if not text.strip():
         raise InvalidInput("the body is empty; send YAML or JSON policy documents (see docs/authorization.md)")
     if text.lstrip()[:1] in "[{":
+        check_json_depth(body)
         try:
             decoded = json.loads(text)
         except json.JSONDecodeError:
             decoded = None  # YAML flow style also starts with [ or {
         if decoded is not None:
+            check_json_text(body, decoded)
             return parse_policy_objects(decoded if isinstance(decoded, list) else [decoded], source=source)
     return parse_policy_documents(text, source=source)
