@@ -16,6 +16,7 @@ import socket
 
 import pytest
 
+from conftest import FOREIGN_RANGE
 from proxy_kit import Mesh, port_of, roundtrip, wait_for
 from tether.core.duration import parse_duration
 from tether.core.registration import SIDECAR_CHECK_INTERVAL, SIDECAR_PORT_RANGE
@@ -122,8 +123,21 @@ def test_a_new_service_is_healthy_before_its_check_interval_has_passed(mesh):
 
 
 def test_the_held_start_of_the_range_is_skipped(mesh, foreign_sidecar_ports):
-    """tests/conftest.py listens on 21000-21010 for the whole session, as a foreign program."""
-    assert foreign_sidecar_ports, "the session fixture holds none of 21000-21010"
+    """tests/conftest.py listens on 21000-21010 for the whole session, as a foreign program
+    (the ports of it that nobody else on the machine holds already: either way, every one of
+    them is taken by someone, and the agent must take none)."""
+    first, last = FOREIGN_RANGE
+    taken = [p for p in range(first, last + 1) if not _bindable(p)]
+    assert taken, "the session fixture holds what others on the machine do not"
     port = mesh.register("epsilon", mesh.app().port)
-    assert port not in foreign_sidecar_ports
+    assert port not in taken
     mesh.healthy("epsilon")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
