@@ -35,6 +35,7 @@ from tether.agent.config_services import ConfigServices
 from tether.agent.supervisor import ProxySupervisor
 from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
+from tether.api.compat import PutPostAlias, UnimplementedRoutes
 from tether.api.shutdown import AnswerCutRequests
 from tether.control.acl import AclConfig
 from tether.control.acl_api import acl_router
@@ -100,6 +101,9 @@ def new_app(title: str) -> FastAPI:
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(FilteredHeaderMiddleware)
+    app.add_middleware(PutPostAlias, routes_of=lambda: app.router.routes)
+    app.add_middleware(UnimplementedRoutes, store_of=lambda: getattr(getattr(app.state, "control_plane", None),
+                                                                     "store", None))
     return app
 
 

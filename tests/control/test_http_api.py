@@ -81,7 +81,7 @@ async def test_bad_registration_is_refused_and_changes_nothing(api, body, status
     assert r.status_code == status and words in r.text, r.text
     assert "\n" not in r.text.strip()  # one line
     after = await api.get("/v1/catalog/services")
-    assert after.headers["X-Consul-Index"] == before and after.json() == {}
+    assert after.headers["X-Consul-Index"] == before and after.json() == {"consul": []}
     assert (await api.get("/v1/agent/services")).json() == {}
 
 

@@ -12,15 +12,16 @@ import hashlib
 import json
 import time
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import httpx
 from fastapi import APIRouter, Depends, Request
 from starlette.background import BackgroundTask
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
-from tether import __version__
 from tether.agent.acl import AgentTokens
 from tether.agent.agent import Agent
+from tether.agent.self_view import MEMBER_ALIVE, MEMBER_FAILED, format_member, format_self
 from tether.api.acl import needs, request_acl
 from tether.api.common import (
     authorizer_dependency, blocking_params, flag, json_response, read_body, read_json, refuse_unsupported,
@@ -32,7 +33,6 @@ from tether.core.health import CRITICAL, PASSING, WARNING, http_status_for, wors
 from tether.core.service import parse_check_definition, parse_service_definition
 
 _TOKEN_HEADERS = {"x-consul-token", "x-tether-token", "authorization"}
-MEMBER_ALIVE, MEMBER_FAILED = 1, 4  # Serf's member status codes, which Consul's API exposes
 
 
 def content_hash(doc: Any) -> str:
@@ -75,24 +75,27 @@ def agent_router(agent: Agent, *, is_server: bool, tokens: AgentTokens | None = 
     @r.get("/v1/agent/self", tags=["agent"], **needs("agent:read", on="this node"))
     async def agent_self(request: Request) -> Response:
         request_acl(request).require("agent", node, "read")
-        c = agent.config
-        return json_response({
-            "Config": {"Datacenter": c.datacenter, "NodeName": c.node, "NodeID": c.node_id,
-                       "Server": is_server, "Version": __version__, "Revision": "tether",
-                       "DNSAddr": getattr(request.app.state, "dns_addr", "")},
-            "Member": {"Name": c.node, "Addr": c.advertise, "Status": MEMBER_ALIVE},
-            "Meta": c.node_meta,
-        })
+        leader = (f"{request.url.hostname}:{request.url.port}" if is_server
+                  else urlparse(getattr(agent.link, "base_url", "")).netloc)
+        member = format_member(agent.node_doc, MEMBER_ALIVE, server=is_server)
+        return json_response(format_self(agent.config, member, server=is_server, leader_addr=leader,
+                                         dns_addr=getattr(request.app.state, "dns_addr", ""),
+                                         acl_enabled=getattr(request.app.state, "acl", None) is not None,
+                                         checks=list(agent.checks.values()), services=len(agent.services)))
 
     @r.get("/v1/agent/members", tags=["agent"], **needs("node:read", filtered=True))
     async def agent_members(request: Request) -> Response:
-        return json_response(request_acl(request).filter(await members(agent), lambda m: ("node", m["Name"])))
+        if flag(request, "wan"):  # only servers are WAN members, named <node>.<dc>
+            found = [format_member(agent.node_doc, MEMBER_ALIVE, server=True, wan=True)] if is_server else []
+            return json_response(request_acl(request).filter(found, lambda m: ("node", node)))
+        return json_response(request_acl(request).filter(await members(agent, node if is_server else ""),
+                                                         lambda m: ("node", m["Name"])))
 
     @r.get("/v1/agent/services", tags=["agent"], **needs("service:read", filtered=True))
     async def agent_services(request: Request) -> Response:
         refuse_unsupported(request)
         kept = request_acl(request).filter(agent.services.items(), lambda item: ("service", item[1]["Service"]))
-        return json_response({sid: views.agent_service(s) for sid, s in kept})
+        return json_response({sid: views.agent_services_element(s) for sid, s in kept})
 
     @r.get("/v1/agent/service/{service_id}", tags=["agent"], **needs("service:read", on="the service"))
     async def agent_service(request: Request, service_id: str) -> Response:
@@ -219,14 +222,11 @@ def _service_hash(agent: Agent, service_id: str) -> str | None:
     return content_hash(views.agent_service(svc)) if svc else None
 
 
-async def members(agent: Agent) -> list[dict[str, Any]]:
+async def members(agent: Agent, server_node: str) -> list[dict[str, Any]]:
     """Nodes with their liveness, from the catalog's serfHealth checks."""
-    return [
-        {"Name": node["Node"], "Addr": node["Address"], "Port": 0,
-         "Tags": {"dc": node.get("Datacenter", ""), "id": node.get("ID", "")},
-         "Status": MEMBER_ALIVE if status == PASSING else MEMBER_FAILED}
-        for node, status in await agent.link.node_health()
-    ]
+    return [format_member(node, MEMBER_ALIVE if status == PASSING else MEMBER_FAILED,
+                          server=node["Node"] == server_node)
+            for node, status in await agent.link.node_health()]
 
 
 def forward_router(server_url: str, effective_secret: Callable[[str | None], str | None] = lambda s: s) -> APIRouter:

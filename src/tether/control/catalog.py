@@ -192,7 +192,8 @@ class Catalog:
 
     def node_checks(self, node: str) -> list[dict[str, Any]]:
         own = [with_indexes(e) for e in self.store.list(f"{NODE_CHECKS}{node}/")]
-        return own + [with_indexes(e) for e in self._node_check_entries(node)]
+        # The byid pointers cover node checks too: only the service checks are added here.
+        return own + [with_indexes(e) for e in self._node_check_entries(node) if not e.key.startswith(NODE_CHECKS)]
 
     def services(self) -> dict[str, list[str]]:
         """{name: sorted union of tags}, as /v1/catalog/services returns."""

@@ -1,0 +1,127 @@
+"""Consul compatibility at the HTTP edge: datacenter and peer scoping, the PUT/POST pair
+Consul's clients mix, and Consul's answers for the parts of its API Tether does not build.
+
+Tether is one datacenter with no peers. A request for another datacenter (`?dc=dc2`, or
+`"Datacenter": "dc2"` in a body) is answered as Consul answers for a datacenter it has no
+route to (500 `No path to datacenter`), never served from, or written into, the local one.
+A read for a peer (`?peer=x`) is answered with an empty result, as Consul answers for a
+peer it does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from fastapi import Request
+from fastapi.routing import APIRoute
+from starlette.routing import Match
+from starlette.responses import PlainTextResponse, Response
+
+from tether.core.errors import NoPathToDatacenter
+from tether.store.base import Store
+
+
+def require_local_datacenter(requested: str, local: str) -> None:
+    if requested and requested != local:
+        raise NoPathToDatacenter(requested)
+
+
+def datacenter_dependency(local: str) -> Callable[[Request], Awaitable[None]]:
+    """A router dependency: `?dc=` must name this datacenter (or be absent)."""
+
+    async def check(request: Request) -> None:
+        require_local_datacenter(request.query_params.get("dc", ""), local)
+
+    return check
+
+
+def for_peer(request: Request) -> bool:
+    """True when the read asks for a cluster peer's data: Tether has none, so the answer is empty."""
+    return bool(request.query_params.get("peer"))
+
+
+class PutPostAlias:
+    """Write routes answer both PUT and POST: Consul's documentation names one, its clients
+    send either (py-consul PUTs /v1/agent/connect/authorize, documented as POST). A PUT that
+    no route takes is served by the POST route of the same path, and the other way round."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], routes_of: Callable[[], list[Any]]) -> None:
+        self.app = app
+        self.routes_of = routes_of
+        self._routes: list[Any] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in _OTHER_WRITE and not self._served(scope):
+            alias = {**scope, "method": _OTHER_WRITE[scope["method"]]}
+            if self._served(alias):
+                scope = alias
+        await self.app(scope, receive, send)
+
+    def _served(self, scope: dict[str, Any]) -> bool:
+        if self._routes is None:  # routes are complete once the app serves
+            self._routes = _flat(self.routes_of())
+        return any(route.matches(scope)[0] == Match.FULL for route in self._routes if isinstance(route, APIRoute))
+
+
+_OTHER_WRITE = {"PUT": "POST", "POST": "PUT"}
+
+
+def _flat(routes: list[Any]) -> list[Any]:
+    out = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        out += _flat(inner.routes) if inner is not None else [route]
+    return out
+
+
+#: Consul routes Tether does not implement: (path prefix, status, Consul's answer or why not).
+#: Coordinates are answered as a Consul agent with `disable_coordinates` answers; the rest with
+#: 501 and the reason, so a client raises an error that says what is missing.
+UNIMPLEMENTED: tuple[tuple[str, int, str], ...] = (
+    ("coordinate", 401, "Coordinate support disabled"),
+    ("query", 501, "prepared queries are not implemented by Tether; resolve services with /v1/health/service"),
+    ("operator/keyring", 501, "Tether has no gossip layer, so no gossip keyring"),
+    ("operator/autopilot", 501, "Tether has no Raft: its servers share a store (SQLite or etcd)"),
+    ("operator/raft", 501, "Tether has no Raft: its servers share a store (SQLite or etcd)"),
+    ("operator/usage", 501, "usage reporting is not implemented by Tether"),
+    ("operator/area", 501, "network areas are a Consul Enterprise feature"),
+    ("snapshot", 501, "snapshots are not implemented by Tether; back up the store (docs/architecture.md)"),
+    ("peering", 501, "cluster peering is not implemented by Tether yet"),
+    ("namespaces", 501, "namespaces are a Consul Enterprise feature"),
+    ("namespace", 501, "namespaces are a Consul Enterprise feature"),
+    ("partitions", 501, "admin partitions are a Consul Enterprise feature"),
+    ("partition", 501, "admin partitions are a Consul Enterprise feature"),
+    ("discovery-chain", 501, "discovery chains (L7 routing) are not implemented by Tether"),
+    ("internal/ui", 501, "the Consul UI's internal routes are not implemented by Tether"),
+    ("exported-services", 501, "exported services come with Tether's multi-cluster work"),
+    ("imported-services", 501, "imported services come with Tether's multi-cluster work"),
+)
+
+
+class UnimplementedRoutes:
+    """Answers the paths of UNIMPLEMENTED with their status and reason, and with
+    X-Consul-Index, which clients such as py-consul require on every read. They need no
+    ACL (they reveal nothing) and are not routes, so the ACL table lists only real ones.
+    A server's store gives the index; a client agent forwards them to its server."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], store_of: Callable[[], Store | None]) -> None:
+        self.app = app
+        self.store_of = store_of
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        store = self.store_of() if scope["type"] == "http" else None
+        found = unimplemented(scope["path"]) if store is not None else None
+        if found is None:
+            return await self.app(scope, receive, send)
+        status, reason = found
+        response = PlainTextResponse(reason, status_code=status, headers={"X-Consul-Index": str(store.index(""))})
+        await response(scope, receive, send)
+
+
+def unimplemented(path: str) -> tuple[int, str] | None:
+    """(status, reason) when `path` is a Consul route Tether does not implement."""
+    for prefix, status, reason in UNIMPLEMENTED:
+        base = f"/v1/{prefix}"
+        if path == base or path.startswith(base + "/"):
+            return status, reason
+    return None
