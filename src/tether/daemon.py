@@ -44,6 +44,7 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.control.session_api import session_router
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
@@ -165,9 +166,10 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(intentions_router(cp))
             app.include_router(egress_router(cp.egress))
             app.include_router(acl_router(cp.acl))
+            app.include_router(session_router(cp, default_node=opts.node if opts.role == "dev" else ""))
         else:
             assert resolver is not None
-            app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret))
+            app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret, opts.node))
         app.state.control_plane, app.state.agent, app.state.supervisor = cp, agent, supervisor
         app.state.leaf_cache = leaves
         app.state.agent_tokens = tokens if agent is not None else None

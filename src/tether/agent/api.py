@@ -229,7 +229,8 @@ async def members(agent: Agent, server_node: str) -> list[dict[str, Any]]:
             for node, status in await agent.link.node_health()]
 
 
-def forward_router(server_url: str, effective_secret: Callable[[str | None], str | None] = lambda s: s) -> APIRouter:
+def forward_router(server_url: str, effective_secret: Callable[[str | None], str | None] = lambda s: s,
+                   node: str = "") -> APIRouter:
     """Client-agent mode: stream every non-agent /v1 request to the server.
 
     The token goes with it as the server must see it: a sidecar's proxy secret becomes its
@@ -247,6 +248,8 @@ def forward_router(server_url: str, effective_secret: Callable[[str | None], str
         secret = effective_secret(request_token(request))
         if secret:
             headers.append(("X-Consul-Token", secret))
+        if node:
+            headers.append(("X-Tether-Agent-Node", node))  # the default Node of a session it creates
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
         upstream = client.build_request(request.method, f"/v1/{path}", params=params,
                                         headers=headers, content=await read_body(request))

@@ -195,13 +195,18 @@ def server_router(cp: ControlPlane) -> APIRouter:
     @r.put("/v1/kv/{key:path}", tags=["kv"], **needs("key:write", on="{key}"))
     async def kv_put(request: Request, key: str) -> Response:
         request_acl(request).require("key", key, WRITE)
-        for unsupported in ("acquire", "release"):
-            if unsupported in request.query_params:
-                raise InvalidInput(f"{unsupported}: sessions and locks are not supported by Tether yet")
         flags = int_param(request, "flags", 0) or 0
         cas = int_param(request, "cas")
-        ok = await kv.put(key, await read_body(request), flags=flags, cas=cas)
-        return json_response(ok)
+        value = await read_body(request)
+        lock = [verb for verb in ("acquire", "release") if verb in request.query_params]
+        if len(lock) == 2:
+            raise InvalidInput("acquire and release cannot be combined")
+        if lock:
+            kv.validate(key, value, flags)
+            session = request.query_params[lock[0]]
+            return json_response(await cp.sessions.kv_lock(key, value, flags, session, acquire=lock[0] == "acquire",
+                                                           cas=cas))
+        return json_response(await kv.put(key, value, flags=flags, cas=cas))
 
     @r.delete("/v1/kv/{key:path}", tags=["kv"], **needs("key:write", on="{key}; ?recurse: every key under it"))
     async def kv_delete(request: Request, key: str) -> Response:
