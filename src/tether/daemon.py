@@ -45,6 +45,7 @@ from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
 from tether.control.session_api import session_router
+from tether.control.txn_api import txn_router
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
@@ -167,6 +168,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(egress_router(cp.egress))
             app.include_router(acl_router(cp.acl))
             app.include_router(session_router(cp, default_node=opts.node if opts.role == "dev" else ""))
+            app.include_router(txn_router(cp))
         else:
             assert resolver is not None
             app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret, opts.node))

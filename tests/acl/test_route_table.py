@@ -46,6 +46,7 @@ BODIES = {
     ("PUT", "/v1/internal/tether/check"): {"Node": "n1", "CheckID": "c", "Status": "passing"},
     ("PUT", "/v1/tether/mesh"): {"defaultIntention": "allow"},
     ("PUT", "/v1/agent/token/{kind}"): {"Token": "x"},
+    ("PUT", "/v1/txn"): [{"KV": {"Verb": "set", "Key": "app/x"}}],
     ("PUT", "/v1/acl/token"): {}, ("PUT", "/v1/acl/policy"): {"Name": "p"}, ("PUT", "/v1/acl/role"): {"Name": "r"},
     ("PUT", "/v1/acl/token/{accessor}"): {}, ("PUT", "/v1/acl/policy/{policy_id}"): {"Name": "p"},
     ("PUT", "/v1/acl/role/{role_id}"): {"Name": "r"}, ("PUT", "/v1/acl/token/{accessor}/clone"): {},

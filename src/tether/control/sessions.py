@@ -90,6 +90,10 @@ class SessionService:
 
     # -- KV locks ------------------------------------------------------------------------
 
+    def delayed(self, store_key: str) -> bool:
+        """True while the key is in the lock-delay window of a session invalidated holding it."""
+        return self._delayed.get(store_key, 0.0) > self.clock()
+
     async def kv_lock(self, key: str, value: bytes, flags: int, session_id: str, *, acquire: bool,
                       cas: int | None = None) -> bool:
         """`PUT /v1/kv/<key>?acquire=<session>` (acquire) or `?release=<session>`: true when done."""
@@ -104,7 +108,7 @@ class SessionService:
                 return False
             if acquire:
                 outcome = decide_acquire(current.value if current else None, new_value, session_id,
-                                         self._delayed.get(store_key, 0.0) > self.clock())
+                                         self.delayed(store_key))
             else:
                 outcome = decide_release(current.value if current else None, new_value, session_id)
             if outcome.doc is None:
