@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from tether.agent.acl import AgentAclResolver, AgentTokens, LocalTokens, RemoteA
 from tether.agent.agent import Agent, AgentConfig
 from tether.agent.api import agent_router, forward_router
 from tether.agent.authz_api import authz_router
+from tether.agent.ops_api import ops_router
 from tether.agent.connect_api import connect_router
 from tether.agent.dns import open_dns
 from tether.agent.leafcache import LeafCache
@@ -44,6 +46,7 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.control.event_api import event_router
 from tether.control.session_api import session_router
 from tether.control.txn_api import txn_router
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
@@ -156,6 +159,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(agent_router(agent, is_server=cp is not None, tokens=tokens,
                                             effective_secret=resolver.effective_secret))
             app.include_router(authz_router(agent))
+            app.include_router(ops_router(agent, functools.partial(reload, app, opts, strict=True),
+                                          (lambda: cp.store.revision) if cp is not None else None))
             leaves = LeafCache(link, datacenter=opts.datacenter)
             await leaves.start()
             app.include_router(connect_router(leaves, resolver.effective_secret))
@@ -169,6 +174,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(acl_router(cp.acl))
             app.include_router(session_router(cp, default_node=opts.node if opts.role == "dev" else ""))
             app.include_router(txn_router(cp))
+            app.include_router(event_router(cp))
         else:
             assert resolver is not None
             app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret, opts.node))
@@ -291,24 +297,31 @@ def _http_socket(opts: Options) -> socket.socket:
         raise OSError(exc.errno, f"HTTP API: {exc.strerror}; use -http-port to pick another port") from None
 
 
-async def reload(app: FastAPI, opts: Options) -> None:
-    """SIGHUP: re-read the config files and apply their services and checks (Consul's reload).
+async def reload(app: FastAPI, opts: Options, *, strict: bool = False) -> None:
+    """SIGHUP (and PUT /v1/agent/reload, `strict`): re-read the config files and apply their
+    services and checks (Consul's reload).
 
     A file that no longer parses changes nothing: the error is logged and the running
-    configuration stays."""
+    configuration stays; with `strict` the error is raised too, for the API to answer."""
     if opts.reload_config is None or getattr(app.state, "config_services", None) is None:
-        log.info("SIGHUP: nothing to reload (no config files)")
+        log.info("reload: nothing to reload (no config files)")
         return
     try:
         files = opts.reload_config()
         await app.state.config_services.apply(files.services, files.checks)
     except TetherError as exc:
         log.error("reload failed, keeping the running configuration: %s", exc)
+        if strict:
+            raise ReloadFailed(f"Failed reloading config: {exc}") from exc
         return
     if files.log_level and not os.environ.get("TETHER_LOG_LEVEL"):
         logging.getLogger().setLevel(files.log_level.upper())
     log.info("configuration reloaded: %d service(s), %d check(s) from config files", len(files.services),
              len(files.checks))
+
+
+class ReloadFailed(TetherError):
+    """A reload asked through the API found a config file that does not parse (HTTP 500)."""
 
 
 def run(opts: Options, on_ready: Callable[[str, str], None] = lambda url, dns: None) -> None:

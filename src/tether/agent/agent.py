@@ -294,6 +294,15 @@ class Agent:
             self._touch()
             return check["CheckID"]
 
+    async def set_passive_check(self, check: dict[str, Any]) -> None:
+        """A check the agent does not run (maintenance mode): stored as given and synced."""
+        async with self._lock:
+            await self.link.sync(self.node_doc, [], [check])
+            self._drop_check(check["CheckID"])
+            self.checks[check["CheckID"]] = check
+            await self._refresh_aliases()
+            self._touch()
+
     async def deregister_check(self, check_id: str) -> None:
         async with self._lock:
             if check_id not in self.checks:

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "proxy": ("gateway_cmds", "proxy", "command"),
     "acl": ("acl_cmds", "acl_app", "group"),
     "lock": ("lock_cmds", "lock", "command"),
+    "maint": ("maint_cmds", "maint", "command"),
 }
 
 
