@@ -24,9 +24,9 @@ from tether.agent.agent import Agent
 from tether.agent.self_view import MEMBER_ALIVE, MEMBER_FAILED, format_member, format_self
 from tether.api.acl import needs, request_acl
 from tether.api.common import (
-    authorizer_dependency, blocking_params, flag, json_response, read_body, read_json, refuse_unsupported,
-    request_token,
+    authorizer_dependency, blocking_params, flag, json_response, read_body, read_json, request_token,
 )
+from tether.api.compat import request_filter
 from tether.control import views
 from tether.core.errors import InvalidInput, NotFound, Unavailable
 from tether.core.health import CRITICAL, PASSING, WARNING, http_status_for, worst
@@ -93,9 +93,10 @@ def agent_router(agent: Agent, *, is_server: bool, tokens: AgentTokens | None = 
 
     @r.get("/v1/agent/services", tags=["agent"], **needs("service:read", filtered=True))
     async def agent_services(request: Request) -> Response:
-        refuse_unsupported(request)
+        keep = request_filter(request)
         kept = request_acl(request).filter(agent.services.items(), lambda item: ("service", item[1]["Service"]))
-        return json_response({sid: views.agent_services_element(s) for sid, s in kept})
+        shown = {sid: views.agent_services_element(s) for sid, s in kept}
+        return json_response({sid: s for sid, s in shown.items() if keep(s)})
 
     @r.get("/v1/agent/service/{service_id}", tags=["agent"], **needs("service:read", on="the service"))
     async def agent_service(request: Request, service_id: str) -> Response:
@@ -132,11 +133,11 @@ def agent_router(agent: Agent, *, is_server: bool, tokens: AgentTokens | None = 
 
     @r.get("/v1/agent/checks", tags=["agent"], **needs("service:read", on="node:read for node checks", filtered=True))
     async def agent_checks(request: Request) -> Response:
-        refuse_unsupported(request)
+        keep = request_filter(request)
         kept = request_acl(request).filter(
             agent.checks.items(),
             lambda item: ("service", item[1]["ServiceName"]) if item[1]["ServiceID"] else ("node", node))
-        return json_response(dict(kept))
+        return json_response({cid: c for cid, c in kept if keep(c)})
 
     @r.put("/v1/agent/check/register", tags=["agent"],
            **needs("service:write", on="the check's service; node:write for a node check"))

@@ -17,6 +17,8 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.responses import PlainTextResponse, Response
 
+from tether.api.common import FILTER_APPLIED
+from tether.core.bexpr import parse_filter
 from tether.core.errors import NoPathToDatacenter
 from tether.store.base import Store
 
@@ -33,6 +35,16 @@ def datacenter_dependency(local: str) -> Callable[[Request], Awaitable[None]]:
         require_local_datacenter(request.query_params.get("dc", ""), local)
 
     return check
+
+
+def request_filter(request: Request) -> Callable[[Any], bool]:
+    """The route's `?filter=` as a predicate (everything passes without one). Call it before
+    `block`, which refuses a filter no route took."""
+    text = request.query_params.get("filter", "")
+    request.scope[FILTER_APPLIED] = True
+    if not text.strip():
+        return lambda doc: True
+    return parse_filter(text).matches
 
 
 def for_peer(request: Request) -> bool:

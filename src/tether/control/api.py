@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from tether.api.acl import needs, request_acl
 from tether.api.common import authorizer_dependency, block, flag, int_param, json_response, read_body, read_json
-from tether.api.compat import datacenter_dependency, for_peer, require_local_datacenter
+from tether.api.compat import datacenter_dependency, for_peer, request_filter, require_local_datacenter
 from tether.control import views
 from tether.control.catalog import CHECKS, NODE_CHECKS, NODES, SERVICES, VIPS, Catalog
 from tether.control.kv import format_pair, raw_value
@@ -66,26 +66,29 @@ def server_router(cp: ControlPlane) -> APIRouter:
     @r.get("/v1/catalog/service/{name}", tags=["catalog"], **needs("service:read", on="{name}; node:read filters"))
     async def catalog_service(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, [f"{SERVICES}{name}/", NODES])
         tag = request.query_params.get("tag", "")
         instances = [] if for_peer(request) else request_acl(request).filter(catalog.instances(name), node_of)
         out = [views.catalog_service(catalog.node(s["Node"]), s) for s in instances if not tag or tag in s["Tags"]]
-        return json_response(out, index=index)
+        return json_response([e for e in out if keep(e)], index=index)
 
     @r.get("/v1/catalog/connect/{name}", tags=["catalog"], **needs("service:read", on="{name}; node:read filters"))
     async def catalog_connect(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, [SERVICES, NODES])
         connect = [] if for_peer(request) else catalog.connect_instances(name)
         instances = request_acl(request).filter(connect, node_of)
         out = [views.catalog_service(catalog.node(s["Node"]), s) for s in instances]
-        return json_response(out, index=index)
+        return json_response([e for e in out if keep(e)], index=index)
 
     @r.get("/v1/catalog/nodes", tags=["catalog"], **needs("node:read", filtered=True))
     async def catalog_nodes(request: Request) -> Response:
+        keep = request_filter(request)
         index = await block(request, store, [NODES])
         nodes = [] if for_peer(request) else catalog.nodes()
-        return json_response(request_acl(request).filter(nodes, node_of), index=index)
+        return json_response([n for n in request_acl(request).filter(nodes, node_of) if keep(n)], index=index)
 
     @r.get("/v1/catalog/node/{node}", tags=["catalog"], **needs("node:read", on="{node}; service:read filters"))
     async def catalog_node(request: Request, node: str) -> Response:
@@ -128,41 +131,46 @@ def server_router(cp: ControlPlane) -> APIRouter:
     @r.get("/v1/health/service/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_service(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, Catalog.health_prefixes(name))
         instances = [] if for_peer(request) else catalog.instances(name)
         entries = readable_entries(request, catalog.health(instances, passing=flag(request, "passing"),
                                                            tag=request.query_params.get("tag", "")))
-        return json_response([views.health_service(e) for e in entries], index=index)
+        return json_response([v for v in map(views.health_service, entries) if keep(v)], index=index)
 
     @r.get("/v1/health/connect/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_connect(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, Catalog.health_prefixes(name, connect=True))
         connect = [] if for_peer(request) else catalog.connect_instances(name)
         entries = readable_entries(request, catalog.health(connect, passing=flag(request, "passing")))
-        return json_response([views.health_service(e) for e in entries], index=index)
+        return json_response([v for v in map(views.health_service, entries) if keep(v)], index=index)
 
     @r.get("/v1/health/checks/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_checks(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, [f"{CHECKS}{name}/"])
         checks = [] if for_peer(request) else catalog.service_checks(name)
-        return json_response(readable_checks(request, checks), index=index)
+        return json_response([c for c in readable_checks(request, checks) if keep(c)], index=index)
 
     @r.get("/v1/health/node/{node}", tags=["health"], **needs("node:read", on="{node}; service:read filters"))
     async def health_node(request: Request, node: str) -> Response:
         request_acl(request).require("node", node, READ)
+        keep = request_filter(request)
         index = await block(request, store, [NODE_CHECKS, CHECKS])
         checks = [] if for_peer(request) else catalog.node_checks(node)
-        return json_response(readable_checks(request, checks), index=index)
+        return json_response([c for c in readable_checks(request, checks) if keep(c)], index=index)
 
     @r.get("/v1/health/state/{state}", tags=["health"], **needs("node:read", on="service:read", filtered=True))
     async def health_state(request: Request, state: str) -> Response:
         if state not in STATUSES + ("any",):
             raise InvalidInput(f"state must be any, passing, warning or critical, not {state!r}")
+        keep = request_filter(request)
         index = await block(request, store, [NODE_CHECKS, CHECKS])
         checks = [] if for_peer(request) else [c for n in catalog.nodes() for c in catalog.node_checks(n["Node"])]
-        checks = readable_checks(request, [c for c in checks if state in ("any", c["Status"])])
+        checks = readable_checks(request, [c for c in checks if state in ("any", c["Status"]) and keep(c)])
         return json_response(checks, index=index)
 
     # -- KV ------------------------------------------------------------------------
