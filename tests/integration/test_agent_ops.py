@@ -106,5 +106,10 @@ def test_reload_applies_config_files_and_reports_a_broken_one(tmp_path):
         with pytest.raises(ConsulException, match="500 Failed reloading config"):
             client.agent.reload()
         assert set(client.agent.services()) == {"web"}
+        cli = run_cli("reload", addr=agent.addr)
+        assert cli.returncode == 2 and "Failed reloading config" in cli.stderr
+        (conf / "web.json").write_text(json.dumps({"service": {"name": "api", "port": 9090}}))
+        cli = run_cli("reload", addr=agent.addr)
+        assert cli.returncode == 0 and set(client.agent.services()) == {"api"}
     finally:
         agent.stop()

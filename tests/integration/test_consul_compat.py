@@ -134,3 +134,9 @@ def test_unimplemented_routes_and_the_consul_service(c, http):
     r = http.get("/v1/operator/autopilot/health")
     assert r.status_code == 501 and int(r.headers["X-Consul-Index"]) >= 1
     assert c.catalog.services()[1]["consul"] == []
+
+
+def test_gossip_routes_say_why_they_are_missing(http):
+    r = http.put("/v1/agent/leave")
+    assert r.status_code == 501 and "no gossip" in r.text and "X-Consul-Index" in r.headers
+    assert http.get("/v1/agent/self").status_code == 200  # a prefix never shadows a real route

@@ -91,6 +91,15 @@ def _flat(routes: list[Any]) -> list[Any]:
 #: 501 and the reason, so a client raises an error that says what is missing.
 UNIMPLEMENTED: tuple[tuple[str, int, str], ...] = (
     ("coordinate", 401, "Coordinate support disabled"),
+    ("agent/leave", 501, "Tether has no gossip membership to leave; deregister the node with /v1/catalog/deregister"),
+    ("agent/force-leave", 501, "Tether has no gossip membership; deregister the node with /v1/catalog/deregister"),
+    ("agent/join", 501, "Tether has no gossip membership: agents join by -server-addr"),
+    ("agent/host", 501, "host information is not implemented by Tether"),
+    ("agent/monitor", 501, "log streaming is not implemented by Tether; read the agent's output"),
+    ("catalog/node-services", 501, "not implemented by Tether; use /v1/catalog/node/:node"),
+    ("catalog/gateway-services", 501, "gateway services are not implemented by Tether"),
+    ("health/ingress", 501, "ingress gateways are not implemented by Tether yet"),
+    ("config", 501, "config entries are not implemented by Tether yet"),
     ("query", 501, "prepared queries are not implemented by Tether; resolve services with /v1/health/service"),
     ("operator/keyring", 501, "Tether has no gossip layer, so no gossip keyring"),
     ("operator/autopilot", 501, "Tether has no Raft: its servers share a store (SQLite or etcd)"),

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "acl": ("acl_cmds", "acl_app", "group"),
     "lock": ("lock_cmds", "lock", "command"),
     "maint": ("maint_cmds", "maint", "command"),
+    "reload": ("maint_cmds", "reload", "command"),
 }
 
 

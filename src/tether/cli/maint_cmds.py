@@ -1,4 +1,5 @@
-"""`tether maint`: node and service maintenance mode (Consul's `consul maint`)."""
+"""`tether maint` (node and service maintenance mode) and `tether reload`: Consul's `consul maint` and
+`consul reload`, over the agent's API."""
 
 from __future__ import annotations
 
@@ -45,3 +46,15 @@ def maint(
     api.put(path, params=params)
     what = f"service {service!r}" if service else "node"
     out.print(f"{what[0].upper() + what[1:]} maintenance is now {'enabled' if enable else 'disabled'}", markup=False)
+
+
+def reload(http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile) -> None:
+    """Make the local agent re-read its config files, as SIGHUP does (Consul's `consul reload`).
+    Exit 2 with the reason when a file no longer parses (the running configuration stays).
+
+    Example:
+
+      tether reload
+    """
+    client(http_addr, token, token_file).put("/v1/agent/reload")
+    out.print("Configuration reload triggered", markup=False)
