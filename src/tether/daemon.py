@@ -46,6 +46,7 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.control.config_api import config_router
 from tether.control.event_api import event_router
 from tether.control.session_api import session_router
 from tether.control.txn_api import txn_router
@@ -175,6 +176,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(session_router(cp, default_node=opts.node if opts.role == "dev" else ""))
             app.include_router(txn_router(cp))
             app.include_router(event_router(cp))
+            app.include_router(config_router(cp))
         else:
             assert resolver is not None
             app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret, opts.node))

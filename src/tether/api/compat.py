@@ -99,7 +99,6 @@ UNIMPLEMENTED: tuple[tuple[str, int, str], ...] = (
     ("catalog/node-services", 501, "not implemented by Tether; use /v1/catalog/node/:node"),
     ("catalog/gateway-services", 501, "gateway services are not implemented by Tether"),
     ("health/ingress", 501, "ingress gateways are not implemented by Tether yet"),
-    ("config", 501, "config entries are not implemented by Tether yet"),
     ("query", 501, "prepared queries are not implemented by Tether; resolve services with /v1/health/service"),
     ("operator/keyring", 501, "Tether has no gossip layer, so no gossip keyring"),
     ("operator/autopilot", 501, "Tether has no Raft: its servers share a store (SQLite or etcd)"),

@@ -1,0 +1,58 @@
+"""Config entries through py-consul's `config` (unchanged): service-intentions is the intentions
+store seen as an entry (one source of truth); other kinds are refused naming them."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import consul
+import httpx
+import pytest
+from consul.exceptions import BadRequest
+
+
+@pytest.fixture(scope="module")
+def c(dev_agent):
+    url = urlparse(dev_agent.url)
+    return consul.Consul(host=url.hostname, port=url.port)
+
+
+def test_service_intentions_entry_is_the_intentions_store(c, dev_agent):
+    assert c.config.set("service-intentions", "db", {"Sources": [
+        {"Name": "web", "Action": "allow", "Description": "web reads"}, {"Name": "*", "Action": "deny"}]}) is True
+    found = c.config.get("service-intentions", "db")
+    assert [(s["Name"], s["Action"], s["Precedence"]) for s in found["Sources"]] == [("*", "deny", 8),
+                                                                                     ("web", "allow", 9)]
+    assert found["ModifyIndex"] > 0
+    exact = httpx.get(f"{dev_agent.url}/v1/connect/intentions/exact", params={"source": "web", "destination": "db"})
+    assert exact.json()["Action"] == "allow" and exact.json()["Description"] == "web reads"
+    checked = httpx.get(f"{dev_agent.url}/v1/connect/intentions/check", params={"source": "api", "destination": "db"})
+    assert checked.json() == {"Allowed": False}  # the entry's `* deny` decides, as any intention does
+
+    # A stale cas changes nothing; the current one replaces the sources (web's intention goes).
+    assert c.config.set("service-intentions", "db", {"Sources": [{"Name": "*", "Action": "allow"}]},
+                        cas=found["ModifyIndex"] - 1) is False
+    assert c.config.set("service-intentions", "db", {"Sources": [{"Name": "*", "Action": "allow"}]},
+                        cas=found["ModifyIndex"]) is True
+    assert [(s["Name"], s["Action"]) for s in c.config.get("service-intentions", "db")["Sources"]] == [("*", "allow")]
+    assert httpx.get(f"{dev_agent.url}/v1/connect/intentions/exact",
+                     params={"source": "web", "destination": "db"}).status_code == 404
+    assert [e["Name"] for e in c.config.list("service-intentions")] == ["db"]
+    assert c.config.delete("service-intentions", "db") is True
+    r = httpx.get(f"{dev_agent.url}/v1/config/service-intentions/db")
+    assert r.status_code == 404 and 'Config entry not found for "service-intentions" / "db"' in r.text
+
+
+@pytest.mark.parametrize("kind, body, words", [
+    ("service-intentions", {"Sources": [{"Name": "web", "Permissions": [{"Action": "allow"}]}]},
+     "Sources[0].Permissions: L7 permissions are not supported"),
+    ("service-intentions", {"Sources": [{"Name": "web", "Action": "allow", "Peer": "other"}]}, "SourcePeer"),
+    ("service-intentions", {"Sources": [{"Name": "web", "Action": "allow"}], "Bogus": 1}, "Bogus: unknown field"),
+    ("service-defaults", {"Protocol": "tcp"}, "'service-defaults' is not implemented by Tether yet"),
+    ("no-such-kind", {}, "invalid config entry kind 'no-such-kind'"),
+])
+def test_refused_entries_name_the_problem_and_change_nothing(c, kind, body, words):
+    with pytest.raises(BadRequest) as caught:
+        c.config.set(kind, "web", body)
+    assert words in str(caught.value)
+    assert c.config.list("service-intentions") == []
