@@ -10,6 +10,8 @@ import httpx
 import pytest
 from consul.exceptions import BadRequest
 
+from tether.testing.agent import run_cli
+
 
 @pytest.fixture(scope="module")
 def c(dev_agent):
@@ -56,3 +58,21 @@ def test_refused_entries_name_the_problem_and_change_nothing(c, kind, body, word
         c.config.set(kind, "web", body)
     assert words in str(caught.value)
     assert c.config.list("service-intentions") == []
+
+
+def test_the_config_cli(dev_agent, tmp_path):
+    entry = tmp_path / "db.json"
+    entry.write_text('{"Kind": "service-intentions", "Name": "cache", "Sources": [{"Name": "web", "Action": "deny"}]}')
+    assert run_cli("config", "write", str(entry), addr=dev_agent.addr).returncode == 0
+    listed = run_cli("config", "list", "-kind", "service-intentions", addr=dev_agent.addr)
+    assert listed.returncode == 0 and listed.stdout.split() == ["cache"]
+    read = run_cli("config", "read", "-kind", "service-intentions", "-name", "cache", addr=dev_agent.addr)
+    assert read.returncode == 0 and '"Action": "deny"' in read.stdout
+    lost = run_cli("config", "write", "-cas", "-modify-index", "1", str(entry), addr=dev_agent.addr)
+    assert lost.returncode == 1 and "CAS failed" in lost.stderr
+    entry.write_text('{"Kind": "mesh", "Name": "mesh"}')
+    refused = run_cli("config", "write", str(entry), addr=dev_agent.addr)
+    assert refused.returncode == 2 and "'mesh' is not implemented" in refused.stderr
+    assert run_cli("config", "delete", "-kind", "service-intentions", "-name", "cache", addr=dev_agent.addr).returncode == 0
+    missing = run_cli("config", "read", "-kind", "service-intentions", "-name", "cache", addr=dev_agent.addr)
+    assert missing.returncode == 1 and "Config entry not found" in missing.stderr

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "lock": ("lock_cmds", "lock", "command"),
     "maint": ("maint_cmds", "maint", "command"),
     "reload": ("maint_cmds", "reload", "command"),
+    "config": ("config_cmds", "config_app", "group"),
 }
 
 
