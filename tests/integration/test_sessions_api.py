@@ -17,7 +17,7 @@ import httpx
 import pytest
 from consul.exceptions import BadRequest
 
-from tether.testing.agent import ThreadedNode
+from tether.testing.agent import ThreadedNode, start_tether
 
 NODE = "node1"
 
@@ -130,3 +130,22 @@ def test_two_lock_processes_the_winner_fails_its_check_the_other_takes_over(c, d
                 proc.wait(30)
     assert b.returncode == 0  # its command was stopped by the signal; the lock was let go
     assert c.kv.get("svc/leader/.lock")[1]["Session"] in ("", None) and c.session.list()[1] == []
+
+
+def test_a_session_made_through_a_client_agent_lives_on_its_node(tmp_path):
+    server = start_tether("server", "-data-dir", str(tmp_path / "server"))
+    agent = start_tether("agent", "-server-addr", server.addr, "-node", "worker-1")
+    try:
+        url = urlparse(agent.url)
+        client = consul.Consul(host=url.hostname, port=url.port)
+        until(lambda: client.catalog.node("worker-1")[1] is not None, "the agent's node in the catalog")
+        sid = client.session.create(lock_delay=0)
+        assert client.session.info(sid)[1]["Node"] == "worker-1"  # the agent's node, not the server's
+        assert client.kv.put("svc/x", "v", acquire=sid) is True
+        direct = httpx.get(f"{server.url}/v1/session/create", timeout=10)
+        assert direct.status_code == 405
+        r = httpx.put(f"{server.url}/v1/session/create", timeout=10)  # the server alone has no node of its own
+        assert r.status_code == 400 and r.text.startswith("Node: missing")
+    finally:
+        agent.stop()
+        server.stop()

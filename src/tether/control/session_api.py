@@ -16,6 +16,7 @@ from tether.api.compat import datacenter_dependency
 from tether.control.server import ControlPlane
 from tether.control.sessions import SESSIONS
 from tether.core.acl import READ, WRITE
+from tether.core.errors import InvalidInput
 from tether.core.session import parse_session_request
 
 #: Set by a client agent on what it forwards: the node it runs on (session defaults need it).
@@ -35,6 +36,8 @@ def session_router(cp: ControlPlane, default_node: str) -> APIRouter:
         # A client agent forwards a create and names its node: a session's Node defaults to the agent's.
         node = request.headers.get(AGENT_NODE_HEADER) or default_node
         spec = parse_session_request(await read_json(request, required=False), node)
+        if not spec.node:
+            raise InvalidInput("Node: missing; this server runs no agent, so a session here must name its Node")
         request_acl(request).require("session", spec.node, WRITE)
         return json_response({"ID": await sessions.create(spec)})
 
