@@ -73,6 +73,7 @@ def test_the_config_cli(dev_agent, tmp_path):
     entry.write_text('{"Kind": "mesh", "Name": "mesh"}')
     refused = run_cli("config", "write", str(entry), addr=dev_agent.addr)
     assert refused.returncode == 2 and "'mesh' is not implemented" in refused.stderr
-    assert run_cli("config", "delete", "-kind", "service-intentions", "-name", "cache", addr=dev_agent.addr).returncode == 0
+    deleted = run_cli("config", "delete", "-kind", "service-intentions", "-name", "cache", addr=dev_agent.addr)
+    assert deleted.returncode == 0
     missing = run_cli("config", "read", "-kind", "service-intentions", "-name", "cache", addr=dev_agent.addr)
     assert missing.returncode == 1 and "Config entry not found" in missing.stderr

@@ -46,10 +46,10 @@ def test_catalog_register_with_lowercase_keys(c, http):
 
 # 2. Write routes take PUT as well as POST: py-consul PUTs authorize.
 def test_connect_authorize_by_put(c, http):
-    answer = c.agent.connect.authorize("db", "spiffe://11111111-2222-3333-4444-555555555555.consul/ns/default/dc/dc1/svc/web",
-                                       "04:00")
+    client_uri = "spiffe://11111111-2222-3333-4444-555555555555.consul/ns/default/dc/dc1/svc/web"
+    answer = c.agent.connect.authorize("db", client_uri, "04:00")
     assert set(answer) == {"Authorized", "Reason"} and answer["Authorized"] is True
-    post = http.post("/v1/agent/connect/authorize", json={"Target": "db", "ClientCertURI": "spiffe://x/ns/default/dc/dc1/svc/web"})
+    post = http.post("/v1/agent/connect/authorize", json={"Target": "db", "ClientCertURI": client_uri})
     assert post.status_code == 200
     assert http.patch("/v1/agent/connect/authorize").status_code == 405  # other methods are still refused
 

@@ -102,7 +102,8 @@ class KV:
             lock = {k: current.value[k] for k in ("Session", "LockIndex") if k in current.value} if current else {}
             doc = {"Value": encode_value(value), "Flags": flags, **lock}
             try:
-                await self.store.commit([Put(_key(key), doc)], [Check(_key(key), current.modify_index if current else 0)])
+                guard = Check(_key(key), current.modify_index if current else 0)
+                await self.store.commit([Put(_key(key), doc)], [guard])
             except Conflict:
                 continue
             return True

@@ -37,7 +37,8 @@ def txn_router(cp: ControlPlane) -> APIRouter:
         return Pair(entry.value, entry.create_index, entry.modify_index) if entry else None
 
     def tree(prefix: str) -> list[tuple[str, Pair]]:
-        return [(e.key[len(PREFIX):], Pair(e.value, e.create_index, e.modify_index)) for e in store.list(PREFIX + prefix)]
+        return [(e.key[len(PREFIX):], Pair(e.value, e.create_index, e.modify_index))
+                for e in store.list(PREFIX + prefix)]
 
     def authorize(request: Request, ops: list[KVOp]) -> None:
         """Consul's per-operation rule: key:read to read or check, key:write to write, and

@@ -29,7 +29,8 @@ def parse_enable(raw: str | None) -> bool:
 
 
 def node_maintenance_check(node: str, reason: str) -> dict[str, Any]:
-    notes = reason or "Maintenance mode is enabled for this node, but no reason was provided. This is a default message."
+    notes = reason or ("Maintenance mode is enabled for this node, but no reason was provided. "
+                       "This is a default message.")
     return _passive(node, NODE_MAINTENANCE, "Node Maintenance Mode", notes, None)
 
 

@@ -76,9 +76,9 @@ def parse_session_request(body: Any, default_node: str) -> SessionSpec:
             if ttl and not MIN_TTL <= ttl <= MAX_TTL:
                 errors.append(f"TTL: Invalid Session TTL '{ttl_text}', must be between [10s=24h0m0s]")
     raise_if(errors)
-    return SessionSpec(name=str(data.get("Name") or ""), node=node, node_checks=tuple(dict.fromkeys(legacy + node_checks)),
-                       service_checks=service_checks, lock_delay=lock_delay, behavior=behavior, ttl=ttl,
-                       ttl_text=ttl_text if ttl else "")
+    return SessionSpec(name=str(data.get("Name") or ""), node=node,
+                       node_checks=tuple(dict.fromkeys(legacy + node_checks)), service_checks=service_checks,
+                       lock_delay=lock_delay, behavior=behavior, ttl=ttl, ttl_text=ttl_text if ttl else "")
 
 
 def _names(value: Any, field: str, errors: list[str]) -> tuple[str, ...]:
@@ -132,13 +132,13 @@ def session_checks(session: Mapping[str, Any]) -> list[str]:
     return list(session.get("NodeChecks") or []) + [c["ID"] for c in session.get("ServiceChecks") or []]
 
 
-def check_problem(session_checks_: Iterable[str], statuses: Mapping[str, str], node_exists: bool, node: str) -> str | None:
+def check_problem(checks: Iterable[str], statuses: Mapping[str, str], node_exists: bool, node: str) -> str | None:
     """Why a session on `node` with these checks cannot exist now (None: it can).
 
     `statuses` maps the node's check IDs (node and service checks) to their status."""
     if not node_exists:
         return f"Missing node registration: node {node!r} is not in the catalog"
-    for check_id in session_checks_:
+    for check_id in checks:
         if check_id not in statuses:
             return f"Missing check '{check_id}' registration"
         if statuses[check_id] == CRITICAL:
