@@ -51,13 +51,14 @@ def test_service_intentions_entry_is_the_intentions_store(c, dev_agent):
     ("service-intentions", {"Sources": [{"Name": "web", "Action": "allow", "Peer": "other"}]}, "SourcePeer"),
     ("service-intentions", {"Sources": [{"Name": "web", "Action": "allow"}], "Bogus": 1}, "Bogus: unknown field"),
     ("service-defaults", {"Protocol": "tcp"}, "'service-defaults' is not implemented by Tether yet"),
+    ("mesh", {"TLS": {"Incoming": {}}}, "TLS: not supported by Tether's mesh entry"),
     ("no-such-kind", {}, "invalid config entry kind 'no-such-kind'"),
 ])
 def test_refused_entries_name_the_problem_and_change_nothing(c, kind, body, words):
     with pytest.raises(BadRequest) as caught:
-        c.config.set(kind, "web", body)
+        c.config.set(kind, "mesh" if kind == "mesh" else "web", body)
     assert words in str(caught.value)
-    assert c.config.list("service-intentions") == []
+    assert c.config.list("service-intentions") == [] and c.config.list("mesh") == []
 
 
 def test_the_config_cli(dev_agent, tmp_path):
@@ -70,10 +71,26 @@ def test_the_config_cli(dev_agent, tmp_path):
     assert read.returncode == 0 and '"Action": "deny"' in read.stdout
     lost = run_cli("config", "write", "-cas", "-modify-index", "1", str(entry), addr=dev_agent.addr)
     assert lost.returncode == 1 and "CAS failed" in lost.stderr
-    entry.write_text('{"Kind": "mesh", "Name": "mesh"}')
+    entry.write_text('{"Kind": "proxy-defaults", "Name": "global"}')
     refused = run_cli("config", "write", str(entry), addr=dev_agent.addr)
-    assert refused.returncode == 2 and "'mesh' is not implemented" in refused.stderr
+    assert refused.returncode == 2 and "'proxy-defaults' is not implemented" in refused.stderr
     deleted = run_cli("config", "delete", "-kind", "service-intentions", "-name", "cache", addr=dev_agent.addr)
     assert deleted.returncode == 0
     missing = run_cli("config", "read", "-kind", "service-intentions", "-name", "cache", addr=dev_agent.addr)
     assert missing.returncode == 1 and "Config entry not found" in missing.stderr
+
+
+def test_mesh_destinations_only_is_the_outbound_policy(c, dev_agent):
+    def mode():
+        policy = httpx.get(f"{dev_agent.url}/v1/tether/egress", timeout=10).json()["Policy"]
+        return policy["spec"]["mode"] if policy else "ALLOW_ANY (no policy)"
+
+    assert c.config.set("mesh", "mesh", {"TransparentProxy": {"MeshDestinationsOnly": True}}) is True
+    assert mode() == "REGISTRY_ONLY"
+    found = c.config.get("mesh", "mesh")
+    assert found["TransparentProxy"] == {"MeshDestinationsOnly": True} and found["ModifyIndex"] > 0
+    assert c.config.set("mesh", "mesh", {"TransparentProxy": {"MeshDestinationsOnly": False}},
+                        cas=found["ModifyIndex"]) is True
+    assert mode() == "ALLOW_ANY"
+    assert c.config.delete("mesh", "mesh") is True
+    assert mode() == "ALLOW_ANY (no policy)" and c.config.list("mesh") == []

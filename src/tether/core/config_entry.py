@@ -2,7 +2,8 @@
 
 A config entry is not a second copy of anything: `service-intentions` for a destination is
 the set of intentions to it (the intentions API's store, one source of truth), read and
-written through that store. Kinds that do not map onto what Tether does yet are refused
+written through that store; `mesh`'s `TransparentProxy.MeshDestinationsOnly` is the mode of
+Tether's outbound policy (true: REGISTRY_ONLY, false: ALLOW_ANY). Kinds that do not map onto what Tether does yet are refused
 with a 400 naming the kind, and an unknown kind is a 400 too; nothing is stored unread.
 """
 
@@ -14,9 +15,10 @@ from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, parse_intention
 
 SERVICE_INTENTIONS = "service-intentions"
-IMPLEMENTED = (SERVICE_INTENTIONS,)
+MESH = "mesh"
+IMPLEMENTED = (SERVICE_INTENTIONS, MESH)
 #: Consul's other kinds: known, not implemented by Tether yet (400 naming them, not "unknown").
-NOT_YET = ("service-defaults", "proxy-defaults", "mesh", "terminating-gateway", "service-resolver",
+NOT_YET = ("service-defaults", "proxy-defaults", "terminating-gateway", "service-resolver",
            "service-router", "service-splitter", "ingress-gateway", "api-gateway", "exported-services",
            "sameness-group", "jwt-provider", "control-plane-request-limit", "http-route", "tcp-route",
            "inline-certificate", "file-system-certificate", "bound-api-gateway", "registration")
@@ -95,3 +97,39 @@ def format_service_intentions(destination: str, intentions: Iterable[Intention])
     return {"Kind": SERVICE_INTENTIONS, "Name": destination, "Sources": sources,
             "CreateIndex": min((i.create_index or 0 for i in found), default=0),
             "ModifyIndex": max((i.modify_index or 0 for i in found), default=0)}
+
+
+_MESH_FIELDS = {"kind", "name", "transparentproxy", "createindex", "modifyindex", "namespace", "partition"}
+
+
+def parse_mesh(body: Any) -> bool:
+    """A mesh entry -> MeshDestinationsOnly. Its L7 and TLS settings (TLS, HTTP, Peering,
+    AllowEnablingPermissiveMutualTLS, Meta) are refused: Tether has nothing they would set."""
+    if not isinstance(body, dict):
+        raise InvalidInput("Request decode failed: send a config entry object")
+    fields = {str(k).lower(): (k, v) for k, v in body.items()}
+    errors = [f"{k}: not supported by Tether's mesh entry (only TransparentProxy.MeshDestinationsOnly)"
+              for folded, (k, _) in fields.items() if folded not in _MESH_FIELDS]
+    name = fields.get("name", (None, "mesh"))[1]
+    if name != MESH:
+        errors.append(f"Name: the mesh entry is always named 'mesh', not {name!r}")
+    tproxy = fields.get("transparentproxy", (None, {}))[1] or {}
+    only = False
+    if not isinstance(tproxy, dict):
+        errors.append("TransparentProxy: expected an object")
+    else:
+        for key, value in tproxy.items():
+            if str(key).lower() != "meshdestinationsonly":
+                errors.append(f"TransparentProxy.{key}: unknown field")
+            elif not isinstance(value, bool):
+                errors.append("TransparentProxy.MeshDestinationsOnly: expected true or false")
+            else:
+                only = value
+    if errors:
+        raise InvalidInput("; ".join(errors[:5]))
+    return only
+
+
+def format_mesh(destinations_only: bool, create_index: int, modify_index: int) -> dict[str, Any]:
+    return {"Kind": MESH, "Name": MESH, "TransparentProxy": {"MeshDestinationsOnly": destinations_only},
+            "CreateIndex": create_index, "ModifyIndex": modify_index}
