@@ -107,7 +107,7 @@ def new_app(title: str) -> FastAPI:
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(FilteredHeaderMiddleware)
-    app.add_middleware(PutPostAlias, routes_of=lambda: app.router.routes)
+    app.add_middleware(PutPostAlias)
     app.add_middleware(UnimplementedRoutes, store_of=lambda: getattr(getattr(app.state, "control_plane", None),
                                                                      "store", None))
     return app

@@ -13,8 +13,6 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 from fastapi import Request
-from fastapi.routing import APIRoute
-from starlette.routing import Match
 from starlette.responses import PlainTextResponse, Response
 
 from tether.api.common import FILTER_APPLIED
@@ -54,36 +52,33 @@ def for_peer(request: Request) -> bool:
 
 class PutPostAlias:
     """Write routes answer both PUT and POST: Consul's documentation names one, its clients
-    send either (py-consul PUTs /v1/agent/connect/authorize, documented as POST). A PUT that
-    no route takes is served by the POST route of the same path, and the other way round."""
+    send either (py-consul PUTs /v1/agent/connect/authorize, documented as POST).
 
-    def __init__(self, app: Callable[..., Awaitable[None]], routes_of: Callable[[], list[Any]]) -> None:
+    A PUT or POST that the router answers 405 (the path exists, the method does not) is
+    served again with the other method. Nothing else pays for it: the first answer is only
+    held back when it is a 405, which the router gives before any handler reads the body."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
         self.app = app
-        self.routes_of = routes_of
-        self._routes: list[Any] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] in _OTHER_WRITE and not self._served(scope):
-            alias = {**scope, "method": _OTHER_WRITE[scope["method"]]}
-            if self._served(alias):
-                scope = alias
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] not in _OTHER_WRITE:
+            return await self.app(scope, receive, send)
+        refused = False
 
-    def _served(self, scope: dict[str, Any]) -> bool:
-        if self._routes is None:  # routes are complete once the app serves
-            self._routes = _flat(self.routes_of())
-        return any(route.matches(scope)[0] == Match.FULL for route in self._routes if isinstance(route, APIRoute))
+        async def hold_a_405(message: dict[str, Any]) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                refused = True
+            if not refused:
+                await send(message)
+
+        await self.app(scope, receive, hold_a_405)
+        if refused:
+            await self.app({**scope, "method": _OTHER_WRITE[scope["method"]]}, receive, send)
 
 
 _OTHER_WRITE = {"PUT": "POST", "POST": "PUT"}
-
-
-def _flat(routes: list[Any]) -> list[Any]:
-    out = []
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        out += _flat(inner.routes) if inner is not None else [route]
-    return out
 
 
 #: Consul routes Tether does not implement: (path prefix, status, Consul's answer or why not).
