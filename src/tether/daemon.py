@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from tether import __version__
 from tether.agent.acl import AgentAclResolver, AgentTokens, LocalTokens, RemoteAuthorizers
@@ -37,7 +37,7 @@ from tether.agent.config_services import ConfigServices
 from tether.agent.supervisor import ProxySupervisor
 from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
-from tether.api.compat import PutPostAlias, UnimplementedRoutes
+from tether.api.compat import PutPostAlias, UnimplementedRoutes, datacenter_dependency
 from tether.api.shutdown import AnswerCutRequests
 from tether.control.acl import AclConfig
 from tether.control.acl_api import acl_router
@@ -169,10 +169,11 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             await app.state.config_services.apply(opts.services, opts.checks)
         if cp is not None:
             app.include_router(server_router(cp))
-            app.include_router(ca_router(cp))
-            app.include_router(intentions_router(cp))
-            app.include_router(egress_router(cp.egress))
-            app.include_router(acl_router(cp.acl))
+            local_dc = [Depends(datacenter_dependency(cp.datacenter))]  # ?dc= another datacenter: 500
+            app.include_router(ca_router(cp), dependencies=local_dc)
+            app.include_router(intentions_router(cp), dependencies=local_dc)
+            app.include_router(egress_router(cp.egress), dependencies=local_dc)
+            app.include_router(acl_router(cp.acl), dependencies=local_dc)
             app.include_router(session_router(cp, default_node=opts.node if opts.role == "dev" else ""))
             app.include_router(txn_router(cp))
             app.include_router(event_router(cp))

@@ -140,3 +140,10 @@ def test_gossip_routes_say_why_they_are_missing(http):
     r = http.put("/v1/agent/leave")
     assert r.status_code == 501 and "no gossip" in r.text and "X-Consul-Index" in r.headers
     assert http.get("/v1/agent/self").status_code == 200  # a prefix never shadows a real route
+
+
+def test_every_server_route_refuses_another_datacenter(http):
+    for path in ("/v1/connect/intentions", "/v1/connect/ca/roots", "/v1/tether/egress", "/v1/session/list",
+                 "/v1/event/list", "/v1/config/service-intentions"):
+        r = http.get(path, params={"dc": "dc2"})
+        assert (r.status_code, r.text) == (500, "No path to datacenter"), path
