@@ -26,6 +26,8 @@ def test_health_and_catalog_filters(c):
     assert [e["Service"]["ID"] for e in entries] == ["web-1"]
     _, instances = c.catalog.service("web", filter_expr="ServicePort != 8080")
     assert [i["ServiceID"] for i in instances] == ["web-2"]
+    _, services = c.catalog.services(filter_expr="ServiceMeta.env == dev")
+    assert services == {"web": ["v2"]}  # the services of the instances that pass, with their tags
     _, nodes = c.catalog.nodes(filter_expr="Node matches `^node`")
     assert len(nodes) == 1
 

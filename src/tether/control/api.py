@@ -58,10 +58,23 @@ def server_router(cp: ControlPlane) -> APIRouter:
 
     @r.get("/v1/catalog/services", tags=["catalog"], **needs("service:read", filtered=True))
     async def catalog_services(request: Request) -> Response:
-        index = await block(request, store, [SERVICES])
-        services = {} if for_peer(request) else {CONSUL_SERVICE: [], **catalog.services()}
+        """`?filter=` runs over the instances (Consul's ServiceNode fields: ServiceName, ServiceTags,
+        ServiceMeta, Node, ...); a service is listed when one of its instances passes."""
+        filtered = "filter" in request.query_params
+        keep = request_filter(request)
+        index = await block(request, store, [SERVICES, NODES] if filtered else [SERVICES])
+        if for_peer(request):
+            services: dict[str, list[str]] = {}
+        elif filtered:
+            services = {}
+            for instance in catalog.all_instances():
+                if keep(views.catalog_service(catalog.node(instance["Node"]), instance)):
+                    tags = services.setdefault(instance["Service"], [])
+                    tags.extend(t for t in instance["Tags"] if t not in tags)
+        else:
+            services = {CONSUL_SERVICE: [], **catalog.services()}
         kept = request_acl(request).filter(services, lambda name: ("service", name))
-        return json_response({name: services[name] for name in kept}, index=index)
+        return json_response({name: sorted(services[name]) for name in kept}, index=index)
 
     @r.get("/v1/catalog/service/{name}", tags=["catalog"], **needs("service:read", on="{name}; node:read filters"))
     async def catalog_service(request: Request, name: str) -> Response:

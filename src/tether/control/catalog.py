@@ -202,6 +202,9 @@ class Catalog:
             out.setdefault(e.value["Service"], set()).update(e.value["Tags"])
         return {name: sorted(tags) for name, tags in out.items()}
 
+    def all_instances(self) -> list[dict[str, Any]]:
+        return [with_indexes(e) for e in self.store.list(SERVICES)]
+
     def instances(self, name: str) -> list[dict[str, Any]]:
         return [with_indexes(e) for e in self.store.list(f"{SERVICES}{name}/")]
 
