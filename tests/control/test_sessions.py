@@ -4,6 +4,8 @@ The clock is a parameter, so a TTL passing is a step of the test's clock, not a 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tether.control.catalog import Catalog
@@ -36,7 +38,8 @@ async def world(request, tmp_path):
     catalog = Catalog(store)
     await catalog.register(NODE, [], [check("serfHealth"), check("lock-a"), check("lock-b")])
     clock = Clock()
-    yield store, catalog, KV(store), SessionService(store, catalog, clock=clock), clock
+    kv = KV(store)
+    yield store, catalog, kv, SessionService(store, catalog, kv.write_lock, clock=clock), clock
     await store.close()
 
 
@@ -99,3 +102,11 @@ async def test_behavior_delete_ttl_and_node_removal(world):
     assert sessions.get(on_node) is None and sessions.list() == []
     with pytest.raises(InvalidInput, match="Missing node registration"):
         await create(sessions)
+
+
+async def test_concurrent_plain_writes_all_land_and_keep_the_lock(world):
+    store, catalog, kv, sessions, clock = world
+    holder = await create(sessions)
+    assert await sessions.kv_lock("hot", b"0", 0, holder, acquire=True)
+    results = await asyncio.gather(*(kv.put("hot", str(i).encode()) for i in range(20)))
+    assert all(results) and kv.get("hot").value["Session"] == holder  # none lost, none dropped the lock

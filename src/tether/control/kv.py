@@ -6,6 +6,7 @@ capped at 512 KiB like Consul's; a larger value is refused before anything is wr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -15,7 +16,8 @@ from tether.store.base import Check, Delete, DeletePrefix, Entry, Put, Store
 PREFIX = "kv/"
 MAX_VALUE_BYTES = 512 * 1024
 MAX_FLAGS = 2**64 - 1
-#: A plain write retries this often when the pair changes under it (then answers false).
+#: A write retries this often when the pair changes under it between its read and its commit
+#: (then a cas write answers false, a plain one 409).
 LOCK_KEEPING_ATTEMPTS = 8
 
 
@@ -51,6 +53,9 @@ def raw_value(entry: Entry) -> bytes:
 class KV:
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: Held by every read-then-write of KV pairs in this process (plain writes, locks, txn), so
+        #: they never race each other into compare-and-set retries; other servers' writes still can.
+        self.write_lock = asyncio.Lock()
 
     @staticmethod
     def prefix(key: str) -> str:
@@ -95,6 +100,10 @@ class KV:
         A held lock stays held (Consul keeps Session and LockIndex on a plain write): the write
         is compare-and-set on the pair it read, so a lock taken meanwhile is not overwritten."""
         self.validate(key, value, flags)
+        async with self.write_lock:
+            return await self._put_keeping_lock(key, value, flags, cas)
+
+    async def _put_keeping_lock(self, key: str, value: bytes, flags: int, cas: int | None) -> bool:
         for _ in range(LOCK_KEEPING_ATTEMPTS):
             current = self.store.get(_key(key))
             if cas is not None and (current.modify_index if current else 0) != cas:
@@ -107,7 +116,9 @@ class KV:
             except Conflict:
                 continue
             return True
-        return False
+        if cas is not None:
+            return False
+        raise Conflict(f"key {key!r} kept changing under this write ({LOCK_KEEPING_ATTEMPTS} tries); retry it")
 
     async def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
         if recurse and cas is not None:

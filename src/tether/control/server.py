@@ -58,7 +58,7 @@ class ControlPlane:
     def __post_init__(self) -> None:
         self.catalog = Catalog(self.store)
         self.kv = KV(self.store)
-        self.sessions = SessionService(self.store, self.catalog)
+        self.sessions = SessionService(self.store, self.catalog, self.kv.write_lock)
         self.egress = EgressService(self.store)
         self.intentions = IntentionService(self.store, default_intention=self.config.default_intention,
                                            initial_default=self.config.initial_default_intention)

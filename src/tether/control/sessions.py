@@ -38,8 +38,10 @@ SWEEP_IDLE = 30.0
 
 
 class SessionService:
-    def __init__(self, store: Store, catalog: Catalog, clock: Callable[[], float] = time.monotonic) -> None:
-        self.store, self.catalog, self.clock = store, catalog, clock
+    def __init__(self, store: Store, catalog: Catalog, kv_writes: asyncio.Lock,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`kv_writes`: the KV's write lock (control/kv.py), held by every read-then-write of pairs."""
+        self.store, self.catalog, self.clock, self._kv_writes = store, catalog, clock, kv_writes
         self._renewed: dict[str, float] = {}
         self._delayed: dict[str, float] = {}  # KV key -> end of its lock-delay window
         self._sweeper: asyncio.Task[None] | None = None
@@ -97,6 +99,11 @@ class SessionService:
     async def kv_lock(self, key: str, value: bytes, flags: int, session_id: str, *, acquire: bool,
                       cas: int | None = None) -> bool:
         """`PUT /v1/kv/<key>?acquire=<session>` (acquire) or `?release=<session>`: true when done."""
+        async with self._kv_writes:
+            return await self._kv_lock(key, value, flags, session_id, acquire, cas)
+
+    async def _kv_lock(self, key: str, value: bytes, flags: int, session_id: str, acquire: bool,
+                       cas: int | None) -> bool:
         session = self.get(session_id)
         if session is None:
             raise InvalidInput(f'invalid session "{session_id}"')
@@ -144,6 +151,10 @@ class SessionService:
         return out
 
     async def _invalidate(self, session_id: str, why: str) -> None:
+        async with self._kv_writes:
+            await self._release_all(session_id, why)
+
+    async def _release_all(self, session_id: str, why: str) -> None:
         for _ in range(CAS_ATTEMPTS):
             entry = self.get(session_id)
             if entry is None:

@@ -72,14 +72,15 @@ def txn_router(cp: ControlPlane) -> APIRouter:
     async def txn(request: Request) -> Response:
         ops = parse_txn(await read_json(request))
         authorize(request, ops)
-        for _ in range(CAS_ATTEMPTS):
-            outcome = await attempt(ops)
-            if outcome is not None:
-                break
-        else:
-            return json_response({"Results": None, "Errors": [
-                {"OpIndex": 0, "What": "the transaction kept conflicting with concurrent writes; try again"}]},
-                status=409)
+        async with cp.kv.write_lock:
+            for _ in range(CAS_ATTEMPTS):
+                outcome = await attempt(ops)
+                if outcome is not None:
+                    break
+            else:
+                return json_response({"Results": None, "Errors": [
+                    {"OpIndex": 0, "What": "the transaction kept conflicting with concurrent writes; try again"}]},
+                    status=409)
         if outcome.errors:
             return json_response({"Results": None, "Errors": outcome.errors}, status=409)
         results = [{"KV": _result(key, pair, store)} for _, key, pair in outcome.results]
