@@ -82,6 +82,8 @@ def lock(
         stop = _forward_signals(child)
         try:
             lost = _hold(api, key, session, index, child)
+        except TetherError as exc:  # the agent stopped answering: the lock cannot be vouched for
+            lost = f"cannot watch the lock: {exc}"
         finally:
             stop()
         if lost:
