@@ -42,6 +42,8 @@ async def test_txn_checks_each_operation_and_events_their_name(acl_url, admin):
                                               {"KV": {"Verb": "set", "Key": "ro/y", "Value": "eA=="}}])
         assert denied.status_code == 403 and '"ro/y"' in denied.text
         assert (await admin.get("/v1/kv/app/y")).status_code == 404  # nothing of the refused txn was written
+        node = await t.put("/v1/txn", json=[{"Node": {"Verb": "set", "Node": {"Node": "n7", "Address": "192.0.2.7"}}}])
+        assert node.status_code == 403 and "node:write" in node.text
         assert (await t.put("/v1/event/fire/deploy")).status_code == 200
         assert (await t.put("/v1/event/fire/other")).status_code == 403
         await admin.put("/v1/event/fire/secret")

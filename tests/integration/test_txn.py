@@ -82,9 +82,54 @@ def test_lock_verbs_share_sessions_with_kv(c):
     ([kv("cas", "k", Value=b64("v"))], 400, "[0].KV.Index: required for cas"),
     ([kv("lock", "k")], 400, "[0].KV.Session: required for lock"),
     ([kv("set", "k", Value="%%%")], 400, "[0].KV.Value: must be base64"),
-    ([{"Node": {"Verb": "get", "Node": {"Node": "n1"}}}], 400, "[0].Node: only KV operations are implemented"),
+    ([{"Node": {"Verb": "sett", "Node": {"Node": "n1"}}}], 400, "[0].Node.Verb: must be one of"),
+    ([{"Service": {"Verb": "set", "Service": {"Service": "x"}}}], 400, "[0].Service.Node: missing"),
     ({"KV": {}}, 400, "expected a JSON array"),
 ])
 def test_bad_transactions_are_refused_naming_the_operation(dev_agent, body, status, words):
     r = httpx.put(f"{dev_agent.url}/v1/txn", json=body)
     assert r.status_code == status and words in r.text, r.text
+
+
+def test_node_service_and_check_operations_commit_with_kv(c):
+    answer = c.txn.put([
+        {"Node": {"Verb": "set", "Node": {"Node": "txn-n", "Address": "192.0.2.30", "Meta": {"rack": "r1"}}}},
+        kv("set", "txn/flag", Value=b64("on")),
+    ])
+    assert answer["Errors"] is None and answer["Results"][0]["Node"]["Address"] == "192.0.2.30"
+    answer = c.txn.put([
+        {"Service": {"Verb": "set", "Node": "txn-n", "Service": {"ID": "cache-1", "Service": "cache", "Port": 6379}}},
+        {"Check": {"Verb": "set", "Check": {"Node": "txn-n", "CheckID": "cache-up", "Name": "up",
+                                            "Status": "passing", "ServiceID": "cache-1"}}},
+        {"Node": {"Verb": "get", "Node": {"Node": "txn-n"}}},
+    ])
+    assert answer["Errors"] is None, answer
+    service, check, node = (answer["Results"][0]["Service"], answer["Results"][1]["Check"],
+                            answer["Results"][2]["Node"])
+    assert (service["Service"], service["Port"], check["ServiceName"], node["Meta"]) == ("cache", 6379, "cache",
+                                                                                        {"rack": "r1"})
+    _, entries = c.health.service("cache", passing=True)
+    assert [(e["Node"]["Node"], e["Service"]["ID"]) for e in entries] == [("txn-n", "cache-1")]
+
+    # A stale cas on the service fails the whole transaction: the KV write with it does not land.
+    stale = [{"Service": {"Verb": "cas", "Node": "txn-n",
+                          "Service": {"ID": "cache-1", "Service": "cache", "Port": 1, "ModifyIndex": 1}}},
+             kv("set", "txn/flag", Value=b64("off"))]
+    with pytest.raises(ClientError, match="index is stale"):
+        c.txn.put(stale)
+    assert c.kv.get("txn/flag")[1]["Value"] == b"on" and c.catalog.service("cache")[1][0]["ServicePort"] == 6379
+    assert c.txn.put([{"Node": {"Verb": "delete", "Node": {"Node": "txn-n"}}}])["Errors"] is None
+    assert c.catalog.node("txn-n")[1] is None and c.health.service("cache")[1] == []
+
+
+def test_two_new_service_names_in_one_transaction_are_refused(c, dev_agent):
+    c.catalog.register("txn-m", "192.0.2.31")
+    body = [{"Service": {"Verb": "set", "Node": "txn-m", "Service": {"Service": name, "Port": 1}}}
+            for name in ("svc-one", "svc-two")]
+    with pytest.raises(ClientError, match="only one new service name per transaction"):
+        c.txn.put(body)
+    assert c.catalog.service("svc-one")[1] == []
+    assert c.txn.put(body[:1])["Errors"] is None and c.txn.put(body[1:])["Errors"] is None
+    vips = httpx.get(f"{dev_agent.url}/v1/tether/virtual-ips").json()
+    assert vips["svc-one"] != vips["svc-two"]
+    c.catalog.deregister("txn-m")

@@ -22,7 +22,10 @@ from tether.control.server import ControlPlane
 from tether.control.sessions import CAS_ATTEMPTS, SESSIONS
 from tether.core.acl import READ, WRITE
 from tether.core.errors import Conflict
-from tether.core.txn import KVOp, Outcome, Pair, evaluate, parse_txn
+from tether.control.api import parse_catalog_register
+from tether.control.catalog import VIP_COUNTER
+from tether.control.txn_catalog import CatalogPlan, plan
+from tether.core.txn import CatalogOp, KVOp, Outcome, Pair, evaluate, parse_txn
 from tether.store.base import Check, Delete, Put
 
 _READ_VERBS = ("get", "get-tree", "check-index", "check-session", "check-not-exists")
@@ -40,24 +43,39 @@ def txn_router(cp: ControlPlane) -> APIRouter:
         return [(e.key[len(PREFIX):], Pair(e.value, e.create_index, e.modify_index))
                 for e in store.list(PREFIX + prefix)]
 
-    def authorize(request: Request, ops: list[KVOp]) -> None:
-        """Consul's per-operation rule: key:read to read or check, key:write to write, and
-        write on every key under a deleted tree."""
+    def authorize(request: Request, ops: list[KVOp | CatalogOp]) -> None:
+        """Consul's per-operation rule for KV: key:read to read or check, key:write to write, and
+        write on every key under a deleted tree (catalog operations are checked as they are planned)."""
         acl = request_acl(request)
         for op in ops:
+            if isinstance(op, CatalogOp):
+                continue
             if op.verb == "delete-tree":
                 acl.require_key_tree_write(op.key)
             else:
                 acl.require("key", op.key, READ if op.verb in _READ_VERBS else WRITE)
 
-    async def attempt(ops: list[KVOp]) -> Outcome | None:
+    async def attempt(request: Request, ops: list[KVOp | CatalogOp]) -> tuple[Outcome, dict[int, CatalogPlan]] | None:
         """One evaluation and commit; None when a guard failed (try again)."""
         outcome = evaluate(ops, get, tree, lambda s: sessions.get(s) is not None,
                            lambda key: sessions.delayed(PREFIX + key))
-        if outcome.errors or not outcome.writes:
-            return outcome
+        require = request_acl(request).require
+        staged: dict[str, list[dict[str, Any]]] = {}
+        plans = {i: plan(op, cp.catalog, cp.datacenter, require, parse_catalog_register, staged)
+                 for i, op in enumerate(ops) if isinstance(op, CatalogOp)}
+        new_names = [i for i, p in plans.items() if any(isinstance(o, Put) and o.key == VIP_COUNTER for o in p.ops)]
+        for i in new_names[1:]:  # each allocation reads the counter as committed: two would take one address
+            plans[i] = CatalogPlan(error="only one new service name per transaction (each new name takes the "
+                                         "next virtual IP); register the others in another transaction")
+        outcome.errors = sorted(outcome.errors + [{"OpIndex": i, "What": p.error} for i, p in plans.items() if p.error],
+                                key=lambda e: e["OpIndex"])
+        catalog_ops = [o for p in plans.values() for o in p.ops]
+        if outcome.errors or not (outcome.writes or catalog_ops):
+            return outcome, plans
         writes = [Put(PREFIX + k, doc) if doc is not None else Delete(PREFIX + k) for k, doc in outcome.writes.items()]
+        writes += catalog_ops
         guards = [Check(PREFIX + k, index) for k, index in outcome.read.items()]
+        guards += [g for p in plans.values() for g in p.guards]
         for session_id in outcome.sessions:
             found = sessions.get(session_id)
             guards.append(Check(SESSIONS + session_id, found.modify_index if found else 0))
@@ -65,7 +83,7 @@ def txn_router(cp: ControlPlane) -> APIRouter:
             await store.commit(writes, guards)
         except Conflict:
             return None
-        return outcome
+        return outcome, plans
 
     @r.put("/v1/txn", tags=["txn"],
            **needs("key:write", on="each operation's key; key:read for get, get-tree and the check verbs"))
@@ -74,8 +92,9 @@ def txn_router(cp: ControlPlane) -> APIRouter:
         authorize(request, ops)
         async with cp.kv.write_lock:
             for _ in range(CAS_ATTEMPTS):
-                outcome = await attempt(ops)
-                if outcome is not None:
+                done = await attempt(request, ops)
+                if done is not None:
+                    outcome, plans = done
                     break
             else:
                 return json_response({"Results": None, "Errors": [
@@ -83,8 +102,10 @@ def txn_router(cp: ControlPlane) -> APIRouter:
                     status=409)
         if outcome.errors:
             return json_response({"Results": None, "Errors": outcome.errors}, status=409)
-        results = [{"KV": _result(key, pair, store)} for _, key, pair in outcome.results]
-        return json_response({"Results": results, "Errors": None}, index=store.index(PREFIX))
+        answers = [(i, {"KV": _result(key, pair, store)}) for i, key, pair in outcome.results]
+        answers += [(i, p.result()) for i, p in plans.items() if p.result is not None]
+        results = [answer for _, answer in sorted(answers, key=lambda a: a[0]) if answer is not None]
+        return json_response({"Results": results, "Errors": None}, index=store.index(""))
 
     return r
 

@@ -6,8 +6,9 @@ operations of the same transaction staged, and returns either every result or ev
 error (Consul's `{"OpIndex", "What"}`), never a mix: the caller commits the staged writes
 as one store transaction, guarded by the modify index of every pair it read.
 
-Only KV operations are implemented; a Node, Service or Check operation is refused with a
-400 naming it, never dropped.
+Node, Service and Check operations (`CatalogOp`) are parsed here and planned by the control
+plane against the catalog (control/txn_catalog.py); they see the catalog as it was committed,
+not what earlier operations of the same transaction staged.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ KV_VERBS = ("set", "cas", "lock", "unlock", "get", "get-tree", "check-index", "c
 _NEEDS_INDEX = ("cas", "check-index", "delete-cas")
 _NEEDS_SESSION = ("lock", "unlock", "check-session")
 _READS = ("get", "get-tree")
+CATALOG_VERBS = ("set", "cas", "get", "delete", "delete-cas")
+CATALOG_KINDS = {"node": "Node", "service": "Service", "check": "Check"}
 _FIELDS = {"verb": "Verb", "key": "Key", "value": "Value", "flags": "Flags", "index": "Index", "session": "Session",
            "namespace": "Namespace", "partition": "Partition"}
 
@@ -38,6 +41,20 @@ class KVOp:
     flags: int = 0
     index: int = 0
     session: str = ""
+
+
+@dataclass(frozen=True)
+class CatalogOp:
+    """A Node, Service or Check operation: `body` is its object (for Service, `node` names the node)."""
+
+    kind: str  # "Node", "Service" or "Check"
+    verb: str
+    body: dict[str, Any]
+    node: str = ""
+
+    @property
+    def index(self) -> int:
+        return int(self.body.get("ModifyIndex") or 0)
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,7 @@ class Outcome:
     sessions: set[str] = field(default_factory=set)
 
 
-def parse_txn(body: Any) -> list[KVOp]:
+def parse_txn(body: Any) -> list[KVOp | CatalogOp]:
     """The request body -> operations; InvalidInput naming the first bad operation's field."""
     if not isinstance(body, list):
         raise InvalidInput("Failed to parse body: expected a JSON array of operations")
@@ -70,13 +87,13 @@ def parse_txn(body: Any) -> list[KVOp]:
     return [_parse_op(op, i) for i, op in enumerate(body)]
 
 
-def _parse_op(op: Any, i: int) -> KVOp:
+def _parse_op(op: Any, i: int) -> KVOp | CatalogOp:
     where = f"[{i}]"
     if not isinstance(op, dict) or len(op) != 1:
         raise InvalidInput(f"{where}: each operation is one object with one of KV, Node, Service or Check")
     (kind, inner), = op.items()
-    if kind.lower() in ("node", "service", "check"):
-        raise InvalidInput(f"{where}.{kind}: only KV operations are implemented in Tether's /v1/txn")
+    if str(kind).lower() in CATALOG_KINDS:
+        return _parse_catalog_op(CATALOG_KINDS[str(kind).lower()], inner, where)
     if kind.lower() != "kv" or not isinstance(inner, dict):
         raise InvalidInput(f"{where}.{kind}: unknown operation kind (KV, Node, Service or Check)")
     data: dict[str, Any] = {}
@@ -108,7 +125,29 @@ def _parse_op(op: Any, i: int) -> KVOp:
     return KVOp(verb, key.lstrip("/"), value, flags, index, session)
 
 
-def evaluate(ops: list[KVOp], get: Callable[[str], Pair | None], tree: Callable[[str], list[tuple[str, Pair]]],
+def _parse_catalog_op(kind: str, inner: Any, where: str) -> CatalogOp:
+    if not isinstance(inner, dict):
+        raise InvalidInput(f"{where}.{kind}: expected an object")
+    fields = {str(k).lower(): (k, v) for k, v in inner.items()}
+    allowed = {"verb", kind.lower()} | ({"node"} if kind == "Service" else set())
+    for folded, (key, _) in fields.items():
+        if folded not in allowed:
+            raise InvalidInput(f"{where}.{kind}.{key}: unknown field")
+    verb = fields.get("verb", (None, None))[1]
+    if verb not in CATALOG_VERBS:
+        raise InvalidInput(f"{where}.{kind}.Verb: must be one of {', '.join(CATALOG_VERBS)}, not {verb!r}")
+    body = fields.get(kind.lower(), (None, None))[1]
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{where}.{kind}.{kind}: expected an object")
+    node = fields.get("node", (None, ""))[1] if kind == "Service" else ""
+    if kind == "Service" and (not isinstance(node, str) or not node):
+        raise InvalidInput(f"{where}.Service.Node: missing")
+    if verb in ("cas", "delete-cas") and not isinstance(body.get("ModifyIndex"), int):
+        raise InvalidInput(f"{where}.{kind}.{kind}.ModifyIndex: required for {verb}")
+    return CatalogOp(kind, verb, body, node)
+
+
+def evaluate(ops: list[KVOp | CatalogOp], get: Callable[[str], Pair | None], tree: Callable[[str], list[tuple[str, Pair]]],
              session_exists: Callable[[str], bool], delayed: Callable[[str], bool]) -> Outcome:
     """Run `ops` in order over `get`/`tree` (the stored pairs) and the writes staged so far.
 
@@ -142,6 +181,8 @@ def evaluate(ops: list[KVOp], get: Callable[[str], Pair | None], tree: Callable[
         out.errors.append({"OpIndex": i, "What": what})
 
     for i, op in enumerate(ops):
+        if isinstance(op, CatalogOp):
+            continue  # planned against the catalog by the control plane
         pair = current(op.key) if op.verb not in ("get-tree", "delete-tree") else None
         held = (pair.doc.get("Session", "") if pair else "")
         new = {"Value": base64.b64encode(op.value).decode() if op.value else None, "Flags": op.flags}
