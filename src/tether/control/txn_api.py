@@ -1,4 +1,5 @@
-"""`PUT /v1/txn`: Consul's transactions over KV, all or nothing (core/txn.py decides).
+"""`PUT /v1/txn`: Consul's transactions over KV and the catalog, all or nothing (core/txn.py decides
+the KV operations, control/txn_catalog.py plans the catalog ones).
 
 The evaluation reads the store's current pairs; the commit is one store transaction
 guarded by the modify index of every pair read and of every session used, so nothing

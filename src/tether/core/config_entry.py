@@ -3,8 +3,9 @@
 A config entry is not a second copy of anything: `service-intentions` for a destination is
 the set of intentions to it (the intentions API's store, one source of truth), read and
 written through that store; `mesh`'s `TransparentProxy.MeshDestinationsOnly` is the mode of
-Tether's outbound policy (true: REGISTRY_ONLY, false: ALLOW_ANY). Kinds that do not map onto what Tether does yet are refused
-with a 400 naming the kind, and an unknown kind is a 400 too; nothing is stored unread.
+Tether's outbound policy (true: REGISTRY_ONLY, false: ALLOW_ANY). Kinds that do not map
+onto what Tether does yet are refused with a 400 naming the kind, and an unknown kind is a
+400 too; nothing is stored unread.
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ def _parse_catalog_op(kind: str, inner: Any, where: str) -> CatalogOp:
     return CatalogOp(kind, verb, body, node)
 
 
-def evaluate(ops: list[KVOp | CatalogOp], get: Callable[[str], Pair | None], tree: Callable[[str], list[tuple[str, Pair]]],
+def evaluate(ops: list[KVOp | CatalogOp], get: Callable[[str], Pair | None],
+             tree: Callable[[str], list[tuple[str, Pair]]],
              session_exists: Callable[[str], bool], delayed: Callable[[str], bool]) -> Outcome:
     """Run `ops` in order over `get`/`tree` (the stored pairs) and the writes staged so far.
 
