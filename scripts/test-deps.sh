@@ -21,6 +21,14 @@ missing() {
   echo "${want[@]}"
 }
 
+# The `consul` npm package, the second real Consul client (tests/integration/test_node_consul_client.py).
+node_client="$(cd "$(dirname "$0")/.." && pwd)/.deps/node"
+if command -v npm >/dev/null && [ ! -d "$node_client/node_modules/consul" ]; then
+  mkdir -p "$node_client"
+  npm install --no-audit --no-fund --prefix "$node_client" consul@2.0.1 >/dev/null 2>&1 \
+    || echo "test-deps: FAILED: npm could not install the consul package; its smoke test will skip" >&2
+fi
+
 read -r -a want <<<"$(missing)"
 [ ${#want[@]} -eq 0 ] && exit 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from tether import __version__
 from tether.agent.acl import AgentAclResolver, AgentTokens, LocalTokens, RemoteAuthorizers
 from tether.agent.agent import Agent, AgentConfig
 from tether.agent.api import agent_router, forward_router
 from tether.agent.authz_api import authz_router
+from tether.agent.ops_api import ops_router
 from tether.agent.connect_api import connect_router
 from tether.agent.dns import open_dns
 from tether.agent.leafcache import LeafCache
@@ -35,6 +37,7 @@ from tether.agent.config_services import ConfigServices
 from tether.agent.supervisor import ProxySupervisor
 from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
+from tether.api.compat import PutPostAlias, UnimplementedRoutes, datacenter_dependency
 from tether.api.guard import RequestGuard
 from tether.api.openapi import install_openapi
 from tether.api.shutdown import AnswerCutRequests
@@ -45,6 +48,10 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.control.config_api import config_router
+from tether.control.event_api import event_router
+from tether.control.session_api import session_router
+from tether.control.txn_api import txn_router
 from tether.core.browserguard import BrowserPolicy
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
@@ -105,6 +112,9 @@ def new_app(title: str, browser: BrowserPolicy | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(FilteredHeaderMiddleware)
+    app.add_middleware(PutPostAlias)
+    app.add_middleware(UnimplementedRoutes, store_of=lambda: getattr(getattr(app.state, "control_plane", None),
+                                                                     "store", None))
     app.add_middleware(RequestGuard, browser=browser)  # outermost: refusals before routing (api/guard.py)
     return app
 
@@ -159,6 +169,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(agent_router(agent, is_server=cp is not None, tokens=tokens,
                                             effective_secret=resolver.effective_secret))
             app.include_router(authz_router(agent))
+            app.include_router(ops_router(agent, functools.partial(reload, app, opts, strict=True),
+                                          (lambda: cp.store.revision) if cp is not None else None))
             leaves = LeafCache(link, datacenter=opts.datacenter)
             await leaves.start()
             app.include_router(connect_router(leaves, resolver.effective_secret))
@@ -166,13 +178,18 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             await app.state.config_services.apply(opts.services, opts.checks)
         if cp is not None:
             app.include_router(server_router(cp))
-            app.include_router(ca_router(cp))
-            app.include_router(intentions_router(cp))
-            app.include_router(egress_router(cp.egress))
-            app.include_router(acl_router(cp.acl))
+            local_dc = [Depends(datacenter_dependency(cp.datacenter))]  # ?dc= another datacenter: 500
+            app.include_router(ca_router(cp), dependencies=local_dc)
+            app.include_router(intentions_router(cp), dependencies=local_dc)
+            app.include_router(egress_router(cp.egress), dependencies=local_dc)
+            app.include_router(acl_router(cp.acl), dependencies=local_dc)
+            app.include_router(session_router(cp, default_node=opts.node if opts.role == "dev" else ""))
+            app.include_router(txn_router(cp))
+            app.include_router(event_router(cp))
+            app.include_router(config_router(cp))
         else:
             assert resolver is not None
-            app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret))
+            app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret, opts.node))
         app.state.control_plane, app.state.agent, app.state.supervisor = cp, agent, supervisor
         app.state.leaf_cache = leaves
         app.state.agent_tokens = tokens if agent is not None else None
@@ -301,24 +318,31 @@ def _http_socket(opts: Options) -> socket.socket:
         raise OSError(exc.errno, f"HTTP API: {exc.strerror or exc}; use -http-port to pick another port") from None
 
 
-async def reload(app: FastAPI, opts: Options) -> None:
-    """SIGHUP: re-read the config files and apply their services and checks (Consul's reload).
+async def reload(app: FastAPI, opts: Options, *, strict: bool = False) -> None:
+    """SIGHUP (and PUT /v1/agent/reload, `strict`): re-read the config files and apply their
+    services and checks (Consul's reload).
 
     A file that no longer parses changes nothing: the error is logged and the running
-    configuration stays."""
+    configuration stays; with `strict` the error is raised too, for the API to answer."""
     if opts.reload_config is None or getattr(app.state, "config_services", None) is None:
-        log.info("SIGHUP: nothing to reload (no config files)")
+        log.info("reload: nothing to reload (no config files)")
         return
     try:
         files = opts.reload_config()
         await app.state.config_services.apply(files.services, files.checks)
     except TetherError as exc:
         log.error("reload failed, keeping the running configuration: %s", exc)
+        if strict:
+            raise ReloadFailed(f"Failed reloading config: {exc}") from exc
         return
     if files.log_level and not os.environ.get("TETHER_LOG_LEVEL"):
         logging.getLogger().setLevel(files.log_level.upper())
     log.info("configuration reloaded: %d service(s), %d check(s) from config files", len(files.services),
              len(files.checks))
+
+
+class ReloadFailed(TetherError):
+    """A reload asked through the API found a config file that does not parse (HTTP 500)."""
 
 
 def run(opts: Options, on_ready: Callable[[str, str], None] = lambda url, dns: None) -> None:

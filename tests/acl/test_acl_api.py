@@ -198,7 +198,7 @@ async def test_lists_are_filtered_and_say_so_to_authenticated_callers(admin, ano
     narrow = await make_token(admin, Policies=[{"ID": policy["ID"]}])
     async with as_token(acl_url, secret) as web, as_token(acl_url, narrow) as watcher:
         everything = await web.get("/v1/catalog/services")
-        assert set(everything.json()) == {"web", "db"}  # service_prefix "" read
+        assert set(everything.json()) == {"consul", "web", "db"}  # service_prefix "" read
         assert "X-Consul-Results-Filtered-By-ACLs" not in everything.headers
         partial = await watcher.get("/v1/catalog/services")
         assert set(partial.json()) == {"web"}

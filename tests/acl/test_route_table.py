@@ -46,6 +46,8 @@ BODIES = {
     ("PUT", "/v1/internal/tether/check"): {"Node": "n1", "CheckID": "c", "Status": "passing"},
     ("PUT", "/v1/tether/mesh"): {"defaultIntention": "allow"},
     ("PUT", "/v1/agent/token/{kind}"): {"Token": "x"},
+    ("PUT", "/v1/txn"): [{"KV": {"Verb": "set", "Key": "app/x"}}],
+    ("PUT", "/v1/config"): {"Kind": "service-intentions", "Name": "web", "Sources": []},
     ("PUT", "/v1/acl/token"): {}, ("PUT", "/v1/acl/policy"): {"Name": "p"}, ("PUT", "/v1/acl/role"): {"Name": "r"},
     ("PUT", "/v1/acl/token/{accessor}"): {}, ("PUT", "/v1/acl/policy/{policy_id}"): {"Name": "p"},
     ("PUT", "/v1/acl/role/{role_id}"): {"Name": "r"}, ("PUT", "/v1/acl/token/{accessor}/clone"): {},
@@ -64,7 +66,8 @@ QUERY = {"/v1/connect/intentions/exact": {"source": "a", "destination": "web"},
          "/v1/acl/templated-policy/name/{name}": {}, }
 PATH_OVERRIDES = {"/v1/acl/templated-policy/name/{name:path}": "/v1/acl/templated-policy/name/builtin/service",
                   "/v1/acl/templated-policy/preview/{name:path}": "/v1/acl/templated-policy/preview/builtin/service",
-                  "/v1/kv/{key:path}": "/v1/kv/app/x"}
+                  "/v1/kv/{key:path}": "/v1/kv/app/x", "/v1/config/{kind}": "/v1/config/service-intentions",
+                  "/v1/config/{kind}/{name}": "/v1/config/service-intentions/web"}
 
 
 async def dev_routes():

@@ -282,9 +282,10 @@ class Agent:
                 service = self.services.get(definition.ServiceID)
                 if service is None:
                     raise NotFound(f"ServiceID: unknown service {definition.ServiceID!r} on this agent")
-            check = self._keep_status(format_check(definition, service, self.config.node, 0, 1))
-            if not definition.CheckID and service is None:
+            check = format_check(definition, service, self.config.node, 0, 1)
+            if not definition.CheckID:  # Consul: a check registered on its own is named by its Name
                 check["CheckID"] = definition.Name
+            check = self._keep_status(check)
             await self.link.sync(self.node_doc, [], [check])
             self._drop_check(check["CheckID"])
             self.checks[check["CheckID"]] = check
@@ -292,6 +293,15 @@ class Agent:
             await self._refresh_aliases()
             self._touch()
             return check["CheckID"]
+
+    async def set_passive_check(self, check: dict[str, Any]) -> None:
+        """A check the agent does not run (maintenance mode): stored as given and synced."""
+        async with self._lock:
+            await self.link.sync(self.node_doc, [], [check])
+            self._drop_check(check["CheckID"])
+            self.checks[check["CheckID"]] = check
+            await self._refresh_aliases()
+            self._touch()
 
     async def deregister_check(self, check_id: str) -> None:
         async with self._lock:

@@ -12,27 +12,27 @@ import hashlib
 import json
 import time
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlparse
 
 import httpx
 from fastapi import APIRouter, Depends, Request
 from starlette.background import BackgroundTask
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
-from tether import __version__
 from tether.agent.acl import AgentTokens
 from tether.agent.agent import Agent
+from tether.agent.self_view import MEMBER_ALIVE, MEMBER_FAILED, format_member, format_self
 from tether.api.acl import needs, request_acl
 from tether.api.common import (
-    authorizer_dependency, blocking_params, flag, json_response, read_body, read_json, refuse_unsupported,
-    request_token,
+    authorizer_dependency, blocking_params, flag, json_response, read_body, read_json, request_token,
 )
+from tether.api.compat import request_filter
 from tether.control import views
 from tether.core.errors import InvalidInput, NotFound, Unavailable
 from tether.core.health import CRITICAL, PASSING, WARNING, http_status_for, worst
 from tether.core.service import parse_check_definition, parse_service_definition
 
 _TOKEN_HEADERS = {"x-consul-token", "x-tether-token", "authorization"}
-MEMBER_ALIVE, MEMBER_FAILED = 1, 4  # Serf's member status codes, which Consul's API exposes
 
 
 def content_hash(doc: Any) -> str:
@@ -75,24 +75,28 @@ def agent_router(agent: Agent, *, is_server: bool, tokens: AgentTokens | None = 
     @r.get("/v1/agent/self", tags=["agent"], **needs("agent:read", on="this node"))
     async def agent_self(request: Request) -> Response:
         request_acl(request).require("agent", node, "read")
-        c = agent.config
-        return json_response({
-            "Config": {"Datacenter": c.datacenter, "NodeName": c.node, "NodeID": c.node_id,
-                       "Server": is_server, "Version": __version__, "Revision": "tether",
-                       "DNSAddr": getattr(request.app.state, "dns_addr", "")},
-            "Member": {"Name": c.node, "Addr": c.advertise, "Status": MEMBER_ALIVE},
-            "Meta": c.node_meta,
-        })
+        leader = (f"{request.url.hostname}:{request.url.port}" if is_server
+                  else urlparse(getattr(agent.link, "base_url", "")).netloc)
+        member = format_member(agent.node_doc, MEMBER_ALIVE, server=is_server)
+        return json_response(format_self(agent.config, member, server=is_server, leader_addr=leader,
+                                         dns_addr=getattr(request.app.state, "dns_addr", ""),
+                                         acl_enabled=getattr(request.app.state, "acl", None) is not None,
+                                         checks=list(agent.checks.values()), services=len(agent.services)))
 
     @r.get("/v1/agent/members", tags=["agent"], **needs("node:read", filtered=True))
     async def agent_members(request: Request) -> Response:
-        return json_response(request_acl(request).filter(await members(agent), lambda m: ("node", m["Name"])))
+        if flag(request, "wan"):  # only servers are WAN members, named <node>.<dc>
+            found = [format_member(agent.node_doc, MEMBER_ALIVE, server=True, wan=True)] if is_server else []
+            return json_response(request_acl(request).filter(found, lambda m: ("node", node)))
+        return json_response(request_acl(request).filter(await members(agent, node if is_server else ""),
+                                                         lambda m: ("node", m["Name"])))
 
     @r.get("/v1/agent/services", tags=["agent"], **needs("service:read", filtered=True))
     async def agent_services(request: Request) -> Response:
-        refuse_unsupported(request)
+        keep = request_filter(request)
         kept = request_acl(request).filter(agent.services.items(), lambda item: ("service", item[1]["Service"]))
-        return json_response({sid: views.agent_service(s) for sid, s in kept})
+        shown = {sid: views.agent_services_element(s) for sid, s in kept}
+        return json_response({sid: s for sid, s in shown.items() if keep(s)})
 
     @r.get("/v1/agent/service/{service_id}", tags=["agent"], **needs("service:read", on="the service"))
     async def agent_service(request: Request, service_id: str) -> Response:
@@ -129,11 +133,11 @@ def agent_router(agent: Agent, *, is_server: bool, tokens: AgentTokens | None = 
 
     @r.get("/v1/agent/checks", tags=["agent"], **needs("service:read", on="node:read for node checks", filtered=True))
     async def agent_checks(request: Request) -> Response:
-        refuse_unsupported(request)
+        keep = request_filter(request)
         kept = request_acl(request).filter(
             agent.checks.items(),
             lambda item: ("service", item[1]["ServiceName"]) if item[1]["ServiceID"] else ("node", node))
-        return json_response(dict(kept))
+        return json_response({cid: c for cid, c in kept if keep(c)})
 
     @r.put("/v1/agent/check/register", tags=["agent"],
            **needs("service:write", on="the check's service; node:write for a node check"))
@@ -224,17 +228,15 @@ def _service_hash(agent: Agent, service_id: str) -> str | None:
     return content_hash(views.agent_service(svc)) if svc else None
 
 
-async def members(agent: Agent) -> list[dict[str, Any]]:
+async def members(agent: Agent, server_node: str) -> list[dict[str, Any]]:
     """Nodes with their liveness, from the catalog's serfHealth checks."""
-    return [
-        {"Name": node["Node"], "Addr": node["Address"], "Port": 0,
-         "Tags": {"dc": node.get("Datacenter", ""), "id": node.get("ID", "")},
-         "Status": MEMBER_ALIVE if status == PASSING else MEMBER_FAILED}
-        for node, status in await agent.link.node_health()
-    ]
+    return [format_member(node, MEMBER_ALIVE if status == PASSING else MEMBER_FAILED,
+                          server=node["Node"] == server_node)
+            for node, status in await agent.link.node_health()]
 
 
-def forward_router(server_url: str, effective_secret: Callable[[str | None], str | None] = lambda s: s) -> APIRouter:
+def forward_router(server_url: str, effective_secret: Callable[[str | None], str | None] = lambda s: s,
+                   node: str = "") -> APIRouter:
     """Client-agent mode: stream every non-agent /v1 request to the server.
 
     The token goes with it as the server must see it: a sidecar's proxy secret becomes its
@@ -255,6 +257,8 @@ def forward_router(server_url: str, effective_secret: Callable[[str | None], str
         secret = effective_secret(request_token(request))
         if secret:
             headers.append(("X-Consul-Token", secret))
+        if node:
+            headers.append(("X-Tether-Agent-Node", node))  # the default Node of a session it creates
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
         upstream = client.build_request(request.method, f"/v1/{path}", params=params,
                                         headers=headers, content=await read_body(request))

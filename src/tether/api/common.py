@@ -152,10 +152,14 @@ def int_param(request: Request, name: str, default: int | None = None, *, minimu
     return value
 
 
+#: Set in the request scope by a route that applies `?filter=` (api/compat.py request_filter).
+FILTER_APPLIED = "tether.filter"
+
+
 def refuse_unsupported(request: Request) -> None:
     """Query features Tether does not implement are refused, never silently ignored."""
-    if "filter" in request.query_params:
-        raise InvalidInput("filter: filter expressions are not supported by Tether yet; filter the result yourself")
+    if "filter" in request.query_params and FILTER_APPLIED not in request.scope:
+        raise InvalidInput("filter: this route does not take filter expressions in Tether; filter the result yourself")
 
 
 def blocking_params(request: Request) -> tuple[int, float]:

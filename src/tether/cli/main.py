@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ca": ("ca_cmds", "ca_app", "group"),
     "proxy": ("gateway_cmds", "proxy", "command"),
     "acl": ("acl_cmds", "acl_app", "group"),
+    "lock": ("lock_cmds", "lock", "command"),
+    "maint": ("maint_cmds", "maint", "command"),
+    "reload": ("maint_cmds", "reload", "command"),
+    "config": ("config_cmds", "config_app", "group"),
 }
 
 

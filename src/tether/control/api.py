@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from tether.api.acl import needs, request_acl
 from tether.api.common import authorizer_dependency, block, flag, int_param, json_response, read_body, read_json
+from tether.api.compat import datacenter_dependency, for_peer, request_filter, require_local_datacenter
 from tether.control import views
 from tether.control.catalog import CHECKS, NODE_CHECKS, NODES, SERVICES, VIPS, Catalog
 from tether.control.kv import format_pair, raw_value
@@ -21,11 +22,15 @@ from tether.core.acl import READ, WRITE
 from tether.core.errors import InvalidInput, NotFound
 from tether.core.health import STATUSES
 from tether.core.registration import format_check, format_service
-from tether.core.service import parse_check_definition, parse_service_definition
+from tether.core.normalize import OPAQUE, Shape, normalize, raise_if
+from tether.core.service import CHECK_SHAPE, parse_check_definition, parse_service_definition
+
+#: The service every Consul catalog lists: its servers (Tether's servers are this API).
+CONSUL_SERVICE = "consul"
 
 
 def server_router(cp: ControlPlane) -> APIRouter:
-    r = APIRouter(dependencies=[Depends(authorizer_dependency())])
+    r = APIRouter(dependencies=[Depends(authorizer_dependency()), Depends(datacenter_dependency(cp.datacenter))])
     store, catalog, kv = cp.store, cp.catalog, cp.kv
 
     # -- catalog -------------------------------------------------------------------
@@ -53,38 +58,56 @@ def server_router(cp: ControlPlane) -> APIRouter:
 
     @r.get("/v1/catalog/services", tags=["catalog"], **needs("service:read", filtered=True))
     async def catalog_services(request: Request) -> Response:
-        index = await block(request, store, [SERVICES])
-        services = catalog.services()
+        """`?filter=` runs over the instances (Consul's ServiceNode fields: ServiceName, ServiceTags,
+        ServiceMeta, Node, ...); a service is listed when one of its instances passes."""
+        filtered = "filter" in request.query_params
+        keep = request_filter(request)
+        index = await block(request, store, [SERVICES, NODES] if filtered else [SERVICES])
+        if for_peer(request):
+            services: dict[str, list[str]] = {}
+        elif filtered:
+            services = {}
+            for instance in catalog.all_instances():
+                if keep(views.catalog_service(catalog.node(instance["Node"]), instance)):
+                    tags = services.setdefault(instance["Service"], [])
+                    tags.extend(t for t in instance["Tags"] if t not in tags)
+        else:
+            services = {CONSUL_SERVICE: [], **catalog.services()}
         kept = request_acl(request).filter(services, lambda name: ("service", name))
-        return json_response({name: services[name] for name in kept}, index=index)
+        return json_response({name: sorted(services[name]) for name in kept}, index=index)
 
     @r.get("/v1/catalog/service/{name}", tags=["catalog"], **needs("service:read", on="{name}; node:read filters"))
     async def catalog_service(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, [f"{SERVICES}{name}/", NODES])
         tag = request.query_params.get("tag", "")
-        instances = request_acl(request).filter(catalog.instances(name), node_of)
+        instances = [] if for_peer(request) else request_acl(request).filter(catalog.instances(name), node_of)
         out = [views.catalog_service(catalog.node(s["Node"]), s) for s in instances if not tag or tag in s["Tags"]]
-        return json_response(out, index=index)
+        return json_response([e for e in out if keep(e)], index=index)
 
     @r.get("/v1/catalog/connect/{name}", tags=["catalog"], **needs("service:read", on="{name}; node:read filters"))
     async def catalog_connect(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, [SERVICES, NODES])
-        instances = request_acl(request).filter(catalog.connect_instances(name), node_of)
+        connect = [] if for_peer(request) else catalog.connect_instances(name)
+        instances = request_acl(request).filter(connect, node_of)
         out = [views.catalog_service(catalog.node(s["Node"]), s) for s in instances]
-        return json_response(out, index=index)
+        return json_response([e for e in out if keep(e)], index=index)
 
     @r.get("/v1/catalog/nodes", tags=["catalog"], **needs("node:read", filtered=True))
     async def catalog_nodes(request: Request) -> Response:
+        keep = request_filter(request)
         index = await block(request, store, [NODES])
-        return json_response(request_acl(request).filter(catalog.nodes(), node_of), index=index)
+        nodes = [] if for_peer(request) else catalog.nodes()
+        return json_response([n for n in request_acl(request).filter(nodes, node_of) if keep(n)], index=index)
 
     @r.get("/v1/catalog/node/{node}", tags=["catalog"], **needs("node:read", on="{node}; service:read filters"))
     async def catalog_node(request: Request, node: str) -> Response:
         request_acl(request).require("node", node, READ)
         index = await block(request, store, [f"{NODES}{node}", SERVICES])
-        found = catalog.node(node)
+        found = None if for_peer(request) else catalog.node(node)
         if found is None:
             return json_response(None, index=index, status=404)
         readable = request_acl(request).filter(catalog.node_services(node), service_of)
@@ -103,9 +126,7 @@ def server_router(cp: ControlPlane) -> APIRouter:
     @r.put("/v1/catalog/deregister", tags=["catalog"],
            **needs("node:write", on="Node; service:write on the service of ServiceID or CheckID"))
     async def catalog_deregister(request: Request) -> Response:
-        body = await read_json(request)
-        if not isinstance(body, dict) or not body.get("Node"):
-            raise InvalidInput("Node: missing; send {\"Node\": \"name\", \"ServiceID\"?: \"id\", \"CheckID\"?: \"id\"}")
+        body = parse_catalog_deregister(await read_json(request), cp.datacenter)
         require_deregister(request, body["Node"], body.get("ServiceID", ""), body.get("CheckID", ""))
         await catalog.deregister(body["Node"], service_id=body.get("ServiceID", ""), check_id=body.get("CheckID", ""))
         return json_response(True)
@@ -123,38 +144,46 @@ def server_router(cp: ControlPlane) -> APIRouter:
     @r.get("/v1/health/service/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_service(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, Catalog.health_prefixes(name))
-        entries = readable_entries(request, catalog.health(catalog.instances(name), passing=flag(request, "passing"),
+        instances = [] if for_peer(request) else catalog.instances(name)
+        entries = readable_entries(request, catalog.health(instances, passing=flag(request, "passing"),
                                                            tag=request.query_params.get("tag", "")))
-        return json_response([views.health_service(e) for e in entries], index=index)
+        return json_response([v for v in map(views.health_service, entries) if keep(v)], index=index)
 
     @r.get("/v1/health/connect/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_connect(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, Catalog.health_prefixes(name, connect=True))
-        entries = readable_entries(request, catalog.health(catalog.connect_instances(name),
-                                                           passing=flag(request, "passing")))
-        return json_response([views.health_service(e) for e in entries], index=index)
+        connect = [] if for_peer(request) else catalog.connect_instances(name)
+        entries = readable_entries(request, catalog.health(connect, passing=flag(request, "passing")))
+        return json_response([v for v in map(views.health_service, entries) if keep(v)], index=index)
 
     @r.get("/v1/health/checks/{name}", tags=["health"], **needs("service:read", on="{name}; node:read filters"))
     async def health_checks(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, READ)
+        keep = request_filter(request)
         index = await block(request, store, [f"{CHECKS}{name}/"])
-        return json_response(readable_checks(request, catalog.service_checks(name)), index=index)
+        checks = [] if for_peer(request) else catalog.service_checks(name)
+        return json_response([c for c in readable_checks(request, checks) if keep(c)], index=index)
 
     @r.get("/v1/health/node/{node}", tags=["health"], **needs("node:read", on="{node}; service:read filters"))
     async def health_node(request: Request, node: str) -> Response:
         request_acl(request).require("node", node, READ)
+        keep = request_filter(request)
         index = await block(request, store, [NODE_CHECKS, CHECKS])
-        return json_response(readable_checks(request, catalog.node_checks(node)), index=index)
+        checks = [] if for_peer(request) else catalog.node_checks(node)
+        return json_response([c for c in readable_checks(request, checks) if keep(c)], index=index)
 
     @r.get("/v1/health/state/{state}", tags=["health"], **needs("node:read", on="service:read", filtered=True))
     async def health_state(request: Request, state: str) -> Response:
         if state not in STATUSES + ("any",):
             raise InvalidInput(f"state must be any, passing, warning or critical, not {state!r}")
+        keep = request_filter(request)
         index = await block(request, store, [NODE_CHECKS, CHECKS])
-        checks = [c for n in catalog.nodes() for c in catalog.node_checks(n["Node"])]
-        checks = readable_checks(request, [c for c in checks if state in ("any", c["Status"])])
+        checks = [] if for_peer(request) else [c for n in catalog.nodes() for c in catalog.node_checks(n["Node"])]
+        checks = readable_checks(request, [c for c in checks if state in ("any", c["Status"]) and keep(c)])
         return json_response(checks, index=index)
 
     # -- KV ------------------------------------------------------------------------
@@ -164,6 +193,8 @@ def server_router(cp: ControlPlane) -> APIRouter:
         acl = request_acl(request)
         keys_only = flag(request, "keys")
         recurse = flag(request, "recurse") or keys_only
+        if not recurse and not key.strip("/"):
+            raise InvalidInput("Missing key name")
         if recurse and cp.acl.config.enable_key_list_policy:
             acl.require("key", key, "list")  # Consul's acl.enable_key_list_policy: listing needs `list`
         elif not recurse:
@@ -185,13 +216,18 @@ def server_router(cp: ControlPlane) -> APIRouter:
     @r.put("/v1/kv/{key:path}", tags=["kv"], **needs("key:write", on="{key}"))
     async def kv_put(request: Request, key: str) -> Response:
         request_acl(request).require("key", key, WRITE)
-        for unsupported in ("acquire", "release"):
-            if unsupported in request.query_params:
-                raise InvalidInput(f"{unsupported}: sessions and locks are not supported by Tether yet")
         flags = int_param(request, "flags", 0) or 0
         cas = int_param(request, "cas")
-        ok = await kv.put(key, await read_body(request), flags=flags, cas=cas)
-        return json_response(ok)
+        value = await read_body(request)
+        lock = [verb for verb in ("acquire", "release") if verb in request.query_params]
+        if len(lock) == 2:
+            raise InvalidInput("acquire and release cannot be combined")
+        if lock:
+            kv.validate(key, value, flags)
+            session = request.query_params[lock[0]]
+            return json_response(await cp.sessions.kv_lock(key, value, flags, session, acquire=lock[0] == "acquire",
+                                                           cas=cas))
+        return json_response(await kv.put(key, value, flags=flags, cas=cas))
 
     @r.delete("/v1/kv/{key:path}", tags=["kv"], **needs("key:write", on="{key}; ?recurse: every key under it"))
     async def kv_delete(request: Request, key: str) -> Response:
@@ -291,35 +327,63 @@ def server_router(cp: ControlPlane) -> APIRouter:
     return r
 
 
+#: Consul decodes these bodies case-insensitively (Go's JSON decoder): `{"node": ...}` is `Node`.
+CATALOG_CHECK_SHAPE = Shape({**CHECK_SHAPE.fields, "Node": None, "Definition": OPAQUE, "Type": None, "Output": None,
+                             "ServiceName": None, "ServiceTags": None, "Namespace": None, "Partition": None},
+                            aliases=CHECK_SHAPE.aliases)
+REGISTER_SHAPE = Shape({"ID": None, "Node": None, "Address": None, "Datacenter": None, "TaggedAddresses": OPAQUE,
+                        "NodeMeta": OPAQUE, "Service": OPAQUE, "Check": CATALOG_CHECK_SHAPE,
+                        "Checks": [CATALOG_CHECK_SHAPE], "SkipNodeUpdate": None, "WriteRequest": OPAQUE,
+                        "Namespace": None, "Partition": None, "Locality": OPAQUE})
+DEREGISTER_SHAPE = Shape({"Node": None, "Datacenter": None, "ServiceID": None, "CheckID": None,
+                          "WriteRequest": OPAQUE, "Namespace": None, "Partition": None})
+
+
+def parse_catalog_deregister(body: Any, datacenter: str) -> dict[str, Any]:
+    """Consul's /v1/catalog/deregister body, with canonical keys."""
+    errors: list[str] = []
+    data = normalize(body, DEREGISTER_SHAPE, "body", errors) if isinstance(body, dict) else body
+    raise_if(errors)
+    if not isinstance(data, dict) or not data.get("Node"):
+        raise InvalidInput("Node: missing; send {\"Node\": \"name\", \"ServiceID\"?: \"id\", \"CheckID\"?: \"id\"}")
+    require_local_datacenter(data.get("Datacenter") or "", datacenter)
+    return data
+
+
 def parse_catalog_register(
     body: Any, datacenter: str, node_services: Callable[[str], list[dict[str, Any]]]
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Consul's /v1/catalog/register body -> (node, services, checks) documents."""
+    errors: list[str] = []
+    if isinstance(body, dict):
+        body = normalize(body, REGISTER_SHAPE, "body", errors)
+        raise_if([e.removeprefix("body.") for e in errors])
     if not isinstance(body, dict) or not body.get("Node"):
         raise InvalidInput("Node: missing; /v1/catalog/register needs at least Node and Address")
-    unknown = sorted(set(body) - set(_REGISTER_FIELDS))
-    if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
-    _require_types(body, _REGISTER_FIELDS, "")
+    _require_types(body, _REGISTER_FIELDS, "")  # unknown keys were refused by normalize
+    require_local_datacenter(body.get("Datacenter") or "", datacenter)
     name = body["Node"]
     node = {"ID": body.get("ID", ""), "Node": name, "Address": body.get("Address", ""),
-            "Datacenter": body.get("Datacenter") or datacenter,
+            "Datacenter": datacenter,
             "TaggedAddresses": body.get("TaggedAddresses") or {}, "Meta": body.get("NodeMeta") or {}}
     services: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
     if body.get("Service"):
         svc = dict(body["Service"])
-        if "Service" in svc and "Name" not in svc:
-            svc["Name"] = svc.pop("Service")
+        named = {k.lower(): k for k in svc}
+        if "service" in named and "name" not in named:  # the catalog's `Service` is the agent's `Name`
+            svc["Name"] = svc.pop(named["service"])
         definition = parse_service_definition(svc)
         services.append(format_service(definition, node=name, datacenter=node["Datacenter"]))
     raw_checks = ([body["Check"]] if body.get("Check") else []) + list(body.get("Checks") or [])
     for i, raw in enumerate(raw_checks):
         if not isinstance(raw, dict):
             raise InvalidInput(f"Checks[{i}]: expected a JSON object, got {type(raw).__name__}")
-        raw = {k: v for k, v in raw.items() if k not in ("Node", "Definition", "Type")}
+        raw = {k: v for k, v in raw.items()
+               if k not in ("Node", "Definition", "Type", "ServiceName", "ServiceTags", "Namespace", "Partition")}
+        output = raw.pop("Output", "")
         check = parse_check_definition(raw, path=f"Checks[{i}]") if _has_kind(raw) else None
-        doc = format_check(check, None, name, i, len(raw_checks)) if check else _passive_check(raw, name)
+        doc = format_check(check, None, name, i, len(raw_checks)) if check else _passive_check(raw, name, output)
         if doc["ServiceID"]:
             candidates = services + node_services(name)
             owner = next((s for s in candidates if s["ID"] == doc["ServiceID"]), None)
@@ -348,7 +412,7 @@ def _has_kind(raw: dict[str, Any]) -> bool:
     return any(k in raw for k in ("TTL", "TCP", "HTTP", "AliasService"))
 
 
-def _passive_check(raw: dict[str, Any], node: str) -> dict[str, Any]:
+def _passive_check(raw: dict[str, Any], node: str, output: str) -> dict[str, Any]:
     """A catalog-only check (no runner): the caller sets its status directly, as in Consul."""
     _require_types(raw, _PASSIVE_CHECK_FIELDS, "Check.")
     check_id = raw.get("CheckID") or raw.get("Name")
@@ -358,5 +422,5 @@ def _passive_check(raw: dict[str, Any], node: str) -> dict[str, Any]:
     if status not in STATUSES:
         raise InvalidInput(f"Check.Status: must be one of {', '.join(STATUSES)}, not {status!r}")
     return {"Node": node, "CheckID": check_id, "Name": raw.get("Name") or check_id, "Status": status,
-            "Notes": raw.get("Notes", ""), "Output": raw.get("Output", ""), "ServiceID": raw.get("ServiceID", ""),
+            "Notes": raw.get("Notes", ""), "Output": output, "ServiceID": raw.get("ServiceID", ""),
             "ServiceName": "", "ServiceTags": [], "Type": "", "Definition": {}}

@@ -76,6 +76,15 @@ class Catalog:
         checks: Iterable[dict[str, Any]] = (),
     ) -> int:
         """Upsert a node and, optionally, service instances and checks on it, atomically."""
+        return await self.store.commit(*self.register_ops(node, services, checks))
+
+    def register_ops(
+        self,
+        node: dict[str, Any],
+        services: Iterable[dict[str, Any]] = (),
+        checks: Iterable[dict[str, Any]] = (),
+    ) -> tuple[list[Op], list[Check]]:
+        """The writes (and their guards) of `register`, for a caller that commits them with others (txn)."""
         name = node.get("Node", "")
         _validate_segment("Node", name)
         ops: list[Op] = []
@@ -102,7 +111,7 @@ class Catalog:
                 ops.append(Delete(old.key))
             self._put_if_changed(ops, key, check)
             self._put_if_changed(ops, _chk_pointer(name, check["CheckID"]), {"Key": key})
-        return await self.store.commit(ops, cas)
+        return ops, cas
 
     def _allocate_virtual_ips(self, ops: list[Op], names: set[str]) -> list[Check]:
         """Give each new service name the next virtual IP, in the same transaction.
@@ -125,6 +134,10 @@ class Catalog:
 
     async def deregister(self, node: str, *, service_id: str = "", check_id: str = "") -> int:
         """Remove a service instance (with its checks), a check, or a whole node."""
+        return await self.store.commit(self.deregister_ops(node, service_id=service_id, check_id=check_id))
+
+    def deregister_ops(self, node: str, *, service_id: str = "", check_id: str = "") -> list[Op]:
+        """The deletes of `deregister`, for a caller that commits them with others (txn)."""
         ops: list[Op] = []
         if service_id:
             entry = self._instance_entry(node, service_id)
@@ -146,7 +159,7 @@ class Catalog:
             for pointer in self.store.list(f"{BY_ID}{node}/"):
                 ops += [Delete(pointer.key), Delete(pointer.value["Key"])]
             ops += [Delete(e.key) for e in self.store.list(f"{NODE_CHECKS}{node}/")]
-        return await self.store.commit(ops)
+        return ops
 
     async def update_check(self, node: str, check_id: str, status: str, output: str) -> int:
         if status not in STATUSES:
@@ -192,7 +205,8 @@ class Catalog:
 
     def node_checks(self, node: str) -> list[dict[str, Any]]:
         own = [with_indexes(e) for e in self.store.list(f"{NODE_CHECKS}{node}/")]
-        return own + [with_indexes(e) for e in self._node_check_entries(node)]
+        # The byid pointers cover node checks too: only the service checks are added here.
+        return own + [with_indexes(e) for e in self._node_check_entries(node) if not e.key.startswith(NODE_CHECKS)]
 
     def services(self) -> dict[str, list[str]]:
         """{name: sorted union of tags}, as /v1/catalog/services returns."""
@@ -200,6 +214,9 @@ class Catalog:
         for e in self.store.list(SERVICES):
             out.setdefault(e.value["Service"], set()).update(e.value["Tags"])
         return {name: sorted(tags) for name, tags in out.items()}
+
+    def all_instances(self) -> list[dict[str, Any]]:
+        return [with_indexes(e) for e in self.store.list(SERVICES)]
 
     def instances(self, name: str) -> list[dict[str, Any]]:
         return [with_indexes(e) for e in self.store.list(f"{SERVICES}{name}/")]

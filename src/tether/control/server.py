@@ -20,6 +20,7 @@ from tether.control.catalog import NODE_CHECKS, Catalog
 from tether.control.egress import EgressService
 from tether.control.intentions import IntentionService
 from tether.control.kv import KV
+from tether.control.sessions import SessionService
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import TetherError
 from tether.core.health import CRITICAL, NODE_CHECK_ID, PASSING
@@ -57,6 +58,7 @@ class ControlPlane:
     def __post_init__(self) -> None:
         self.catalog = Catalog(self.store)
         self.kv = KV(self.store)
+        self.sessions = SessionService(self.store, self.catalog, self.kv.write_lock)
         self.egress = EgressService(self.store)
         self.intentions = IntentionService(self.store, default_intention=self.config.default_intention,
                                            initial_default=self.config.initial_default_intention)
@@ -81,9 +83,11 @@ class ControlPlane:
         await self.intentions.start(f"{self.cluster_id}.tether", self.datacenter)
         await self.ca.start(self.cluster_id)
         await self.acl.start()
+        await self.sessions.start()
         self._reaper = asyncio.create_task(self._reap_nodes(), name="node-reaper")
 
     async def stop(self) -> None:
+        await self.sessions.stop()
         await self.ca.stop()
         if self._reaper:
             self._reaper.cancel()

@@ -16,6 +16,15 @@ def agent_service(svc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Fields /v1/agent/services leaves out when empty, as Consul's AgentService does (omitempty).
+_OMITTED_WHEN_EMPTY = ("TaggedAddresses", "SocketPath", "Kind", "Connect", "Proxy")
+
+
+def agent_services_element(svc: dict[str, Any]) -> dict[str, Any]:
+    """One value of /v1/agent/services: AgentService without the empty optional fields."""
+    return {k: v for k, v in agent_service(svc).items() if k not in _OMITTED_WHEN_EMPTY or v}
+
+
 def catalog_service(node: dict[str, Any] | None, svc: dict[str, Any]) -> dict[str, Any]:
     """/v1/catalog/service/:name's flat element."""
     node = node or {"Node": svc["Node"]}

@@ -63,3 +63,12 @@ class Unavailable(TetherError, ConnectionError):
     """
 
     retryable = True
+
+
+class NoPathToDatacenter(TetherError):
+    """A request for a datacenter this cluster does not know (HTTP 500, Consul's
+    `No path to datacenter`: clients recognise that text)."""
+
+    def __init__(self, datacenter: str) -> None:
+        super().__init__("No path to datacenter")
+        self.datacenter = datacenter
