@@ -46,7 +46,7 @@ from tether.control.server import ControlPlane, ServerConfig
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
-from tether.store.sqlite import open_store
+from tether.store.configured import open_configured_store
 
 log = logging.getLogger("tether")
 
@@ -57,6 +57,8 @@ class Options:
     http_host: str = "127.0.0.1"
     http_port: int = 8500
     data_dir: Path | None = None
+    #: `-store etcd://h:p,...`: the shared store of several servers (None: SQLite in data_dir).
+    store: str | None = None
     server_addr: str = ""
     node: str = field(default_factory=socket.gethostname)
     datacenter: str = "dc1"
@@ -119,7 +121,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
     leaves = None
     try:
         if opts.role in ("dev", "server"):
-            store = open_store(opts.data_dir)
+            store = await open_configured_store(opts.store, opts.data_dir)
             cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter, ca_min_leaf_ttl=opts.ca_min_leaf_ttl,
                                                   default_intention=opts.default_policy,
                                                   initial_default_intention="deny" if opts.role == "server" else "allow",

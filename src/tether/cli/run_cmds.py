@@ -35,10 +35,11 @@ def _default_policy(value: str | None) -> str | None:
     return value
 
 
-def _banner(role: str, data_dir: Path | None, ephemeral: bool, acl_enabled: bool) -> Callable[[str, str], None]:
+def _banner(role: str, data_dir: Path | None, ephemeral: bool, acl_enabled: bool,
+            store: str | None = None) -> Callable[[str, str], None]:
     def on_ready(url: str, dns_addr: str) -> None:
         where = "in memory (ephemeral: everything is lost on exit; pass -data-dir to keep it)" if ephemeral \
-            else f"in {data_dir}"
+            else f"in {store.partition('?')[0]} (shared with every server on it)" if store else f"in {data_dir}"
         print(f"==> Tether {role} is running. HTTP API: {url}", flush=True)
         if dns_addr:
             host, port = dns_addr.rsplit(":", 1)
@@ -109,6 +110,9 @@ def agent(
       tether agent -server-addr 10.0.0.5:8500 -config-file /etc/tether/acl.hcl
     """
     files = _files(config_file, config_dir, config_format)
+    if files.store:
+        raise typer.BadParameter("store is the server's setting (tether server -store); an agent keeps no "
+                                 "shared state", param_hint="-config-file")
     if files.server:
         raise typer.BadParameter("server = true: run the control plane with 'tether server' (a node agent "
                                  "joins it with retry_join)", param_hint="-config-file")
@@ -135,9 +139,26 @@ def agent(
                              opts.acl.enabled))
 
 
+def _store_url(value: str | None) -> str | None:
+    """Validate -store early: a typo exits 2 naming the part before anything starts."""
+    if value is not None:
+        from tether.core.errors import InvalidInput
+        from tether.core.etcd_target import parse_etcd_url
+
+        try:
+            parse_etcd_url(value)
+        except InvalidInput as exc:
+            raise typer.BadParameter(str(exc).removeprefix("-store: "), param_hint="-store") from None
+    return value
+
+
 def server(
     data_dir: Path = typer.Option(None, "-data-dir", "--data-dir",
                                   help="Where the server keeps its state (SQLite). Config key: data_dir."),
+    store: str = typer.Option(None, "-store", "--store", metavar="etcd://HOST:PORT,...", callback=_store_url,
+                              help="Keep state in etcd instead, shared by every server given the same URL "
+                                   "(options: ?prefix=/tether/&ca=F&cert=F&key=F; see docs/etcd.md). "
+                                   "Config key: store."),
     http_port: int = typer.Option(None, "-http-port", "--http-port", min=0, max=65535,
                                   help="HTTP API port (default 8500). Config key: ports.http."),
     http_host: str = typer.Option(None, "-client", "--client", "-http-host", "--http-host",
@@ -156,20 +177,25 @@ def server(
       tether server -data-dir /var/lib/tether -client 0.0.0.0
 
       tether server -config-file /etc/tether/server.hcl     # acl { enabled = true ... }
+
+      tether server -store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379   # one of N servers
     """
     files = _files(config_file, config_dir, config_format)
+    store = _pick(store, _store_url(files.store) if files.store else None, None)
     if files.services or files.checks:
         raise typer.BadParameter("service and check definitions belong to an agent's configuration; the server "
                                  "runs none", param_hint="-config-file")
-    if data_dir is None and files.data_dir is None:
+    if data_dir is None and files.data_dir is None and store is None:
         raise typer.BadParameter("give -data-dir DIR (or data_dir in a config file): where the server keeps its "
-                                 "state", param_hint="-data-dir")
+                                 "state; or -store etcd://... (store) to share it with other servers",
+                                 param_hint="-data-dir")
     from tether import daemon
 
     opts = _options("server", files, http_host=http_host, http_port=http_port, data_dir=data_dir,
                     datacenter=datacenter, dns_port=-1, default_policy=_pick(default_policy, files.default_intention,
                                                                              None))
-    daemon.run(opts, _banner("server", opts.data_dir, False, opts.acl.enabled))
+    opts = replace(opts, store=store)
+    daemon.run(opts, _banner("server", opts.data_dir, False, opts.acl.enabled, store=store))
 
 
 def _options(role: str, files: FileConfig, *, http_host: str | None, http_port: int | None, data_dir: Path | None,
