@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -32,6 +33,7 @@ from tether.agent.dns import open_dns
 from tether.agent.leafcache import LeafCache
 from tether.agent.link import HttpLink, LocalLink
 from tether.agent.config_services import ConfigServices
+from tether.agent.server_pool import ServerPool
 from tether.agent.supervisor import ProxySupervisor
 from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
@@ -118,6 +120,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
     app = new_app(f"Tether {opts.role}")
     store = None
     link = None
+    forwarding = None
     leaves = None
     try:
         if opts.role in ("dev", "server"):
@@ -133,7 +136,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
         if opts.role in ("dev", "agent"):
             tokens = AgentTokens(opts.acl, opts.data_dir)
             local_tokens = LocalTokens(opts.data_dir)
-            link = LocalLink(cp) if cp else HttpLink(_server_url(opts.server_addr),
+            link = LocalLink(cp) if cp else HttpLink(opts.server_addr,
                                                      token=lambda: tokens.get("agent") or tokens.get("default"))
             resolver = AgentAclResolver(opts.acl, tokens, local_tokens, _acl_backend(cp, link, opts.acl),
                                         node=opts.node)
@@ -165,7 +168,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(acl_router(cp.acl))
         else:
             assert resolver is not None
-            app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret))
+            forwarding = ServerPool(opts.server_addr, timeout=httpx.Timeout(None, connect=5.0))
+            app.include_router(forward_router(forwarding, resolver.effective_secret))
         app.state.control_plane, app.state.agent, app.state.supervisor = cp, agent, supervisor
         app.state.leaf_cache = leaves
         app.state.agent_tokens = tokens if agent is not None else None
@@ -179,6 +183,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             await agent.stop()
         if link is not None:
             await link.close()
+        if forwarding is not None:
+            await forwarding.close()
         if cp is not None:
             await cp.stop()
         if store is not None:
@@ -191,10 +197,6 @@ def _acl_backend(cp: ControlPlane | None, link: HttpLink | LocalLink, acl: AclCo
         return cp.acl.resolve
     assert isinstance(link, HttpLink)
     return RemoteAuthorizers(link.resolve_acl, acl).authorizer
-
-
-def _server_url(addr: str) -> str:
-    return addr if addr.startswith(("http://", "https://")) else f"http://{addr}"
 
 
 async def serve(

@@ -13,7 +13,6 @@ import json
 import time
 from typing import Any, Callable
 
-import httpx
 from fastapi import APIRouter, Depends, Request
 from starlette.background import BackgroundTask
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -21,13 +20,14 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from tether import __version__
 from tether.agent.acl import AgentTokens
 from tether.agent.agent import Agent
+from tether.agent.server_pool import ServerPool
 from tether.api.acl import needs, request_acl
 from tether.api.common import (
     authorizer_dependency, blocking_params, flag, json_response, read_body, read_json, refuse_unsupported,
     request_token,
 )
 from tether.control import views
-from tether.core.errors import InvalidInput, NotFound, Unavailable
+from tether.core.errors import InvalidInput, NotFound
 from tether.core.health import CRITICAL, PASSING, WARNING, http_status_for, worst
 from tether.core.service import parse_check_definition, parse_service_definition
 
@@ -229,13 +229,13 @@ async def members(agent: Agent) -> list[dict[str, Any]]:
     ]
 
 
-def forward_router(server_url: str, effective_secret: Callable[[str | None], str | None] = lambda s: s) -> APIRouter:
-    """Client-agent mode: stream every non-agent /v1 request to the server.
+def forward_router(servers: ServerPool, effective_secret: Callable[[str | None], str | None] = lambda s: s) -> APIRouter:
+    """Client-agent mode: stream every non-agent /v1 request to a server (failing over
+    between the servers the agent knows: agent/server_pool.py).
 
     The token goes with it as the server must see it: a sidecar's proxy secret becomes its
     service's registration token, and a request without one carries the agent's default
     token (`effective_secret`); the server then decides, as for any client."""
-    client = httpx.AsyncClient(base_url=server_url.rstrip("/"), timeout=httpx.Timeout(None, connect=5.0))
     r = APIRouter()
     hop_by_hop = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
@@ -248,12 +248,10 @@ def forward_router(server_url: str, effective_secret: Callable[[str | None], str
         if secret:
             headers.append(("X-Consul-Token", secret))
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-        upstream = client.build_request(request.method, f"/v1/{path}", params=params,
-                                        headers=headers, content=await read_body(request))
-        try:
-            response = await client.send(upstream, stream=True)
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the Tether server at {server_url}: {exc}") from exc
+        # A read (a blocking query too) is repeated on the next server if this one dies.
+        response = await servers.request(request.method, f"/v1/{path}", params=params, headers=headers,
+                                         content=await read_body(request), stream=True,
+                                         idempotent=request.method == "GET")
         out_headers = {k: v for k, v in response.headers.items() if k.lower() not in hop_by_hop}
         return StreamingResponse(response.aiter_raw(), status_code=response.status_code, headers=out_headers,
                                  background=BackgroundTask(response.aclose))

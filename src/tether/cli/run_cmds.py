@@ -72,8 +72,10 @@ def _pick(flag: Any, file_value: Any, default: Any) -> Any:
 def agent(
     dev: bool = typer.Option(False, "-dev", "--dev", help="Run server and agent in one process (development)."),
     server_addr: str = typer.Option(None, "-server-addr", "--server-addr", "-retry-join", "--retry-join",
-                                    metavar="HOST:PORT",
-                                    help="The Tether server this agent joins (not with -dev). Config key: retry_join."),
+                                    metavar="HOST:PORT[,HOST:PORT...]",
+                                    help="The Tether servers this agent joins, comma-separated: it uses one and "
+                                         "moves to the next when that one is gone (not with -dev). "
+                                         "Config key: retry_join (a list)."),
     http_port: int = typer.Option(None, "-http-port", "--http-port", min=0, max=65535,
                                   help="HTTP API port (default 8500). Config key: ports.http."),
     http_host: str = typer.Option(None, "-client", "--client", "-http-host", "--http-host",
@@ -107,6 +109,8 @@ def agent(
 
       tether agent -server-addr 10.0.0.5:8500 -node web1 # a node joining a server
 
+      tether agent -retry-join 10.0.0.5:8500,10.0.0.6:8500,10.0.0.7:8500  # servers on one etcd
+
       tether agent -server-addr 10.0.0.5:8500 -config-file /etc/tether/acl.hcl
     """
     files = _files(config_file, config_dir, config_format)
@@ -116,7 +120,7 @@ def agent(
     if files.server:
         raise typer.BadParameter("server = true: run the control plane with 'tether server' (a node agent "
                                  "joins it with retry_join)", param_hint="-config-file")
-    server_addr = _pick(server_addr, files.retry_join[0] if files.retry_join else None, "")
+    server_addr = _pick(server_addr, ",".join(files.retry_join) if files.retry_join else None, "")
     if dev and server_addr:
         raise typer.BadParameter("give -dev or -server-addr (retry_join), not both")
     if not dev and not server_addr:

@@ -39,7 +39,7 @@ from tether.core.chain import match_chain
 from tether.core.errors import Conflict, InvalidInput, RateLimited, Unavailable
 from tether.core.signing_limit import FairLimiter
 from tether.core.spiffe import TRUST_DOMAIN_SUFFIX, service_id, validate_trust_domain
-from tether.store.base import Check, Delete, Entry, Op, Put, Store
+from tether.store.base import Check, Delete, Entry, Op, Put, Store, wait_present
 
 log = logging.getLogger("tether.ca")
 
@@ -101,6 +101,7 @@ class CAService:
         self.trust_domain = validate_trust_domain(f"{cluster_id}.{TRUST_DOMAIN_SUFFIX}")
         if self.store.get(PROVIDER_KEY) is None:
             await self._bootstrap()
+            await wait_present(self.store, PROVIDER_KEY)  # another server's CA, if it won the race
         snap = self.snapshot()
         log.info("CA ready: trust domain %s, active root %s (%s)", self.trust_domain, snap.active.id,
                  snap.config.provider)

@@ -23,7 +23,7 @@ from tether.control.kv import KV
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import TetherError
 from tether.core.health import CRITICAL, NODE_CHECK_ID, PASSING
-from tether.store.base import Put, Store
+from tether.store.base import Store, create_once
 
 log = logging.getLogger("tether.server")
 
@@ -76,8 +76,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Initialise cluster metadata once, and start the node reaper."""
-        if self.store.get(META_CLUSTER) is None:
-            await self.store.commit([Put(META_CLUSTER, {"ClusterID": str(uuid.uuid4())})])
+        await create_once(self.store, META_CLUSTER, {"ClusterID": str(uuid.uuid4())})
         await self.intentions.start(f"{self.cluster_id}.tether", self.datacenter)
         await self.ca.start(self.cluster_id)
         await self.acl.start()
