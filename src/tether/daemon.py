@@ -45,6 +45,7 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.control.status_api import status_router
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
@@ -61,6 +62,8 @@ class Options:
     data_dir: Path | None = None
     #: `-store etcd://h:p,...`: the shared store of several servers (None: SQLite in data_dir).
     store: str | None = None
+    #: Seconds of the lease by which servers on one etcd elect the one doing singleton work.
+    leader_lease_ttl: int = 10
     server_addr: str = ""
     node: str = field(default_factory=socket.gethostname)
     datacenter: str = "dc1"
@@ -128,7 +131,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter, ca_min_leaf_ttl=opts.ca_min_leaf_ttl,
                                                   default_intention=opts.default_policy,
                                                   initial_default_intention="deny" if opts.role == "server" else "allow",
-                                                  acl=opts.acl, data_dir=opts.data_dir))
+                                                  acl=opts.acl, data_dir=opts.data_dir,
+                                                  leader_lease_ttl=opts.leader_lease_ttl))
             await cp.start()
             if opts.acl.enabled:
                 app.state.acl = cp.acl
@@ -166,6 +170,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(intentions_router(cp))
             app.include_router(egress_router(cp.egress))
             app.include_router(acl_router(cp.acl))
+            app.include_router(status_router(cp))
         else:
             assert resolver is not None
             forwarding = ServerPool(opts.server_addr, timeout=httpx.Timeout(None, connect=5.0))
@@ -254,6 +259,9 @@ async def serve(
             app.state.dns_addr = f"{host}:{dns_port}"
         if app.state.supervisor is not None and not stopping:
             app.state.supervisor.start(f"{host}:{port}", app.state.agent.services)
+        if app.state.control_plane is not None:  # peers and leader show this address
+            shown = opts.advertise if host in ("0.0.0.0", "::") else host
+            await app.state.control_plane.leadership.announce(f"{shown}:{port}")
         on_ready(f"http://{host}:{port}", getattr(app.state, "dns_addr", ""))
         try:
             await task

@@ -163,6 +163,11 @@ def server(
                               help="Keep state in etcd instead, shared by every server given the same URL "
                                    "(options: ?prefix=/tether/&ca=F&cert=F&key=F; see docs/etcd.md). "
                                    "Config key: store."),
+    leader_lease_ttl: int = typer.Option(10, "-leader-lease-ttl", "--leader-lease-ttl", min=1, max=300,
+                                         metavar="SECONDS",
+                                         help="With -store etcd: the lease by which the servers elect the one "
+                                              "doing singleton work (reaping, CA root pruning); a dead leader is "
+                                              "replaced within about this long."),
     http_port: int = typer.Option(None, "-http-port", "--http-port", min=0, max=65535,
                                   help="HTTP API port (default 8500). Config key: ports.http."),
     http_host: str = typer.Option(None, "-client", "--client", "-http-host", "--http-host",
@@ -198,7 +203,7 @@ def server(
     opts = _options("server", files, http_host=http_host, http_port=http_port, data_dir=data_dir,
                     datacenter=datacenter, dns_port=-1, default_policy=_pick(default_policy, files.default_intention,
                                                                              None))
-    opts = replace(opts, store=store)
+    opts = replace(opts, store=store, leader_lease_ttl=leader_lease_ttl)
     daemon.run(opts, _banner("server", opts.data_dir, False, opts.acl.enabled, store=store))
 
 

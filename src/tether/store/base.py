@@ -64,6 +64,9 @@ Op = Union[Put, Delete, DeletePrefix]
 class Store(abc.ABC):
     """What the control plane needs from storage. One conformance suite covers every backend."""
 
+    #: True when several servers share this store (etcd): singleton work is then elected.
+    shared = False
+
     @property
     @abc.abstractmethod
     def revision(self) -> int:

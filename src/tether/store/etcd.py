@@ -48,6 +48,7 @@ class _Compacted(Exception):
 
 
 class EtcdStore(CachedStore):
+    shared = True
     def __init__(self, target: EtcdTarget, *, rpc_timeout: float = 1.0, write_budget: float = 3.0) -> None:
         super().__init__()
         self.target = target
@@ -185,7 +186,7 @@ class EtcdStore(CachedStore):
                 i += 1
             self._apply(revision, puts, deletes)
 
-    async def _until(self, revision: int, deadline: float) -> None:
+    async def until_revision(self, revision: int, deadline: float) -> None:
         """Wait until the cache has seen `revision` (read-your-writes)."""
         loop = asyncio.get_running_loop()
         while self._revision < revision:
@@ -234,7 +235,7 @@ class EtcdStore(CachedStore):
                     "response_delete_range"))
                 if not puts and not deleted:
                     return self._revision  # nothing changed, no new revision
-                await self._until(resp.header.revision, deadline + 2.0)
+                await self.until_revision(resp.header.revision, deadline + 2.0)
                 return resp.header.revision
             for check, r in zip(checks, resp.responses):
                 kvs = r.response_range.kvs
@@ -245,7 +246,7 @@ class EtcdStore(CachedStore):
             # A guarded prefix changed after our cache's revision: catch up, plan again.
             newest = max((r.response_range.kvs[0].mod_revision for r in resp.responses[len(checks):]
                           if r.response_range.kvs), default=base)
-            await self._until(newest, deadline)
+            await self.until_revision(newest, deadline)
 
     def _plan_txn(self, ops: Sequence[Op]) -> tuple[dict[str, Any], list[str], list[str], list[str]]:
         """Resolve ops (later ops win; etcd refuses a key twice in one txn) into

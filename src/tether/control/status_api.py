@@ -1,0 +1,52 @@
+"""The server set as Consul reports it: /v1/status/leader, /v1/status/peers and
+/v1/operator/raft/configuration.
+
+Tether servers have no Raft of their own: on one store (SQLite) the server is its own
+leader; on etcd the "leader" is the server elected for the singleton work
+(store/etcd_election.py) and the peers are the servers whose lease is alive. Addresses
+are the HTTP addresses the servers announced (host:port, as Consul's answers look).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from tether.api.acl import needs, request_acl
+from tether.api.common import authorizer_dependency, json_response
+from tether.control.server import ControlPlane
+
+
+def _own(request: Request) -> str:
+    return f"{request.url.hostname}:{request.url.port}"
+
+
+def leader_address(cp: ControlPlane, request: Request) -> str:
+    """The elected server's address; "" while there is none (as Consul answers without a leader)."""
+    lead = cp.leadership
+    if not lead.shared:
+        return _own(request)
+    leader = lead.leader_id()
+    return lead.servers().get(leader, "") if leader else ""
+
+
+def peer_addresses(cp: ControlPlane, request: Request) -> list[str]:
+    if not cp.leadership.shared:
+        return [_own(request)]
+    return sorted(addr for addr in cp.leadership.servers().values() if addr)
+
+
+def status_router(cp: ControlPlane) -> APIRouter:
+    r = APIRouter(dependencies=[Depends(authorizer_dependency())])
+
+    @r.get("/v1/operator/raft/configuration", tags=["operator"], **needs("operator:read"))
+    async def raft_configuration(request: Request) -> Response:
+        request_acl(request).require("operator", "", "read")
+        lead = cp.leadership
+        servers = lead.servers() if lead.shared else {"self": _own(request)}
+        leader = lead.leader_id() if lead.shared else "self"
+        out = [{"ID": sid, "Node": sid, "Address": addr, "Leader": sid == leader, "Voter": True,
+                "ProtocolVersion": "3"} for sid, addr in sorted(servers.items())]
+        return json_response({"Servers": out, "Index": cp.store.index("servers/")})
+
+    return r
