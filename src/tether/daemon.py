@@ -45,7 +45,7 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
-from tether.control.status_api import status_router
+from tether.control.status_api import KnownLeaderHeader, status_router
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
@@ -134,6 +134,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
                                                   acl=opts.acl, data_dir=opts.data_dir,
                                                   leader_lease_ttl=opts.leader_lease_ttl))
             await cp.start()
+            if store.shared:
+                app.add_middleware(KnownLeaderHeader, store=store)
             if opts.acl.enabled:
                 app.state.acl = cp.acl
         resolver = tokens = None

@@ -50,3 +50,23 @@ def status_router(cp: ControlPlane) -> APIRouter:
         return json_response({"Servers": out, "Index": cp.store.index("servers/")})
 
     return r
+
+
+class KnownLeaderHeader:
+    """ASGI middleware: X-Consul-KnownLeader says false while the shared store reports no
+    leader (etcd lost quorum); reads are then served from this server's last view."""
+
+    def __init__(self, app, store) -> None:  # type: ignore[no-untyped-def]
+        self.app, self.store = app, store
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_truth(message):  # type: ignore[no-untyped-def]
+            if message["type"] == "http.response.start" and not self.store.known_leader:
+                message = {**message, "headers": [(k, b"false" if k == b"x-consul-knownleader" else v)
+                                                  for k, v in message.get("headers", [])]}
+            await send(message)
+
+        await self.app(scope, receive, send_truth)

@@ -164,6 +164,7 @@ class EtcdStore(CachedStore):
                     raise ConnectionError(f"etcd canceled the watch: {resp.cancel_reason or 'no reason given'}")
                 if resp.created:
                     self.watching = True
+                    self.conn.known_leader = True  # a hasleader watch is created only where a leader is
                 self._apply_events(resp.events)
         finally:
             call.cancel()
@@ -229,7 +230,8 @@ class EtcdStore(CachedStore):
                 sort_order=rpc.RangeRequest.SortOrder.DESCEND, sort_target=rpc.RangeRequest.SortTarget.MOD))
                 for p in guards]
             resp = await self.conn.call(self.conn.kv.Txn, rpc.TxnRequest(
-                compare=compare, success=success, failure=failure), budget=max(0.05, deadline - loop.time()))
+                compare=compare, success=success, failure=failure), budget=max(0.05, deadline - loop.time()),
+                write=True)
             if resp.succeeded:
                 deleted = sum(r.response_delete_range.deleted for r in resp.responses if r.HasField(
                     "response_delete_range"))

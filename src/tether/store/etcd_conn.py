@@ -79,7 +79,8 @@ class EtcdConn:
         self.cluster = rpc.ClusterStub(self.channel)
         self.maintenance = rpc.MaintenanceStub(self.channel)
 
-    async def call(self, method: Callable[..., Awaitable[Any]], request: Any, *, budget: float) -> Any:
+    async def call(self, method: Callable[..., Awaitable[Any]], request: Any, *, budget: float,
+                   write: bool = False) -> Any:
         """One RPC, retried on transient failures (member down, election) for up to `budget` s.
 
         Only for requests whose retry is safe: reads, compare-guarded transactions, and
@@ -95,7 +96,12 @@ class EtcdConn:
             except grpc.aio.AioRpcError as exc:
                 self.note_error(exc)
                 if exc.code() not in _TRANSIENT or loop.time() + pause >= deadline:
-                    raise self.error(exc) from None
+                    err = self.error(exc)
+                    if write and isinstance(err, Unavailable):
+                        # etcd may hold the proposal and commit it when quorum returns: say so.
+                        err = Unavailable(f"{err}; the write was not acknowledged, but etcd may still apply it "
+                                          "once it recovers (a compare-and-set write, ?cas=, is safe to repeat)")
+                    raise err from None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
                 continue
