@@ -16,7 +16,7 @@ import pytest
 
 from tether.testing.agent import start_tether
 from tether.testing.deps import missing
-from tether.testing.etcd import EtcdCluster, etcd_available
+from tether.testing.etcd import EtcdCluster, KvWriter as Writer, etcd_available
 
 from etcd_kit import until
 
@@ -29,32 +29,6 @@ def cluster(tmp_path):
     c = EtcdCluster(tmp_path / "etcd").start()
     yield c
     c.stop()
-
-
-class Writer(threading.Thread):
-    """PUT w/<i> = i, one after another, through `url`; records acknowledged and failed writes."""
-
-    def __init__(self, url: str, limit: int = 2000) -> None:
-        super().__init__(daemon=True)
-        self.url, self.limit = url, limit
-        self.acked: list[int] = []
-        self.failed: list[tuple[int, int | str, str]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=15) as client:
-            for i in range(self.limit):
-                if self.stop.is_set():
-                    return
-                try:
-                    r = client.put(f"/v1/kv/w/{i}", content=str(i).encode())
-                except httpx.HTTPError as exc:
-                    self.failed.append((i, type(exc).__name__, str(exc)))
-                    continue
-                if r.status_code == 200 and r.json() is True:
-                    self.acked.append(i)
-                else:
-                    self.failed.append((i, r.status_code, r.text))
 
 
 class Watcher(threading.Thread):

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from tether.testing.agent import RunningAgent, start_tether
 from tether.testing.ports import HeldPort, held_port
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -130,3 +137,44 @@ class EtcdCluster:
         for m in self.members:
             m.client.close()
             m.peer.close()
+
+
+def start_servers(cluster, n: int = 3, *, prefix: str | None = None, extra: tuple[str, ...] = ()) -> list[RunningAgent]:
+    """N servers on one fresh key prefix, started at the same time (they race to initialise it)."""
+    url = cluster.url(prefix or f"/t/{uuid.uuid4().hex}/")
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: start_tether("server", "-store", url, *extra), range(n)))
+
+
+def connected_servers(pid: int, servers: list[RunningAgent]) -> list[int]:
+    """Indexes of the servers process `pid` holds an established TCP connection to (from `ss`)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True, text=True, check=True).stdout
+    ports = {int(m.group(1)) for line in out.splitlines() if f"pid={pid}," in line
+             for m in [re.search(r"\s\S+:(\d+)\s+users:", line)] if m}
+    return [i for i, s in enumerate(servers) if int(s.url.rsplit(":", 1)[1]) in ports]
+
+
+class KvWriter(threading.Thread):
+    """PUT w/<i> = i, one after another, through `url`; records acknowledged and failed writes."""
+
+    def __init__(self, url: str, limit: int = 2000) -> None:
+        super().__init__(daemon=True)
+        self.url, self.limit = url, limit
+        self.acked: list[int] = []
+        self.failed: list[tuple[int, int | str, str]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=15) as client:
+            for i in range(self.limit):
+                if self.stop.is_set():
+                    return
+                try:
+                    r = client.put(f"/v1/kv/w/{i}", content=str(i).encode())
+                except httpx.HTTPError as exc:
+                    self.failed.append((i, type(exc).__name__, str(exc)))
+                    continue
+                if r.status_code == 200 and r.json() is True:
+                    self.acked.append(i)
+                else:
+                    self.failed.append((i, r.status_code, r.text))
