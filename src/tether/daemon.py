@@ -45,7 +45,7 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
-from tether.control.status_api import KnownLeaderHeader, status_router
+from tether.control.status_api import StoreTruth, status_router
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
@@ -135,7 +135,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
                                                   leader_lease_ttl=opts.leader_lease_ttl))
             await cp.start()
             if store.shared:
-                app.add_middleware(KnownLeaderHeader, store=store)
+                app.add_middleware(StoreTruth, store=store)
             if opts.acl.enabled:
                 app.state.acl = cp.acl
         resolver = tokens = None

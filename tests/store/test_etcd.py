@@ -125,3 +125,19 @@ def test_store_url_parts():
     with pytest.raises(InvalidInput, match="mix IPv4 and IPv6"):
         t.grpc_target(t.endpoints)
     assert parse_etcd_url("etcd://h:1").grpc_target((("10.0.0.1", 1),)) == "ipv4:10.0.0.1:1"
+
+
+async def test_consistent_read_catches_up_even_on_an_idle_prefix(etcd_cluster):
+    """`?consistent`: a quorum read learns etcd's revision; the cache is then at least there,
+    even when the newest writes were under another prefix (etcd reports watch progress)."""
+    mine = await open_etcd_store(_url(etcd_cluster), give_up_after=10)
+    elsewhere = await open_etcd_store(_url(etcd_cluster), give_up_after=10)
+    try:
+        await mine.commit([Put("kv/a", 1)])
+        newest = await elsewhere.commit([Put("kv/b", 2)])
+        assert mine.revision < newest  # nothing under mine's prefix changed
+        await mine.sync()
+        assert mine.revision >= newest
+    finally:
+        await mine.close()
+        await elsewhere.close()

@@ -10,11 +10,12 @@ are the HTTP addresses the servers announced (host:port, as Consul's answers loo
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from tether.api.acl import needs, request_acl
 from tether.api.common import authorizer_dependency, json_response
 from tether.control.server import ControlPlane
+from tether.core.errors import TetherError
 
 
 def _own(request: Request) -> str:
@@ -52,9 +53,14 @@ def status_router(cp: ControlPlane) -> APIRouter:
     return r
 
 
-class KnownLeaderHeader:
-    """ASGI middleware: X-Consul-KnownLeader says false while the shared store reports no
-    leader (etcd lost quorum); reads are then served from this server's last view."""
+class StoreTruth:
+    """ASGI middleware for servers on a shared store (etcd):
+
+    - `?consistent` reads wait until this server's view has caught up with a quorum read
+      of etcd (a 503 naming the cause when etcd cannot answer one);
+    - X-Consul-KnownLeader says false while etcd reports no leader (quorum lost), and
+      X-Consul-LastContact how long ago etcd last answered: reads are then served from
+      this server's last view (stale)."""
 
     def __init__(self, app, store) -> None:  # type: ignore[no-untyped-def]
         self.app, self.store = app, store
@@ -62,11 +68,22 @@ class KnownLeaderHeader:
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope.get("method") == "GET" and b"consistent" in _query_keys(scope.get("query_string", b"")):
+            try:
+                await self.store.sync()
+            except TetherError as exc:
+                return await PlainTextResponse(f"?consistent: {exc}", status_code=503)(scope, receive, send)
 
         async def send_truth(message):  # type: ignore[no-untyped-def]
             if message["type"] == "http.response.start" and not self.store.known_leader:
-                message = {**message, "headers": [(k, b"false" if k == b"x-consul-knownleader" else v)
-                                                  for k, v in message.get("headers", [])]}
+                contact = str(self.store.conn.last_contact_ms).encode()
+                message = {**message, "headers": [
+                    (k, b"false" if k == b"x-consul-knownleader" else contact if k == b"x-consul-lastcontact" else v)
+                    for k, v in message.get("headers", [])]}
             await send(message)
 
         await self.app(scope, receive, send_truth)
+
+
+def _query_keys(query: bytes) -> set[bytes]:
+    return {part.split(b"=", 1)[0] for part in query.split(b"&") if part}

@@ -59,6 +59,7 @@ class EtcdStore(CachedStore):
         self._end = range_end(self._prefix)
         self._progress = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
+        self._watch_call: Any = None
         #: True while the watch is established (the cache follows etcd), for diagnostics.
         self.watching = False
         #: How many times the cache was rebuilt from a full list (a compacted watch revision).
@@ -149,6 +150,7 @@ class EtcdStore(CachedStore):
 
     async def _watch_once(self) -> None:
         call = self.conn.watch.Watch(metadata=HASLEADER)
+        self._watch_call = call
         try:
             await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
                 key=self._prefix, range_end=self._end, start_revision=self._revision + 1)))
@@ -162,11 +164,18 @@ class EtcdStore(CachedStore):
                     if "no leader" in resp.cancel_reason:
                         self.conn.known_leader = False
                     raise ConnectionError(f"etcd canceled the watch: {resp.cancel_reason or 'no reason given'}")
+                self.conn.touch()
                 if resp.created:
                     self.watching = True
                     self.conn.known_leader = True  # a hasleader watch is created only where a leader is
+                elif not resp.events and resp.header.revision > self._revision:
+                    # a progress notification: every event up to this revision has been delivered
+                    self._revision = resp.header.revision
+                    self._progress.set()
+                    self._progress = asyncio.Event()
                 self._apply_events(resp.events)
         finally:
+            self._watch_call = None
             call.cancel()
 
     def _apply_events(self, events: Sequence[Any]) -> None:
@@ -199,6 +208,20 @@ class EtcdStore(CachedStore):
                 await asyncio.wait_for(self._progress.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+
+    async def sync(self) -> None:
+        """`?consistent`: learn etcd's current revision with a quorum read, then wait until
+        this server's view has caught up with it (Kubernetes' consistent reads from cache)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_budget
+        resp = await self.conn.call(self.conn.kv.Range, rpc.RangeRequest(
+            key=self._prefix, range_end=self._end, count_only=True), budget=self.write_budget)
+        target = resp.header.revision
+        if self._revision >= target:
+            return
+        if self._watch_call is not None:  # etcd then reports progress even when our prefix is idle
+            await self._watch_call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+        await self.until_revision(target, deadline)
 
     # -- writes ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -55,6 +56,15 @@ class EtcdConn:
         #: False after etcd said it has no leader (quorum lost); True again after a call succeeds.
         self.known_leader = True
         self.last_error = ""
+        self._last_contact = time.monotonic()
+
+    def touch(self) -> None:
+        """etcd answered: for X-Consul-LastContact."""
+        self._last_contact = time.monotonic()
+
+    @property
+    def last_contact_ms(self) -> int:
+        return int((time.monotonic() - self._last_contact) * 1000)
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,6 +116,7 @@ class EtcdConn:
                 pause = min(pause * 2, 0.5)
                 continue
             self.known_leader = True
+            self.touch()
             return result
 
     def note_error(self, exc: grpc.aio.AioRpcError) -> None:
