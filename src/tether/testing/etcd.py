@@ -53,8 +53,12 @@ class Member:
 
 
 class EtcdCluster:
-    def __init__(self, base: Path, size: int = 3, *, heartbeat_ms: int = 50, election_ms: int = 500) -> None:
+    def __init__(self, base: Path, size: int = 3, *, heartbeat_ms: int = 50, election_ms: int = 500,
+                 tls: dict[str, Path] | None = None) -> None:
+        """`tls`: {"ca", "cert", "key"} PEM files; clients must then present a certificate
+        signed by that CA (etcd's --client-cert-auth) over https."""
         self.base = base
+        self.tls = tls
         self.heartbeat_ms, self.election_ms = heartbeat_ms, election_ms
         self.members = [Member(f"m{i}", held_port(), held_port(), base / f"m{i}", base / f"m{i}.log")
                         for i in range(size)]
@@ -64,8 +68,10 @@ class EtcdCluster:
     def endpoints(self) -> str:
         return ",".join(m.endpoint for m in self.members)
 
-    def url(self, prefix: str = "/tether/") -> str:
-        return f"etcd://{self.endpoints}?prefix={prefix}"
+    def url(self, prefix: str = "/tether/", *, client: dict[str, Path] | None = None) -> str:
+        """The -store URL; `client` adds ca/cert/key files for a TLS cluster."""
+        tls = "".join(f"&{k}={v}" for k, v in (client or {}).items())
+        return f"etcd://{self.endpoints}?prefix={prefix}{tls}"
 
     def start(self, timeout: float = 30.0) -> "EtcdCluster":
         for i in range(len(self.members)):
@@ -77,14 +83,17 @@ class EtcdCluster:
         m = self.members[i]
         initial = ",".join(f"{o.name}=http://127.0.0.1:{o.peer.port}" for o in self.members)
         m.data_dir.mkdir(parents=True, exist_ok=True)
-        client_url, peer_url = f"http://{m.endpoint}", f"http://127.0.0.1:{m.peer.port}"
+        scheme = "https" if self.tls else "http"
+        client_url, peer_url = f"{scheme}://{m.endpoint}", f"http://127.0.0.1:{m.peer.port}"
+        tls = [] if not self.tls else ["--cert-file", str(self.tls["cert"]), "--key-file", str(self.tls["key"]),
+                                       "--trusted-ca-file", str(self.tls["ca"]), "--client-cert-auth"]
         m.proc = subprocess.Popen(
             [ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
              "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
              "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
              "--initial-cluster", initial, "--initial-cluster-token", self.token, "--initial-cluster-state", "new",
              "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
-             "--logger", "zap", "--log-level", "warn"],
+             "--logger", "zap", "--log-level", "warn", *tls],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(m.log, "ab"))
 
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
@@ -96,8 +105,10 @@ class EtcdCluster:
                 m.proc = None
 
     def ctl(self, *args: str, endpoints: str | None = None, timeout: float = 5.0) -> subprocess.CompletedProcess:
+        tls = [] if not self.tls else ["--cacert", str(self.tls["ca"]), "--cert", str(self.tls["cert"]),
+                                       "--key", str(self.tls["key"])]
         return subprocess.run([ETCDCTL, "--endpoints", endpoints or self.endpoints, "--dial-timeout", "1s",
-                               "--command-timeout", "2s", *args], capture_output=True, text=True, timeout=timeout,
+                               "--command-timeout", "2s", *tls, *args], capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "ETCDCTL_API": "3"})
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
