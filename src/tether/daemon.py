@@ -45,6 +45,7 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.control.snapshot_api import snapshot_router
 from tether.control.status_api import StoreTruth, status_router
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
@@ -173,6 +174,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(egress_router(cp.egress))
             app.include_router(acl_router(cp.acl))
             app.include_router(status_router(cp))
+            app.include_router(snapshot_router(cp))
         else:
             assert resolver is not None
             forwarding = ServerPool(opts.server_addr, timeout=httpx.Timeout(None, connect=5.0))

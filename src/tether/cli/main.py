@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ca": ("ca_cmds", "ca_app", "group"),
     "proxy": ("gateway_cmds", "proxy", "command"),
     "acl": ("acl_cmds", "acl_app", "group"),
+    "snapshot": ("snapshot_cmds", "snapshot_app", "group"),
 }
 
 
