@@ -150,6 +150,8 @@ async def test_the_elected_reaper_sees_heartbeats_sent_to_any_server(etcd_cluste
             await asyncio.sleep(0.2)
         await _until_async(lambda: status() == CRITICAL, 10)  # heartbeats stopped: the leader reaps
         assert not follower.leadership.is_leader
+        await follower.catalog.deregister("n1")  # the node leaves: the leader drops its heartbeat record
+        await _until_async(lambda: leader.store.get("heartbeat/n1") is None, 10)
     finally:
         for cp in planes:
             await cp.stop()

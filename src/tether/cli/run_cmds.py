@@ -72,7 +72,7 @@ def _pick(flag: Any, file_value: Any, default: Any) -> Any:
 def agent(
     dev: bool = typer.Option(False, "-dev", "--dev", help="Run server and agent in one process (development)."),
     server_addr: str = typer.Option(None, "-server-addr", "--server-addr", "-retry-join", "--retry-join",
-                                    metavar="HOST:PORT[,HOST:PORT...]",
+                                    metavar="HOST:PORT,...",
                                     help="The Tether servers this agent joins, comma-separated: it uses one and "
                                          "moves to the next when that one is gone (not with -dev). "
                                          "Config key: retry_join (a list)."),

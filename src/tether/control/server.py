@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tether.control.acl import ACLService, AclConfig
 from tether.control.ca import CAService
-from tether.control.catalog import NODE_CHECKS, Catalog
+from tether.control.catalog import NODE_CHECKS, NODES, Catalog
 from tether.control.egress import EgressService
 from tether.control.intentions import IntentionService
 from tether.control.kv import KV
@@ -24,7 +24,7 @@ from tether.control.singleton import FencedStore, NotLeader, leadership_for, whi
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import TetherError
 from tether.core.health import CRITICAL, NODE_CHECK_ID, PASSING
-from tether.store.base import Put, Store, create_once
+from tether.store.base import Delete, Put, Store, create_once
 
 log = logging.getLogger("tether.server")
 
@@ -74,7 +74,7 @@ class ControlPlane:
         self._reaper: asyncio.Task[None] | None = None
         # Singleton work: on the elected server only, every write fenced (control/singleton.py).
         self.leadership = leadership_for(self.store, self.config.server_id, self.config.leader_lease_ttl)
-        fenced = FencedStore(self.store, self.leadership)
+        fenced = self._leader_fenced = FencedStore(self.store, self.leadership)
         self._leader_catalog = Catalog(fenced)
         self._leader_acl = ACLService(fenced, self.config.acl, datacenter=self.config.datacenter,
                                       data_dir=self.config.data_dir)
@@ -131,11 +131,16 @@ class ControlPlane:
                 except TetherError as exc:  # retried at the next round; expired tokens resolve as not found anyway
                     log.warning("could not delete expired ACL tokens: %s", exc)
             now = time.monotonic()
+            gone = []
             for beat in self.store.list(HEARTBEATS):  # heartbeats other servers received
                 node = beat.key[len(HEARTBEATS):]
-                if self._heartbeat_seen.get(node) != beat.modify_index:
+                if self.store.get(f"{NODES}{node}") is None:
+                    gone.append(Delete(beat.key))  # a deregistered node: its heartbeat goes too
+                elif self._heartbeat_seen.get(node) != beat.modify_index:
                     self._heartbeat_seen[node] = beat.modify_index
                     self._last_heartbeat[node] = now
+            if gone:
+                await self._leader_fenced.commit(gone[:100])  # under etcd's 128 per transaction; the rest next round
             for entry in self.store.list(NODE_CHECKS):
                 check = entry.value
                 if check["CheckID"] != NODE_CHECK_ID or check["Status"] == CRITICAL:
