@@ -236,10 +236,19 @@ async def serve(
             if not stopping:  # later signals change nothing: the stop is under way
                 stopping.append(loop.create_task(_stop_gracefully(app, server)))
 
+        def stop_for_restart() -> None:
+            # SIGUSR2: stop the agent but leave its sidecars serving; the next agent on the same
+            # address and data dir adopts them (supervisor.detach). How an agent is restarted
+            # with new settings (e.g. ACLs turned on) without a gap in traffic.
+            if not stopping:
+                log.info("SIGUSR2: stopping for a restart; the sidecars keep serving for the next agent to adopt")
+                server.should_exit = True
+
         if stop is None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, graceful_stop)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(app, opts)))
+            loop.add_signal_handler(signal.SIGUSR2, stop_for_restart)
         else:
             loop.create_task(stop.wait()).add_done_callback(lambda _: graceful_stop())
         task = asyncio.create_task(server.serve(sockets=[_http_socket(opts)]))
@@ -258,7 +267,7 @@ async def serve(
             except OSError as exc:
                 server.should_exit = True
                 await task
-                raise OSError(exc.errno, f"{exc.strerror}; use -dns-port to pick another port, "
+                raise OSError(exc.errno, f"{exc.strerror or exc}; use -dns-port to pick another port, "
                               "or -dns-port -1 to turn DNS off") from None
             app.state.dns_addr = f"{host}:{dns_port}"
         if app.state.supervisor is not None and not stopping:
@@ -296,7 +305,7 @@ def _http_socket(opts: Options) -> socket.socket:
     try:
         return open_listen_socket(host, opts.http_port)
     except OSError as exc:
-        raise OSError(exc.errno, f"HTTP API: {exc.strerror}; use -http-port to pick another port") from None
+        raise OSError(exc.errno, f"HTTP API: {exc.strerror or exc}; use -http-port to pick another port") from None
 
 
 async def reload(app: FastAPI, opts: Options) -> None:

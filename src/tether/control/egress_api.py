@@ -22,13 +22,14 @@ def egress_router(egress: EgressService) -> APIRouter:
     def readable(request: Request, documents: list[dict]) -> list[dict]:
         return request_acl(request).filter(documents, lambda d: ("service", d["metadata"]["name"]))
 
-    @r.get("/v1/tether/egress", **needs("service:read", on="each external service; the policy is public",
-                                        filtered=True))
+    @r.get("/v1/tether/egress", **needs("service:read", on="all"))
     async def egress_state(request: Request) -> Response:
-        """Everything a proxy needs to decide egress: services and policy (blocking)."""
+        """Everything a proxy needs to decide egress: services and policy (blocking). Whole or
+        a 403, never filtered: a registry with entries hidden would refuse traffic that the
+        registry allows, with "not in the registry" as the reason."""
+        request_acl(request).require_all("service", "read")
         index = await block(request, store, [PREFIX])
         services, policy = egress.documents()
-        services = readable(request, services)
         return json_response({"Services": services, "Policy": policy}, index=index)
 
     @r.get("/v1/tether/external-services", **needs("service:read", filtered=True))
