@@ -157,3 +157,28 @@ async def test_the_elected_reaper_sees_heartbeats_sent_to_any_server(etcd_cluste
             await cp.stop()
         for s in stores:
             await s.close()
+
+
+def test_a_paused_leader_server_hands_over_and_stays_a_follower(etcd_cluster):
+    """SIGSTOP the elected `tether server` past its lease: another takes the singleton
+    work; resumed, the old one sees the new leader and says it stepped down."""
+    servers = start_servers(etcd_cluster, 3, extra=("-leader-lease-ttl", "2"))
+    paused = None
+    try:
+        leader = until(lambda: (lambda ls: ls.pop() if len(ls) == 1 and "" not in ls else None)(_leaders(servers)),
+                       what="one leader")
+        paused = next(s for s in servers if s.addr == leader)
+        paused.proc.send_signal(signal.SIGSTOP)
+        rest = [s for s in servers if s is not paused]
+        new = until(lambda: (lambda ls: ls.pop() if len(ls) == 1 and leader not in ls and "" not in ls else None)(
+            _leaders(rest)), what="a new leader while the old one is paused")
+        paused.proc.send_signal(signal.SIGCONT)
+        until(lambda: httpx.get(f"{paused.url}/v1/status/leader", timeout=5).json() == new,
+              what="the resumed server to follow the new leader")
+        until(lambda: "no longer does the singleton work" in "".join(paused.log), what="the step-down logged")
+        assert _leaders(servers) == {new}
+    finally:
+        if paused is not None:
+            paused.proc.send_signal(signal.SIGCONT)
+        for s in servers:
+            s.stop()

@@ -80,3 +80,27 @@ def test_agent_fails_over_without_losing_a_blocking_query(etcd_cluster):
             agent.stop()
         for s in servers:
             s.stop()
+
+
+def test_unreachable_etcd_at_start_is_named_and_retried():
+    import subprocess
+    import sys
+
+    from tether.testing.ports import held_port
+
+    with held_port() as dead:  # nothing listens there: connections are refused
+        proc = subprocess.Popen([sys.executable, "-m", "tether.cli.main", "server", "-store",
+                                 f"etcd://127.0.0.1:{dead.port}", "-http-port", "0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            lines = []
+            for line in proc.stdout:  # bounded: the server retries until killed, logging each attempt
+                lines.append(line)
+                if sum(f"127.0.0.1:{dead.port}" in x and "retrying in" in x for x in lines) >= 2 or len(lines) > 50:
+                    break
+            assert sum(f"127.0.0.1:{dead.port}" in x and "retrying in" in x for x in lines) >= 2, "".join(lines)
+            assert proc.poll() is None  # still trying, not crashed
+            assert "Traceback" not in "".join(lines)
+        finally:
+            proc.kill()
+            proc.wait()

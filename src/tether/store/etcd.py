@@ -79,8 +79,9 @@ class EtcdStore(CachedStore):
         pause = 0.2
         while True:
             try:
-                budget = self.write_budget if deadline is None else max(0.05, deadline - loop.time())
-                revision, entries = await self._list_all(min(budget, self.write_budget))
+                # each attempt short: the log then shows the retries and their back-off
+                budget = 1.0 if deadline is None else max(0.05, min(1.0, deadline - loop.time()))
+                revision, entries = await self._list_all(budget)
                 break
             except Unavailable as exc:
                 if deadline is not None and loop.time() + pause > deadline:
