@@ -12,6 +12,7 @@ import uuid
 import httpx
 
 from tether.store.base import Put
+from tether.testing.agent import run_cli
 
 from etcd_kit import start_servers, until
 
@@ -30,6 +31,10 @@ def test_one_leader_and_a_new_one_when_it_dies(etcd_cluster):
         assert httpx.get(f"{servers[0].url}/v1/status/peers").json() == addrs
         config = httpx.get(f"{servers[1].url}/v1/operator/raft/configuration").json()
         assert [s["Address"] for s in config["Servers"] if s["Leader"]] == [leader]
+        peers = run_cli("operator", "raft", "list-peers", addr=servers[2].addr)
+        assert peers.returncode == 0, peers.stderr
+        rows = [line.split() for line in peers.stdout.splitlines()[1:] if line.strip()]
+        assert sorted(r[2] for r in rows) == addrs and [r[2] for r in rows if r[3] == "leader"] == [leader]
         old = next(s for s in servers if s.addr == leader)
         old.proc.send_signal(signal.SIGKILL)
         old.proc.wait(10)
@@ -49,6 +54,7 @@ _CHILD = textwrap.dedent("""
     import asyncio, json, sys
     from tether.core.errors import Conflict
     from tether.store.base import Put
+from tether.testing.agent import run_cli
     from tether.store.etcd import open_etcd_store
     from tether.store.etcd_election import EtcdElection
 

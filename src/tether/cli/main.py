@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "proxy": ("gateway_cmds", "proxy", "command"),
     "acl": ("acl_cmds", "acl_app", "group"),
     "snapshot": ("snapshot_cmds", "snapshot_app", "group"),
+    "operator": ("operator_cmds", "operator_app", "group"),
 }
 
 
