@@ -31,6 +31,9 @@ def test_one_leader_and_a_new_one_when_it_dies(etcd_cluster):
         assert httpx.get(f"{servers[0].url}/v1/status/peers").json() == addrs
         config = httpx.get(f"{servers[1].url}/v1/operator/raft/configuration").json()
         assert [s["Address"] for s in config["Servers"] if s["Leader"]] == [leader]
+        members = config["EtcdMembers"]  # and the etcd members beneath, each asked directly
+        assert len(members) == 3 and all(m["Healthy"] for m in members)
+        assert sum(m["Leader"] for m in members) == 1
         peers = run_cli("operator", "raft", "list-peers", addr=servers[2].addr)
         assert peers.returncode == 0, peers.stderr
         rows = [line.split() for line in peers.stdout.splitlines()[1:] if line.strip()]

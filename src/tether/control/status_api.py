@@ -48,7 +48,13 @@ def status_router(cp: ControlPlane) -> APIRouter:
         leader = lead.leader_id() if lead.shared else "self"
         out = [{"ID": sid, "Node": sid, "Address": addr, "Leader": sid == leader, "Voter": True,
                 "ProtocolVersion": "3"} for sid, addr in sorted(servers.items())]
-        return json_response({"Servers": out, "Index": cp.store.index("servers/")})
+        body: dict = {"Servers": out, "Index": cp.store.index("servers/")}
+        if lead.shared:  # Tether's own addition: the etcd members under the servers, with their health
+            try:
+                body["EtcdMembers"] = await cp.store.conn.members()  # type: ignore[attr-defined]
+            except TetherError as exc:
+                body["EtcdMembers"], body["EtcdError"] = [], str(exc)
+        return json_response(body)
 
     return r
 

@@ -75,19 +75,42 @@ class EtcdConn:
             except socket.gaierror as exc:
                 raise InvalidInput(f"-store: etcd endpoint {host}:{port}: {exc.strerror}") from None
             resolved.append((infos[0][4][0], port))
-        grpc_target = self.target.grpc_target(tuple(resolved))
-        if self.target.tls:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=_read(self.target.ca_file),
-                private_key=_read(self.target.key_file), certificate_chain=_read(self.target.cert_file))
-            self.channel = grpc.aio.secure_channel(grpc_target, creds, options=_CHANNEL_OPTIONS)
-        else:
-            self.channel = grpc.aio.insecure_channel(grpc_target, options=_CHANNEL_OPTIONS)
+        self.channel = self._channel(self.target.grpc_target(tuple(resolved)))
         self.kv = rpc.KVStub(self.channel)
         self.watch = rpc.WatchStub(self.channel)
         self.lease = rpc.LeaseStub(self.channel)
         self.cluster = rpc.ClusterStub(self.channel)
         self.maintenance = rpc.MaintenanceStub(self.channel)
+
+    def _channel(self, grpc_target: str) -> grpc.aio.Channel:
+        if self.target.tls:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(self.target.ca_file),
+                private_key=_read(self.target.key_file), certificate_chain=_read(self.target.cert_file))
+            return grpc.aio.secure_channel(grpc_target, creds, options=_CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(grpc_target, options=_CHANNEL_OPTIONS)
+
+    async def members(self) -> list[dict[str, Any]]:
+        """etcd's members, each asked for its status directly (for operators: a few RPCs)."""
+        listed = await self.call(self.cluster.MemberList, rpc.MemberListRequest(), budget=2.0)
+        out = []
+        for m in listed.members:
+            entry: dict[str, Any] = {"ID": f"{m.ID:x}", "Name": m.name, "ClientURLs": list(m.clientURLs),
+                                     "Healthy": False, "Leader": False}
+            url = next(iter(m.clientURLs), "")
+            if url:
+                channel = self._channel(url.split("://", 1)[-1])
+                try:
+                    status = await rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=0.5,
+                                                                      metadata=HASLEADER)
+                    entry.update(Healthy=status.leader != 0, Leader=status.leader == m.ID,
+                                 RaftIndex=status.raftIndex, Version=status.version)
+                except grpc.aio.AioRpcError as exc:
+                    entry["Error"] = exc.details() or str(exc.code())
+                finally:
+                    await channel.close()
+            out.append(entry)
+        return out
 
     async def call(self, method: Callable[..., Awaitable[Any]], request: Any, *, budget: float,
                    write: bool = False) -> Any:
