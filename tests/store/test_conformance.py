@@ -1,8 +1,8 @@
 """One conformance suite for every Store backend (memory, SQLite, etcd).
 
 Revisions are asserted relative to the store's revision at the start: an etcd store's
-index is etcd's revision, which a shared etcd has moved already (each test here has a
-key prefix of its own on the session's cluster, and nothing else writes meanwhile).
+index is etcd's revision, which has moved already (each test here has a key prefix of its
+own on the store suites' cluster, tests/store/conftest.py, where nothing else writes).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tether.testing.agent import until_parked
 @pytest.fixture(params=["memory", "sqlite", "etcd"])
 async def store(request, tmp_path):
     if request.param == "etcd":
-        cluster = request.getfixturevalue("etcd_cluster")
+        cluster = request.getfixturevalue("etcd_store_cluster")
         s = await open_etcd_store(cluster.url(f"/t/{uuid.uuid4().hex}/"), give_up_after=10)
     else:
         s = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "state.db")

@@ -121,8 +121,8 @@ class EtcdStoreMachine(StoreMachine):
     backend = "etcd"
 
 
-def test_etcd_store_model(etcd_cluster):
-    EtcdStoreMachine.etcd_url = etcd_cluster.url()
+def test_etcd_store_model(etcd_store_cluster):
+    EtcdStoreMachine.etcd_url = etcd_store_cluster.url()
     run_state_machine_as_test(EtcdStoreMachine, settings=settings(max_examples=15, stateful_step_count=15,
                                                                   deadline=None))
 
