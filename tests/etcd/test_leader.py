@@ -10,11 +10,14 @@ import textwrap
 import uuid
 
 import httpx
+import pytest
 
 from tether.store.base import Put
 from tether.testing.agent import run_cli
 
 from etcd_kit import start_servers, until
+
+pytestmark = pytest.mark.slow  # real server processes and elections: seconds each
 
 
 def _leaders(servers):

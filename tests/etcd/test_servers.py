@@ -8,9 +8,12 @@ import signal
 import threading
 
 import httpx
+import pytest
 
 from tether.testing.agent import start_tether
 from etcd_kit import connected_servers, kv_index, start_servers, until
+
+pytestmark = pytest.mark.slow  # real server processes and elections: seconds each
 
 
 def test_servers_on_one_etcd_serve_any_request(etcd_cluster):

@@ -20,6 +20,7 @@ def _state(url: str) -> tuple[str, str, bytes]:
     return cluster, root, value
 
 
+@pytest.mark.slow
 def test_sqlite_to_etcd_and_back(etcd_cluster, tmp_path):
     one = start_tether("server", "-data-dir", str(tmp_path / "sqlite"))
     try:
