@@ -60,7 +60,6 @@ _CHILD = textwrap.dedent("""
     import asyncio, json, sys
     from tether.core.errors import Conflict
     from tether.store.base import Put
-from tether.testing.agent import run_cli
     from tether.store.etcd import open_etcd_store
     from tether.store.etcd_election import EtcdElection
 
