@@ -18,6 +18,9 @@ missing() {
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
   command -v psql >/dev/null || want+=(postgresql-client)
   command -v redis-server >/dev/null || want+=(redis-server)
+  # A real 3-member etcd for the etcd store and multi-server tests (tether.testing.etcd).
+  command -v etcd >/dev/null || want+=(etcd-server)
+  command -v etcdctl >/dev/null || want+=(etcd-client)
   echo "${want[@]}"
 }
 

@@ -52,3 +52,16 @@ async def api(node):
     """An HTTP client for `node`."""
     async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory):
+    """One 3-member etcd on loopback (held ports) for the session; tests use unique key prefixes."""
+    from tether.testing.deps import missing
+    from tether.testing.etcd import EtcdCluster, etcd_available
+
+    if not etcd_available():
+        pytest.skip(missing("etcd"))
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
+    yield cluster
+    cluster.stop()

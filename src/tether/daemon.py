@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+import httpx
 import uvicorn
 from fastapi import Depends, FastAPI
 
@@ -34,6 +35,7 @@ from tether.agent.dns import open_dns
 from tether.agent.leafcache import LeafCache
 from tether.agent.link import HttpLink, LocalLink
 from tether.agent.config_services import ConfigServices
+from tether.agent.server_pool import ServerPool
 from tether.agent.supervisor import ProxySupervisor
 from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
@@ -51,6 +53,8 @@ from tether.control.server import ControlPlane, ServerConfig
 from tether.control.config_api import config_router
 from tether.control.event_api import event_router
 from tether.control.session_api import session_router
+from tether.control.snapshot_api import snapshot_router
+from tether.control.status_api import StoreTruth, status_router
 from tether.control.txn_api import txn_router
 from tether.core.browserguard import BrowserPolicy
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
@@ -58,7 +62,7 @@ from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
 from tether.secretfile import write_private
 from tether.store.datadir import prepare_data_dir
-from tether.store.sqlite import open_store
+from tether.store.configured import open_configured_store
 
 log = logging.getLogger("tether")
 
@@ -69,6 +73,10 @@ class Options:
     http_host: str = "127.0.0.1"
     http_port: int = 8500
     data_dir: Path | None = None
+    #: `-store etcd://h:p,...`: the shared store of several servers (None: SQLite in data_dir).
+    store: str | None = None
+    #: Seconds of the lease by which servers on one etcd elect the one doing singleton work.
+    leader_lease_ttl: int = 10
     server_addr: str = ""
     node: str = field(default_factory=socket.gethostname)
     datacenter: str = "dc1"
@@ -135,22 +143,26 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
                                                              opts.allowed_origins))
     store = None
     link = None
+    forwarding = None
     leaves = None
     try:
         if opts.role in ("dev", "server"):
-            store = open_store(opts.data_dir)
+            store = await open_configured_store(opts.store, opts.data_dir)
             cp = ControlPlane(store, ServerConfig(datacenter=opts.datacenter, ca_min_leaf_ttl=opts.ca_min_leaf_ttl,
                                                   default_intention=opts.default_policy,
                                                   initial_default_intention="deny" if opts.role == "server" else "allow",
-                                                  acl=opts.acl, data_dir=opts.data_dir))
+                                                  acl=opts.acl, data_dir=opts.data_dir,
+                                                  leader_lease_ttl=opts.leader_lease_ttl))
             await cp.start()
+            if store.shared:
+                app.add_middleware(StoreTruth, store=store)
             if opts.acl.enabled:
                 app.state.acl = cp.acl
         resolver = tokens = None
         if opts.role in ("dev", "agent"):
             tokens = AgentTokens(opts.acl, opts.data_dir)
             local_tokens = LocalTokens(opts.data_dir)
-            link = LocalLink(cp) if cp else HttpLink(_server_url(opts.server_addr),
+            link = LocalLink(cp) if cp else HttpLink(opts.server_addr,
                                                      token=lambda: tokens.get("agent") or tokens.get("default"))
             resolver = AgentAclResolver(opts.acl, tokens, local_tokens, _acl_backend(cp, link, opts.acl),
                                         node=opts.node)
@@ -187,9 +199,12 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(txn_router(cp))
             app.include_router(event_router(cp))
             app.include_router(config_router(cp))
+            app.include_router(status_router(cp), dependencies=local_dc)
+            app.include_router(snapshot_router(cp), dependencies=local_dc)
         else:
             assert resolver is not None
-            app.include_router(forward_router(_server_url(opts.server_addr), resolver.effective_secret, opts.node))
+            forwarding = ServerPool(opts.server_addr, timeout=httpx.Timeout(None, connect=5.0))
+            app.include_router(forward_router(forwarding, resolver.effective_secret, opts.node))
         app.state.control_plane, app.state.agent, app.state.supervisor = cp, agent, supervisor
         app.state.leaf_cache = leaves
         app.state.agent_tokens = tokens if agent is not None else None
@@ -203,6 +218,8 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             await agent.stop()
         if link is not None:
             await link.close()
+        if forwarding is not None:
+            await forwarding.close()
         if cp is not None:
             await cp.stop()
         if store is not None:
@@ -215,10 +232,6 @@ def _acl_backend(cp: ControlPlane | None, link: HttpLink | LocalLink, acl: AclCo
         return cp.acl.resolve
     assert isinstance(link, HttpLink)
     return RemoteAuthorizers(link.resolve_acl, acl).authorizer
-
-
-def _server_url(addr: str) -> str:
-    return addr if addr.startswith(("http://", "https://")) else f"http://{addr}"
 
 
 async def serve(
@@ -285,6 +298,9 @@ async def serve(
             app.state.dns_addr = f"{host}:{dns_port}"
         if app.state.supervisor is not None and not stopping:
             app.state.supervisor.start(f"{host}:{port}", app.state.agent.services)
+        if app.state.control_plane is not None:  # peers and leader show this address
+            shown = opts.advertise if host in ("0.0.0.0", "::") else host
+            await app.state.control_plane.leadership.announce(f"{shown}:{port}")
         on_ready(f"http://{host}:{port}", getattr(app.state, "dns_addr", ""))
         try:
             await task

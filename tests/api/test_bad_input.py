@@ -71,7 +71,7 @@ async def test_service_names_that_are_not_utf8_are_refused(api):
 # OpenAPI document does not describe bodies, so schemathesis cannot reach them).
 @pytest.mark.parametrize("method, path, body, words", [
     ("PUT", "/v1/catalog/register", {"Node": "ext", "Service": "web"}, "Service: must be an object, got str"),
-    ("PUT", "/v1/catalog/register", {"Node": "ext", "Check": 1}, "Check: must be an object"),
+    ("PUT", "/v1/catalog/register", {"Node": "ext", "Check": 1}, "Check: expected a JSON object, got int"),
     ("PUT", "/v1/catalog/register", {"Node": "ext", "Checks": [1]}, "Checks[0]: expected a JSON object"),
     ("PUT", "/v1/catalog/register", {"Node": "ext", "Check": {"CheckID": 1}}, "Check.CheckID: must be a string"),
     ("PUT", "/v1/catalog/register", {"Node": ["ext"]}, "Node: must be a string"),

@@ -1,4 +1,9 @@
-"""One conformance suite for every Store backend (memory, SQLite; etcd joins later)."""
+"""One conformance suite for every Store backend (memory, SQLite, etcd).
+
+Revisions are asserted relative to the store's revision at the start: an etcd store's
+index is etcd's revision, which has moved already (each test here has a key prefix of its
+own on the store suites' cluster, tests/store/conftest.py, where nothing else writes).
+"""
 
 from __future__ import annotations
 
@@ -7,53 +12,61 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
 
 from tether.core.errors import Conflict
 from tether.store.base import Check, Delete, DeletePrefix, Put
 from tether.store.cached import MemoryStore
+from tether.store.etcd import EtcdStore, open_etcd_store
 from tether.store.sqlite import SqliteStore
 from tether.testing.agent import until_parked
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "etcd"])
 async def store(request, tmp_path):
-    s = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "state.db")
+    if request.param == "etcd":
+        cluster = request.getfixturevalue("etcd_store_cluster")
+        s = await open_etcd_store(cluster.url(f"/t/{uuid.uuid4().hex}/"), give_up_after=10)
+    else:
+        s = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "state.db")
     yield s
     await s.close()
 
 
 async def test_empty_store(store):
-    assert store.revision == 0
+    if not isinstance(store, EtcdStore):  # etcd's revision is the cluster's, not the prefix's
+        assert store.revision == 0
     assert store.get("a") is None
     assert store.list("") == []
     assert store.index("") == 1  # never below 1, as Consul clients expect
 
 
 async def test_put_get_list_revisions(store):
+    r0 = store.revision
     r1 = await store.commit([Put("kv/a", {"v": 1})])
     r2 = await store.commit([Put("kv/b", {"v": 2}), Put("cat/x", [1, 2])])
-    assert (r1, r2) == (1, 2)
+    assert (r1, r2) == (r0 + 1, r0 + 2)
     a = store.get("kv/a")
-    assert (a.value, a.create_index, a.modify_index) == ({"v": 1}, 1, 1)
+    assert (a.value, a.create_index, a.modify_index) == ({"v": 1}, r1, r1)
     r3 = await store.commit([Put("kv/a", {"v": 3})])
     a = store.get("kv/a")
-    assert (a.value, a.create_index, a.modify_index) == ({"v": 3}, 1, r3)
+    assert (a.value, a.create_index, a.modify_index) == ({"v": 3}, r1, r3)
     assert [e.key for e in store.list("kv/")] == ["kv/a", "kv/b"]
     assert [e.key for e in store.list("")] == ["cat/x", "kv/a", "kv/b"]
-    assert store.revision == 3
+    assert store.revision == r0 + 3
 
 
 async def test_index_tracks_deletes_per_prefix(store):
-    await store.commit([Put("kv/a", 1)])
-    await store.commit([Put("cat/x", 1)])
-    assert store.index("kv/") == 1 and store.index("cat/") == 2
+    r1 = await store.commit([Put("kv/a", 1)])
+    r2 = await store.commit([Put("cat/x", 1)])
+    assert store.index("kv/") == r1 and store.index("cat/") == r2
     rev = await store.commit([Delete("kv/a")])
     assert store.get("kv/a") is None
     assert store.index("kv/") == rev  # a delete moves the index forward
     assert store.index("kv/a") == rev  # exact key too (tombstone)
-    assert store.index("cat/") == 2  # untouched prefix keeps its index
+    assert store.index("cat/") == r2  # untouched prefix keeps its index
     assert store.index(["kv/", "cat/"]) == rev
 
 
@@ -99,8 +112,8 @@ async def test_transaction_is_atomic_and_later_ops_win(store):
 
 
 async def test_wait_returns_at_once_when_index_differs(store):
-    await store.commit([Put("kv/a", 1)])
-    assert await store.wait("kv/", 0, timeout=10) == 1
+    r1 = await store.commit([Put("kv/a", 1)])
+    assert await store.wait("kv/", 0, timeout=10) == r1
 
 
 async def test_wait_wakes_on_relevant_change_only(store):
@@ -127,13 +140,13 @@ async def test_wait_blocks_until_the_change(store):
 
 
 async def test_wait_times_out_with_same_index(store):
-    await store.commit([Put("kv/a", 1)])
-    assert await store.wait("kv/", 1, timeout=0.05) == 1
+    r1 = await store.commit([Put("kv/a", 1)])
+    assert await store.wait("kv/", r1, timeout=0.05) == r1
 
 
 async def test_many_waiters_all_wake(store):
-    await store.commit([Put("kv/a", 1)])
-    waiters = [asyncio.create_task(store.wait(["kv/", "x/"], 1, timeout=10)) for _ in range(200)]
+    r1 = await store.commit([Put("kv/a", 1)])
+    waiters = [asyncio.create_task(store.wait(["kv/", "x/"], r1, timeout=10)) for _ in range(200)]
     await until_parked(lambda: store.parked(), more_than=199)
     assert store.parked("kv/") == store.parked("x/") == 200
     rev = await store.commit([Put("kv/z", 1)])

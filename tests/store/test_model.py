@@ -2,21 +2,24 @@
 
 Checked after every step: the live contents, create/modify indexes, that the global
 revision grows by one per effective transaction, that a failed compare-and-set changes
-nothing, and that the index of every prefix never goes backwards.
+nothing, and that the index of every prefix never goes backwards. The model's revision
+starts at the store's (an etcd store starts at its cluster's revision).
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from pathlib import Path
 
 from hypothesis import settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from tether.core.errors import Conflict
 from tether.store.base import Check, Delete, DeletePrefix, Put
 from tether.store.cached import MemoryStore
+from tether.store.etcd import open_etcd_store
 from tether.store.sqlite import SqliteStore
 
 KEYS = st.sampled_from(["a/x", "a/y", "a/z/1", "b/x", "b/y/1", "c"])
@@ -30,14 +33,19 @@ OPS = st.lists(st.one_of(
 
 class StoreMachine(RuleBasedStateMachine):
     backend = "memory"
+    etcd_url = ""  # set by the etcd test: the session cluster
 
     @initialize()
     def setup(self):
         self.loop = asyncio.new_event_loop()
         self.tmp = tempfile.TemporaryDirectory()
-        self.store = MemoryStore() if self.backend == "memory" else SqliteStore(Path(self.tmp.name) / "s.db")
+        if self.backend == "etcd":
+            url = self.etcd_url.replace("?prefix=/tether/", f"?prefix=/model/{uuid.uuid4().hex}/")
+            self.store = self.loop.run_until_complete(open_etcd_store(url, give_up_after=10))
+        else:
+            self.store = MemoryStore() if self.backend == "memory" else SqliteStore(Path(self.tmp.name) / "s.db")
         self.model: dict[str, tuple[int, int, int]] = {}  # key -> (value, create, modify)
-        self.revision = 0
+        self.revision = self.store.revision
         self.seen_index: dict[str, int] = {}
 
     def teardown(self):
@@ -107,6 +115,16 @@ class StoreMachine(RuleBasedStateMachine):
 
 class SqliteStoreMachine(StoreMachine):
     backend = "sqlite"
+
+
+class EtcdStoreMachine(StoreMachine):
+    backend = "etcd"
+
+
+def test_etcd_store_model(etcd_store_cluster):
+    EtcdStoreMachine.etcd_url = etcd_store_cluster.url()
+    run_state_machine_as_test(EtcdStoreMachine, settings=settings(max_examples=15, stateful_step_count=15,
+                                                                  deadline=None))
 
 
 TestMemoryStoreModel = StoreMachine.TestCase

@@ -14,7 +14,6 @@ import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlparse
 
-import httpx
 from fastapi import APIRouter, Depends, Request
 from starlette.background import BackgroundTask
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -22,13 +21,14 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from tether.agent.acl import AgentTokens
 from tether.agent.agent import Agent
 from tether.agent.self_view import MEMBER_ALIVE, MEMBER_FAILED, format_member, format_self
+from tether.agent.server_pool import ServerPool
 from tether.api.acl import needs, request_acl
 from tether.api.common import (
     authorizer_dependency, blocking_params, flag, json_response, read_body, read_json, request_token,
 )
 from tether.api.compat import request_filter
 from tether.control import views
-from tether.core.errors import InvalidInput, NotFound, Unavailable
+from tether.core.errors import InvalidInput, NotFound
 from tether.core.health import CRITICAL, PASSING, WARNING, http_status_for, worst
 from tether.core.service import parse_check_definition, parse_service_definition
 
@@ -235,14 +235,14 @@ async def members(agent: Agent, server_node: str) -> list[dict[str, Any]]:
             for node, status in await agent.link.node_health()]
 
 
-def forward_router(server_url: str, effective_secret: Callable[[str | None], str | None] = lambda s: s,
+def forward_router(servers: ServerPool, effective_secret: Callable[[str | None], str | None] = lambda s: s,
                    node: str = "") -> APIRouter:
-    """Client-agent mode: stream every non-agent /v1 request to the server.
+    """Client-agent mode: stream every non-agent /v1 request to a server (failing over
+    between the servers the agent knows: agent/server_pool.py).
 
     The token goes with it as the server must see it: a sidecar's proxy secret becomes its
     service's registration token, and a request without one carries the agent's default
     token (`effective_secret`); the server then decides, as for any client."""
-    client = httpx.AsyncClient(base_url=server_url.rstrip("/"), timeout=httpx.Timeout(None, connect=5.0))
     r = APIRouter()
     # Not forwarded: hop-by-hop headers, and Origin, which this agent has checked against its own
     # names (api/guard.py); the server would judge it against the address the agent dialled.
@@ -260,12 +260,10 @@ def forward_router(server_url: str, effective_secret: Callable[[str | None], str
         if node:
             headers.append(("X-Tether-Agent-Node", node))  # the default Node of a session it creates
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-        upstream = client.build_request(request.method, f"/v1/{path}", params=params,
-                                        headers=headers, content=await read_body(request))
-        try:
-            response = await client.send(upstream, stream=True)
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the Tether server at {server_url}: {exc}") from exc
+        # A read (a blocking query too) is repeated on the next server if this one dies.
+        response = await servers.request(request.method, f"/v1/{path}", params=params, headers=headers,
+                                         content=await read_body(request), stream=True,
+                                         idempotent=request.method == "GET")
         out_headers = {k: v for k, v in response.headers.items() if k.lower() not in hop_by_hop}
         return StreamingResponse(response.aiter_raw(), status_code=response.status_code, headers=out_headers,
                                  background=BackgroundTask(response.aclose))

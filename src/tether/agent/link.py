@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol
 
 import httpx
 
+from tether.agent.server_pool import ServerPool
 from tether.control.intentions import AUTHZ_PREFIXES
 from tether.control.server import ControlPlane
 from tether.core.health import CRITICAL, NODE_CHECK_ID
@@ -95,9 +96,9 @@ class LocalLink:
 class HttpLink:
     """An agent on its own node: every call is one HTTP request to the server."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, token: Callable[[], str] = lambda: "") -> None:
-        self.base_url = base_url.rstrip("/")
-        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+    def __init__(self, server_addrs: str, *, timeout: float = 10.0, token: Callable[[], str] = lambda: "") -> None:
+        #: Every server the agent knows; calls fail over between them (agent/server_pool.py).
+        self.pool = ServerPool(server_addrs, timeout=timeout)
         #: The agent's own token (acl.tokens.agent, else default), read at each call: it can change at run time.
         self.token = token
 
@@ -105,15 +106,14 @@ class HttpLink:
         secret = self.token() if token is None else token
         return {"X-Consul-Token": secret} if secret else {}
 
+    @property
+    def base_url(self) -> str:
+        return self.pool.base_url
+
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = await self.client.request(method, path, json=body, headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            cls = _BY_STATUS.get(response.status_code, Unavailable if response.status_code >= 500 else TetherError)
-            raise cls(response.text.strip() or f"server answered {response.status_code}")
-        return response.json() if response.content else None
+        # Every call of the link states a full desired value (sync, check status, heartbeat)
+        # or reads: repeating it on another server is safe.
+        return await self._answer(await self.pool.request(method, path, json=body, headers=self._headers()))
 
     async def cluster(self) -> dict[str, Any]:
         return await self._call("GET", "/v1/internal/tether/cluster")
@@ -155,10 +155,7 @@ class HttpLink:
         body = {"CSR": csr_pem, "Service": service}
         if previous_cert_pem:
             body["PreviousCertPEM"] = previous_cert_pem
-        try:
-            response = await self.client.post("/v1/connect/ca/sign", json=body, headers=self._headers(token or ""))
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
+        response = await self.pool.request("POST", "/v1/connect/ca/sign", json=body, headers=self._headers(token or ""))
         if response.status_code == 429:
             retry = response.headers.get("retry-after", "1")
             raise RateLimited(response.text.strip(), retry_after=float(retry) if retry.isdigit() else 1.0)
@@ -166,12 +163,9 @@ class HttpLink:
 
     async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]:
         params = {"index": str(index), "wait": f"{wait:g}s"} if index > 0 else {}
-        try:
-            # A blocking query may legitimately take `wait` (plus the server's jitter of wait/16).
-            response = await self.client.get("/v1/connect/ca/roots", params=params, timeout=wait * 1.1 + 10,
-                                             headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
+        # A blocking query may legitimately take `wait` (plus the server's jitter of wait/16).
+        response = await self.pool.request("GET", "/v1/connect/ca/roots", params=params, timeout=wait * 1.1 + 10,
+                                           headers=self._headers())
         body = await self._answer(response)
         return body, int(response.headers.get("x-consul-index", "1"))
 
@@ -183,27 +177,18 @@ class HttpLink:
 
     async def authz_state(self, index: int, wait: float) -> dict[str, Any]:
         params = {"index": str(index), "wait": f"{wait:g}s"} if index > 0 else {}
-        try:
-            # A blocking query may take `wait` plus the server's jitter of up to wait/16.
-            response = await self.client.get("/v1/internal/tether/authz", params=params, timeout=wait * 1.1 + 10,
-                                             headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            cls = _BY_STATUS.get(response.status_code, Unavailable if response.status_code >= 500 else TetherError)
-            raise cls(response.text.strip() or f"server answered {response.status_code}")
-        return response.json()
+        # A blocking query may take `wait` plus the server's jitter of up to wait/16.
+        response = await self.pool.request("GET", "/v1/internal/tether/authz", params=params,
+                                           timeout=wait * 1.1 + 10, headers=self._headers())
+        return await self._answer(response)
 
     async def resolve_acl(self, secret: str | None) -> dict[str, Any]:
         """A caller's token as the servers resolve it (rules, management, expiry)."""
-        try:
-            response = await self.client.get("/v1/internal/tether/acl/resolve", headers=self._headers(secret or ""))
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the Tether server at {self.base_url}: {exc}") from exc
-        return await self._answer(response)
+        return await self._answer(await self.pool.request("GET", "/v1/internal/tether/acl/resolve",
+                                                          headers=self._headers(secret or "")))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.pool.close()
 
 
 def _serf_status(checks: list[dict[str, Any]]) -> str:

@@ -97,10 +97,10 @@ UNIMPLEMENTED: tuple[tuple[str, int, str], ...] = (
     ("query", 501, "prepared queries are not implemented by Tether; resolve services with /v1/health/service"),
     ("operator/keyring", 501, "Tether has no gossip layer, so no gossip keyring"),
     ("operator/autopilot", 501, "Tether has no Raft: its servers share a store (SQLite or etcd)"),
-    ("operator/raft", 501, "Tether has no Raft: its servers share a store (SQLite or etcd)"),
+    ("operator/raft", 501, "Tether has no Raft: its servers share a store (SQLite or etcd); "
+                           "GET /v1/operator/raft/configuration lists them"),
     ("operator/usage", 501, "usage reporting is not implemented by Tether"),
     ("operator/area", 501, "network areas are a Consul Enterprise feature"),
-    ("snapshot", 501, "snapshots are not implemented by Tether; back up the store (docs/architecture.md)"),
     ("peering", 501, "cluster peering is not implemented by Tether yet"),
     ("namespaces", 501, "namespaces are a Consul Enterprise feature"),
     ("namespace", 501, "namespaces are a Consul Enterprise feature"),
@@ -111,6 +111,11 @@ UNIMPLEMENTED: tuple[tuple[str, int, str], ...] = (
     ("exported-services", 501, "exported services come with Tether's multi-cluster work"),
     ("imported-services", 501, "imported services come with Tether's multi-cluster work"),
 )
+
+
+#: Paths under those prefixes that Tether does serve -> the methods still answered as
+#: unimplemented there (any other method goes to the router: the route, or a 405).
+SERVED: dict[str, tuple[str, ...]] = {"/v1/operator/raft/configuration": (), "/v1/snapshot": ()}
 
 
 class UnimplementedRoutes:
@@ -125,7 +130,9 @@ class UnimplementedRoutes:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         store = self.store_of() if scope["type"] == "http" else None
-        found = unimplemented(scope["path"]) if store is not None else None
+        path = scope["path"]
+        served = path in SERVED and scope.get("method") not in SERVED[path]
+        found = unimplemented(path) if store is not None and not served else None
         if found is None:
             return await self.app(scope, receive, send)
         status, reason = found

@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "maint": ("maint_cmds", "maint", "command"),
     "reload": ("maint_cmds", "reload", "command"),
     "config": ("config_cmds", "config_app", "group"),
+    "snapshot": ("snapshot_cmds", "snapshot_app", "group"),
+    "operator": ("operator_cmds", "operator_app", "group"),
 }
 
 

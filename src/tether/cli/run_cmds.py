@@ -35,10 +35,11 @@ def _default_policy(value: str | None) -> str | None:
     return value
 
 
-def _banner(role: str, data_dir: Path | None, ephemeral: bool, acl_enabled: bool) -> Callable[[str, str], None]:
+def _banner(role: str, data_dir: Path | None, ephemeral: bool, acl_enabled: bool,
+            store: str | None = None) -> Callable[[str, str], None]:
     def on_ready(url: str, dns_addr: str) -> None:
         where = "in memory (ephemeral: everything is lost on exit; pass -data-dir to keep it)" if ephemeral \
-            else f"in {data_dir}"
+            else f"in {store.partition('?')[0]} (shared with every server on it)" if store else f"in {data_dir}"
         print(f"==> Tether {role} is running. HTTP API: {url}", flush=True)
         if dns_addr:
             host, port = dns_addr.rsplit(":", 1)
@@ -71,8 +72,10 @@ def _pick(flag: Any, file_value: Any, default: Any) -> Any:
 def agent(
     dev: bool = typer.Option(False, "-dev", "--dev", help="Run server and agent in one process (development)."),
     server_addr: str = typer.Option(None, "-server-addr", "--server-addr", "-retry-join", "--retry-join",
-                                    metavar="HOST:PORT",
-                                    help="The Tether server this agent joins (not with -dev). Config key: retry_join."),
+                                    metavar="HOST:PORT,...",
+                                    help="The Tether servers this agent joins, comma-separated: it uses one and "
+                                         "moves to the next when that one is gone (not with -dev). "
+                                         "Config key: retry_join (a list)."),
     http_port: int = typer.Option(None, "-http-port", "--http-port", min=0, max=65535,
                                   help="HTTP API port (default 8500). Config key: ports.http."),
     http_host: str = typer.Option(None, "-client", "--client", "-http-host", "--http-host",
@@ -106,6 +109,8 @@ def agent(
 
       tether agent -server-addr 10.0.0.5:8500 -node web1 # a node joining a server
 
+      tether agent -retry-join 10.0.0.5:8500,10.0.0.6:8500,10.0.0.7:8500  # servers on one etcd
+
       tether agent -server-addr 10.0.0.5:8500 -config-file /etc/tether/acl.hcl
 
     Signals: SIGTERM/SIGINT stop the agent and its sidecars (they drain); SIGHUP reloads the
@@ -113,10 +118,13 @@ def agent(
     agent on the same address and data dir to adopt (a restart without a gap in traffic).
     """
     files = _files(config_file, config_dir, config_format)
+    if files.store:
+        raise typer.BadParameter("store is the server's setting (tether server -store); an agent keeps no "
+                                 "shared state", param_hint="-config-file")
     if files.server:
         raise typer.BadParameter("server = true: run the control plane with 'tether server' (a node agent "
                                  "joins it with retry_join)", param_hint="-config-file")
-    server_addr = _pick(server_addr, files.retry_join[0] if files.retry_join else None, "")
+    server_addr = _pick(server_addr, ",".join(files.retry_join) if files.retry_join else None, "")
     if dev and server_addr:
         raise typer.BadParameter("give -dev or -server-addr (retry_join), not both")
     if not dev and not server_addr:
@@ -139,9 +147,31 @@ def agent(
                              opts.acl.enabled))
 
 
+def _store_url(value: str | None) -> str | None:
+    """Validate -store early: a typo exits 2 naming the part before anything starts."""
+    if value is not None:
+        from tether.core.errors import InvalidInput
+        from tether.core.etcd_target import parse_etcd_url
+
+        try:
+            parse_etcd_url(value)
+        except InvalidInput as exc:
+            raise typer.BadParameter(str(exc).removeprefix("-store: "), param_hint="-store") from None
+    return value
+
+
 def server(
     data_dir: Path = typer.Option(None, "-data-dir", "--data-dir",
                                   help="Where the server keeps its state (SQLite). Config key: data_dir."),
+    store: str = typer.Option(None, "-store", "--store", metavar="etcd://HOST:PORT,...", callback=_store_url,
+                              help="Keep state in etcd instead, shared by every server given the same URL "
+                                   "(options: ?prefix=/tether/&ca=F&cert=F&key=F; see docs/etcd.md). "
+                                   "Config key: store."),
+    leader_lease_ttl: int = typer.Option(10, "-leader-lease-ttl", "--leader-lease-ttl", min=1, max=300,
+                                         metavar="SECONDS",
+                                         help="With -store etcd: the lease by which the servers elect the one "
+                                              "doing singleton work (reaping, CA root pruning); a dead leader is "
+                                              "replaced within about this long."),
     http_port: int = typer.Option(None, "-http-port", "--http-port", min=0, max=65535,
                                   help="HTTP API port (default 8500). Config key: ports.http."),
     http_host: str = typer.Option(None, "-client", "--client", "-http-host", "--http-host",
@@ -160,20 +190,25 @@ def server(
       tether server -data-dir /var/lib/tether -client 0.0.0.0
 
       tether server -config-file /etc/tether/server.hcl     # acl { enabled = true ... }
+
+      tether server -store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379   # one of N servers
     """
     files = _files(config_file, config_dir, config_format)
+    store = _pick(store, _store_url(files.store) if files.store else None, None)
     if files.services or files.checks:
         raise typer.BadParameter("service and check definitions belong to an agent's configuration; the server "
                                  "runs none", param_hint="-config-file")
-    if data_dir is None and files.data_dir is None:
+    if data_dir is None and files.data_dir is None and store is None:
         raise typer.BadParameter("give -data-dir DIR (or data_dir in a config file): where the server keeps its "
-                                 "state", param_hint="-data-dir")
+                                 "state; or -store etcd://... (store) to share it with other servers",
+                                 param_hint="-data-dir")
     from tether import daemon
 
     opts = _options("server", files, http_host=http_host, http_port=http_port, data_dir=data_dir,
                     datacenter=datacenter, dns_port=-1, default_policy=_pick(default_policy, files.default_intention,
                                                                              None))
-    daemon.run(opts, _banner("server", opts.data_dir, False, opts.acl.enabled))
+    opts = replace(opts, store=store, leader_lease_ttl=leader_lease_ttl)
+    daemon.run(opts, _banner("server", opts.data_dir, False, opts.acl.enabled, store=store))
 
 
 def _options(role: str, files: FileConfig, *, http_host: str | None, http_port: int | None, data_dir: Path | None,

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from tether.api.acl import needs, request_acl
 from tether.api.common import authorizer_dependency, block, flag, int_param, json_response, read_body, read_json
 from tether.api.compat import datacenter_dependency, for_peer, request_filter, require_local_datacenter
+from tether.control import status_api
 from tether.control import views
 from tether.control.catalog import CHECKS, NODE_CHECKS, NODES, SERVICES, VIPS, Catalog
 from tether.control.kv import format_pair, raw_value
@@ -243,11 +244,11 @@ def server_router(cp: ControlPlane) -> APIRouter:
 
     @r.get("/v1/status/leader", tags=["status"], **needs("none"))
     async def status_leader(request: Request) -> Response:
-        return json_response(f"{request.url.hostname}:{request.url.port}")
+        return json_response(status_api.leader_address(cp, request))
 
     @r.get("/v1/status/peers", tags=["status"], **needs("none"))
     async def status_peers(request: Request) -> Response:
-        return json_response([f"{request.url.hostname}:{request.url.port}"])
+        return json_response(status_api.peer_addresses(cp, request))
 
     @r.get("/v1/internal/tether/cluster", tags=["internal"], include_in_schema=False, **needs("none"))
     async def cluster_info() -> Response:

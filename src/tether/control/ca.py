@@ -39,7 +39,7 @@ from tether.core.chain import match_chain
 from tether.core.errors import Conflict, InvalidInput, RateLimited, Unavailable
 from tether.core.signing_limit import FairLimiter
 from tether.core.spiffe import TRUST_DOMAIN_SUFFIX, service_id, validate_trust_domain
-from tether.store.base import Check, Delete, Entry, Op, Put, Store
+from tether.store.base import Check, Delete, Entry, Op, Put, Store, wait_present
 
 log = logging.getLogger("tether.ca")
 
@@ -96,15 +96,18 @@ class CAService:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self, cluster_id: str) -> None:
-        """Create the built-in CA on first start, then run the root-pruning task."""
+    async def start(self, cluster_id: str, *, prune: bool = True) -> None:
+        """Create the built-in CA on first start, then run the root-pruning task (unless
+        `prune` is False: servers sharing a store prune on the elected one, control/singleton.py)."""
         self.trust_domain = validate_trust_domain(f"{cluster_id}.{TRUST_DOMAIN_SUFFIX}")
         if self.store.get(PROVIDER_KEY) is None:
             await self._bootstrap()
+            await wait_present(self.store, PROVIDER_KEY)  # another server's CA, if it won the race
         snap = self.snapshot()
         log.info("CA ready: trust domain %s, active root %s (%s)", self.trust_domain, snap.active.id,
                  snap.config.provider)
-        self._pruner = asyncio.create_task(self._prune_loop(), name="ca-root-pruner")
+        if prune:
+            self._pruner = asyncio.create_task(self.run_pruner(), name="ca-root-pruner")
 
     async def stop(self) -> None:
         if self._pruner:
@@ -307,7 +310,7 @@ class CAService:
                for r, e in snap.roots if not r.active and r.rotated_out_at is not None]
         return min([MAX_PRUNE_INTERVAL, *due])
 
-    async def _prune_loop(self) -> None:
+    async def run_pruner(self) -> None:
         while True:
             try:
                 index = self.store.index(CA_PREFIX)

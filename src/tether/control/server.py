@@ -16,15 +16,16 @@ from pathlib import Path
 
 from tether.control.acl import ACLService, AclConfig
 from tether.control.ca import CAService
-from tether.control.catalog import NODE_CHECKS, Catalog
+from tether.control.catalog import NODE_CHECKS, NODES, Catalog
 from tether.control.egress import EgressService
 from tether.control.intentions import IntentionService
 from tether.control.kv import KV
 from tether.control.sessions import SessionService
+from tether.control.singleton import FencedStore, NotLeader, leadership_for, while_leader
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import TetherError
 from tether.core.health import CRITICAL, NODE_CHECK_ID, PASSING
-from tether.store.base import Put, Store
+from tether.store.base import Delete, Put, Store, create_once
 
 log = logging.getLogger("tether.server")
 
@@ -32,6 +33,7 @@ log = logging.getLogger("tether.server")
 HEARTBEAT_INTERVAL = 10.0
 NODE_TTL = 30.0
 META_CLUSTER = "meta/cluster"
+HEARTBEATS = "heartbeat/"  # shared stores only: node -> the last heartbeat, whichever server got it
 
 
 @dataclass
@@ -48,6 +50,10 @@ class ServerConfig:
     acl: AclConfig = field(default_factory=AclConfig)
     #: Where a bootstrap-reset file is looked for (None: no data directory).
     data_dir: Path | None = None
+    #: Servers sharing an etcd store elect the one that does the singleton work with a lease
+    #: of this many seconds: a dead leader is replaced within about that long.
+    leader_lease_ttl: int = 10
+    server_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclass
@@ -66,7 +72,16 @@ class ControlPlane:
         self.acl = ACLService(self.store, self.config.acl, datacenter=self.config.datacenter,
                               data_dir=self.config.data_dir)
         self._last_heartbeat: dict[str, float] = {}
+        self._heartbeat_seen: dict[str, int] = {}  # node -> modify_index of its shared heartbeat last seen
         self._reaper: asyncio.Task[None] | None = None
+        # Singleton work: on the elected server only, every write fenced (control/singleton.py).
+        self.leadership = leadership_for(self.store, self.config.server_id, self.config.leader_lease_ttl)
+        fenced = self._leader_fenced = FencedStore(self.store, self.leadership)
+        self._leader_catalog = Catalog(fenced)
+        self._leader_acl = ACLService(fenced, self.config.acl, datacenter=self.config.datacenter,
+                                      data_dir=self.config.data_dir)
+        self._leader_ca = CAService(fenced, datacenter=self.config.datacenter,
+                                    min_leaf_ttl=self.config.ca_min_leaf_ttl)
 
     @property
     def datacenter(self) -> str:
@@ -78,13 +93,18 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Initialise cluster metadata once, and start the node reaper."""
-        if self.store.get(META_CLUSTER) is None:
-            await self.store.commit([Put(META_CLUSTER, {"ClusterID": str(uuid.uuid4())})])
+        await create_once(self.store, META_CLUSTER, {"ClusterID": str(uuid.uuid4())})
         await self.intentions.start(f"{self.cluster_id}.tether", self.datacenter)
-        await self.ca.start(self.cluster_id)
+        await self.ca.start(self.cluster_id, prune=False)
         await self.acl.start()
         await self.sessions.start()
-        self._reaper = asyncio.create_task(self._reap_nodes(), name="node-reaper")
+        await self.leadership.start()
+        self._reaper = asyncio.create_task(while_leader(self.leadership, self._singleton_work, "singleton work"),
+                                           name="singleton-work")
+
+    async def _singleton_work(self) -> None:
+        self._last_heartbeat.clear()  # a new leader gives every node a full TTL of grace
+        await asyncio.gather(self._reap_nodes(), self._leader_ca.run_pruner())
 
     async def stop(self) -> None:
         await self.sessions.stop()
@@ -92,10 +112,16 @@ class ControlPlane:
         if self._reaper:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
+        await self.leadership.stop()
 
     async def heartbeat(self, node: str) -> None:
-        """An agent is alive; revive its node check if the reaper had marked it dead."""
+        """An agent is alive; revive its node check if the reaper had marked it dead.
+
+        With several servers the heartbeat goes through the store, so the elected reaper
+        sees it whichever server received it."""
         self._last_heartbeat[node] = time.monotonic()
+        if self.leadership.shared:
+            await self.store.commit([Put(HEARTBEATS + node, {"Server": self.config.server_id})])
         entry = self.store.get(f"{NODE_CHECKS}{node}/{NODE_CHECK_ID}")
         if entry is not None and entry.value["Status"] != PASSING:
             await self.catalog.update_check(node, NODE_CHECK_ID, PASSING, "Agent alive and reachable")
@@ -105,10 +131,20 @@ class ControlPlane:
             await asyncio.sleep(min(self.config.node_ttl / 3, HEARTBEAT_INTERVAL))
             if self.acl.enabled:
                 try:
-                    await self.acl.reap_expired()
+                    await self._leader_acl.reap_expired()
                 except TetherError as exc:  # retried at the next round; expired tokens resolve as not found anyway
                     log.warning("could not delete expired ACL tokens: %s", exc)
             now = time.monotonic()
+            gone = []
+            for beat in self.store.list(HEARTBEATS):  # heartbeats other servers received
+                node = beat.key[len(HEARTBEATS):]
+                if self.store.get(f"{NODES}{node}") is None:
+                    gone.append(Delete(beat.key))  # a deregistered node: its heartbeat goes too
+                elif self._heartbeat_seen.get(node) != beat.modify_index:
+                    self._heartbeat_seen[node] = beat.modify_index
+                    self._last_heartbeat[node] = now
+            if gone:
+                await self._leader_fenced.commit(gone[:100])  # under etcd's 128 per transaction; the rest next round
             for entry in self.store.list(NODE_CHECKS):
                 check = entry.value
                 if check["CheckID"] != NODE_CHECK_ID or check["Status"] == CRITICAL:
@@ -119,6 +155,9 @@ class ControlPlane:
                 if now - seen > self.config.node_ttl:
                     log.warning("node %s missed heartbeats for %.0fs; marking it critical", node, now - seen)
                     try:
-                        await self.catalog.update_check(node, NODE_CHECK_ID, CRITICAL, "Agent not heard from")
+                        await self._leader_catalog.update_check(node, NODE_CHECK_ID, CRITICAL,
+                                                                "Agent not heard from")
+                    except NotLeader:
+                        raise  # while_leader notices the lost lease and stops this work
                     except Exception:  # the node was deregistered meanwhile; nothing to mark
                         log.debug("node %s vanished while reaping", node)

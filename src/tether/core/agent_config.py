@@ -54,6 +54,8 @@ class FileConfig:
 
     datacenter: str | None = None
     data_dir: str | None = None
+    #: Where a server keeps its state: an etcd:// URL (several servers share it); None: SQLite in data_dir.
+    store: str | None = None
     node_name: str | None = None
     client_addr: str | None = None
     advertise_addr: str | None = None
@@ -99,7 +101,7 @@ ACL_TOKENS = {"initial_management": STR, "master": STR, "agent": STR, "default":
               "replication": Consul("Tether has one datacenter per cluster: there is nothing to replicate"),
               "managed_service_provider": Consul("Consul Enterprise only")}
 SCHEMA: dict[str, Any] = {
-    "datacenter": STR, "data_dir": STR, "node_name": STR, "client_addr": STR, "advertise_addr": STR,
+    "datacenter": STR, "data_dir": STR, "store": STR, "node_name": STR, "client_addr": STR, "advertise_addr": STR,
     "retry_join": STRS, "server": BOOL, "log_level": STR, "node_meta": MAP,
     "service": DEFINITION, "services": DEFINITION, "check": DEFINITION, "checks": DEFINITION,
     "ports": {"http": INT, "dns": INT, "sidecar_min_port": INT, "sidecar_max_port": INT,
@@ -273,7 +275,8 @@ def _to_config(merged: dict[str, Any]) -> FileConfig:
     ports, addresses = merged.get("ports", {}), merged.get("addresses", {})
     http_cfg = merged.get("http_config", {})
     cfg = FileConfig(
-        datacenter=merged.get("datacenter"), data_dir=merged.get("data_dir"), node_name=merged.get("node_name"),
+        datacenter=merged.get("datacenter"), data_dir=merged.get("data_dir"), store=merged.get("store"),
+        node_name=merged.get("node_name"),
         client_addr=merged.get("client_addr"), advertise_addr=merged.get("advertise_addr"),
         http_port=ports.get("http"), dns_port=ports.get("dns"), http_addr=addresses.get("http"),
         dns_addr=addresses.get("dns"), retry_join=list(merged.get("retry_join", [])), server=merged.get("server"),

@@ -64,6 +64,9 @@ Op = Union[Put, Delete, DeletePrefix]
 class Store(abc.ABC):
     """What the control plane needs from storage. One conformance suite covers every backend."""
 
+    #: True when several servers share this store (etcd): singleton work is then elected.
+    shared = False
+
     @property
     @abc.abstractmethod
     def revision(self) -> int:
@@ -115,3 +118,32 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release files and connections. Further calls are errors."""
+
+
+async def create_once(store: Store, key: str, value: Any, *, timeout: float = 10.0) -> Entry:
+    """Create `key` unless it exists (several servers may start at once: one wins), and
+    return the entry every server then sees, waiting until this server's view has it."""
+    from tether.core.errors import Conflict
+
+    if store.get(key) is None:
+        try:
+            await store.commit([Put(key, value)], [Check(key, 0)])
+        except Conflict:  # another server created it first: theirs is the one
+            pass
+    return await wait_present(store, key, timeout=timeout)
+
+
+async def wait_present(store: Store, key: str, *, timeout: float = 10.0) -> Entry:
+    """The entry under `key` once this server's view of the store has it."""
+    import asyncio
+
+    from tether.core.errors import Unavailable
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (entry := store.get(key)) is None:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise Unavailable(f"{key} was written by another server but has not reached this one in {timeout:g}s")
+        await store.wait(key, store.index(key), remaining)
+    return entry

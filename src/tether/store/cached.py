@@ -179,19 +179,31 @@ class CachedStore(Store):
             self._tombstones.pop(entry.key, None)
             touched.append(entry.key)
         for key, rev in deletes:
-            del self._entries[key]
-            del self._keys[bisect.bisect_left(self._keys, key)]
+            if self._entries.pop(key, None) is not None:  # a watch may report a delete we never saw the put of
+                del self._keys[bisect.bisect_left(self._keys, key)]
             self._tombstones[key] = rev
             touched.append(key)
         if len(self._tombstones) > MAX_TOMBSTONES:
             oldest = sorted(self._tombstones.items(), key=lambda kv: kv[1])
             for key, _ in oldest[: len(oldest) - MAX_TOMBSTONES]:
                 del self._tombstones[key]
-        for key in touched:
+        changed_at = [(e.key, e.modify_index) for e in puts] + deletes
+        for key, rev in changed_at:
             for d in _directories(key):
-                self._dir_index[d] = revision
-        self._revision = revision
+                if self._dir_index.get(d, 0) < rev:
+                    self._dir_index[d] = rev
+        self._revision = max(self._revision, revision)
         self._wake(touched)
+
+    def _resync(self, revision: int, entries: list[Entry]) -> None:
+        """Replace the cache with a full listing taken at `revision` (an etcd re-list).
+
+        Keys that vanished count as deleted at `revision`, so every prefix index still only
+        moves forward and waiters on a changed prefix wake."""
+        fresh = {e.key: e for e in entries}
+        puts = [e for e in entries if self._entries.get(e.key) != e]
+        deletes = [(key, revision) for key in self._entries if key not in fresh]
+        self._apply(revision, puts, deletes)
 
     def _wake(self, keys: list[str]) -> None:
         if not self._waiters:
