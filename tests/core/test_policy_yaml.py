@@ -13,7 +13,7 @@ from tether.core.authz import Source, decide
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention
 from tether.core.policy import DefaultPolicy, MeshPolicy, PatternKind
-from tether.core.policy_yaml import PolicyDocuments, parse_policy_documents, snapshot_from_documents
+from tether.core.policy_yaml import PolicyDocuments, all_server_policies, parse_policy_documents, snapshot_from_documents
 from tether.core.spiffe import SpiffeId
 
 TD = "0f0e0d0c-0000-4000-8000-000000000001.tether"
@@ -262,7 +262,7 @@ spec:
 
 
 def test_linkerd_booksapp_maps_onto_server_policy() -> None:
-    (pol,) = parse(BOOKSAPP).server_policies
+    (pol,) = all_server_policies(parse(BOOKSAPP), TD)
     # [L-ref] "a Server ... all traffic to the port on its pods will be denied unless explicitly authorized"
     assert (pol.name, pol.service, pol.port, pol.default_policy) == ("authors", "authors", 7001, DefaultPolicy.DENY)
     by_name = {a.name: a for a in pol.authorizations}
@@ -302,7 +302,7 @@ def test_linkerd_identity_star_means_any_meshed_client() -> None:
           targetRef: {kind: Server, name: s}
           requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: all}]
     """)
-    (pol,) = docs.server_policies
+    (pol,) = all_server_policies(docs, TD)
     assert pol.service == "db" and pol.default_policy is DefaultPolicy.AUDIT
     assert pol.authorizations[0].identities[0].kind is PatternKind.ANY
 
@@ -334,21 +334,42 @@ spec: {podSelector: {matchLabels: {app: db}}, port: 5432}
          "unauthenticatedTLS does not map"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {selector: {matchLabels: {x: y}}}, client: {unauthenticated: true}}",
          "spec.server: only `name` maps"),
-        (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: nope}, client: {unauthenticated: true}}",
-         "Server 'nope' in namespace 'default' is not among these documents"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: s}, client: {meshTLS: {identities: ['*.ns.serviceaccount.identity.linkerd.cluster.local']}}}",
-         "a namespace-wide wildcard has no Tether equivalent"),
+         "is in namespace 'ns', not this document's 'default'"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: s}, client: {meshTLS: {identities: ['web.example.com']}}}",
          "'web.example.com' is not a Linkerd identity"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: HTTPRoute, name: r}, requiredAuthenticationRefs: [{kind: ServiceAccount, name: x}]}",
          "kind 'HTTPRoute' does not map (L7 routes are not supported)"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: Server, name: s}, requiredAuthenticationRefs: [{kind: ServiceAccount, name: x}, {kind: ServiceAccount, name: y}]}",
          "at most one identity"),
-        (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: Server, name: s}, requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: gone}]}",
-         "MeshTLSAuthentication 'gone' is not among these documents"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: Server, name: s}}",
          "list at least one authentication"),
     ],
 )
 def test_linkerd_refusals_say_why(text: str, needle: str) -> None:
     assert needle in "\n".join(problems(text))
+
+
+def test_linkerd_namespace_wildcard_means_every_service_of_this_mesh_only() -> None:
+    docs = parse("""
+        apiVersion: policy.linkerd.io/v1beta1
+        kind: Server
+        metadata: {name: emoji-grpc, namespace: emojivoto}
+        spec: {podSelector: {matchLabels: {app: emoji-svc}}, port: 8080}
+        ---
+        apiVersion: policy.linkerd.io/v1alpha1
+        kind: MeshTLSAuthentication
+        metadata: {name: emojivoto-accounts, namespace: emojivoto}
+        spec: {identities: ["*.emojivoto.serviceaccount.identity.linkerd.cluster.local"]}
+        ---
+        apiVersion: policy.linkerd.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: {name: emojivoto-only, namespace: emojivoto}
+        spec:
+          targetRef: {kind: Namespace, name: emojivoto}
+          requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: emojivoto-accounts}]
+    """)
+    snap = snapshot_from_documents(docs, TD)
+    assert decide(snap, Source(SpiffeId(TD, "default", "dc1", "web")), "emoji-svc", 8080).allowed
+    assert not decide(snap, Source(SpiffeId("other.example", "default", "dc1", "web")), "emoji-svc", 8080).allowed
+    assert not decide(snap, Source(None, "127.0.0.1"), "emoji-svc", 8080).allowed

@@ -69,8 +69,15 @@ def apply(
         applied = api.put("/v1/tether/external-services", json=egress).json()["Applied"]
         out.print(f"Applied external services: {', '.join(applied)}", markup=False, highlight=False)
     if policy:
-        api.put("/v1/tether/policy", json=policy)
-        out.print(f"Applied {len(policy)} policy document(s)", markup=False, highlight=False)
+        from tether.cli.policy_cmds import print_warnings
+
+        result = api.put("/v1/tether/policy", json=policy).json()
+        what = [f"{len(result['Intentions'])} intention(s)", *(f"server policy {p}" for p in result["ServerPolicies"]),
+                *result.get("Linkerd", [])]
+        if result.get("Mesh") is not None:
+            what.append("mesh settings")
+        out.print(f"Applied {len(policy)} policy document(s): {'; '.join(what)}", markup=False, highlight=False)
+        print_warnings(result.get("Warnings", []))
 
 
 @external_app.command("list")

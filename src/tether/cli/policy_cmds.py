@@ -55,9 +55,17 @@ def apply(
     result = response.json()
     parts = [f"{len(result['Intentions'])} intention(s)"]
     parts += [f"server policy {p}" for p in result["ServerPolicies"]]
+    parts += result.get("Linkerd", [])
     if result["Mesh"] is not None:
         parts.append(f"mesh settings ({', '.join(result['Mesh']) or 'defaults'})")
     print(f"Applied {name}: {'; '.join(parts)} (index {result['Index']})")
+    print_warnings(result.get("Warnings", []))
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """What an apply accepted but cannot honour yet, one line each on stderr."""
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
 
 
 @policy_app.command("get")

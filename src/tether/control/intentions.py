@@ -6,6 +6,12 @@ Key layout (one global revision over all of it, docs/architecture.md):
     intentions-by-name/<source>/<destination>       {"ID": <uuid>}: at most one intention per pair
     policy/mesh                                     the MeshPolicy document (mesh settings)
     policy/servers/<service>/<port or "*">          a ServerPolicy document
+    policy/linkerd/<kind>/<namespace>/<name>        a Linkerd policy object, as applied
+
+Linkerd objects are stored one by one and joined into server policies (policy_linkerd.
+resolve_linkerd) whenever the state is read, so they may be applied in any order and an
+object applied again never drops what others attached to it; what agents fetch carries
+the joined result as ServerPolicy documents, the same shape as before.
 
 An intention and its name pointer are written in one transaction; creating one checks
 that the pointer does not exist yet (compare-and-set with index 0), so two concurrent
@@ -27,6 +33,7 @@ from tether.core.authz import PolicySnapshot, Source, decide
 from tether.core.errors import Conflict, InvalidInput, NotFound
 from tether.core.intentions import Intention, format_intention, parse_intention
 from tether.core.policy import MeshPolicy, ServerPolicy, parse_action
+from tether.core.policy_linkerd import LinkerdObject, Resolution, resolve_linkerd
 from tether.core.policy_yaml import (
     PolicyDocuments, format_mesh_policy, format_server_policy, merge_mesh_policy, parse_policy_objects,
     snapshot_from_state,
@@ -41,6 +48,7 @@ BY_NAME = "intentions-by-name/"
 POLICY = "policy/"
 MESH_KEY = "policy/mesh"
 SERVERS = "policy/servers/"
+LINKERD = "policy/linkerd/"
 #: What the agent's cache watches: every change to authorization state moves this index.
 AUTHZ_PREFIXES = (INTENTIONS, POLICY)
 _ANY_PORT = "*"
@@ -76,6 +84,7 @@ class IntentionService:
         self._initial = parse_action(initial_default, field="default intention")
         self._snapshot: PolicySnapshot | None = None
         self._mesh: tuple[int, MeshPolicy] | None = None
+        self._resolved: tuple[int, Resolution] | None = None
         self._trust_domain = ""
         self._datacenter = "dc1"
 
@@ -210,15 +219,62 @@ class IntentionService:
         docs = [e.value for e in self.store.list(prefix)]
         return list(parse_policy_objects(docs, source=prefix).server_policies) if docs else []
 
+    def linkerd_objects(self) -> list[LinkerdObject]:
+        """Every stored Linkerd object (the documents as applied, Kubernetes-managed fields dropped)."""
+        docs = [e.value for e in self.store.list(LINKERD)]
+        return list(parse_policy_objects(docs, source=LINKERD).linkerd) if docs else []
+
+    def resolution(self) -> Resolution:
+        """The stored Linkerd objects joined into server policies (re-joined only after a change)."""
+        index = self.store.index((POLICY,))
+        cached = self._resolved
+        if cached is None or cached[0] != index:
+            taken = [(p.service, p.port) for p in self.server_policies()]
+            cached = self._resolved = (index, resolve_linkerd(self.linkerd_objects(), self._trust_domain, taken=taken))
+            for conflict in cached[1].conflicts:  # refused at apply; only a hand-edited store gets here
+                log.warning("linkerd policy skipped: %s", conflict)
+        return cached[1]
+
+    def plan(self, docs: PolicyDocuments) -> list[str]:
+        """Check `docs` against what is stored; raise InvalidInput on a conflict, else return
+        the notes about this file's Linkerd objects that will have no effect (yet)."""
+        merged = {o.key: o for o in self.linkerd_objects()} | {o.key: o for o in docs.linkerd}
+        scopes = {(p.service, p.port) for p in (*self.server_policies(), *docs.server_policies)}
+        resolved = resolve_linkerd(merged.values(), self._trust_domain or "check.invalid", taken=scopes)
+        if resolved.conflicts:
+            raise InvalidInput("; ".join(resolved.conflicts) + " (nothing was applied)")
+        mine = tuple(f"{o.kind} {o.namespace}/{o.name}:" for o in docs.linkerd)
+        return [n for n in resolved.notes if n.startswith(mine)]
+
+    def linkerd_services(self, docs: PolicyDocuments) -> set[str | None]:
+        """The services the file's Linkerd objects govern, for the ACL check: a Server's
+        own; a Server-targeted authorization's Server's; None (needs mesh:write) for an
+        object whose reach is a namespace or every policy that names it."""
+        servers = {(o.namespace, o.name): o.value.service for o in (*self.linkerd_objects(), *docs.linkerd)
+                   if o.kind == "Server"}
+        out: set[str | None] = set()
+        for o in docs.linkerd:
+            if o.kind == "Server":
+                out.add(o.value.service)
+            elif o.kind == "ServerAuthorization":
+                out.add(servers.get((o.namespace, o.value.server)))
+            elif o.kind == "AuthorizationPolicy" and o.value.target_kind == "Server":
+                out.add(servers.get(o.value.target))
+            else:
+                out.add(None)
+        return out
+
     async def apply(self, docs: PolicyDocuments) -> int:
         """Write every document of a parsed (hence fully validated) file in one transaction.
 
         Intentions are upserts by (source, destination); server policies replace the one
-        for the same (service, port); a MeshPolicy changes only the fields it sets.
+        for the same (service, port); a Linkerd object replaces the one of the same kind,
+        namespace and name (and nothing else); a MeshPolicy changes only the fields it sets.
         `parse_policy_documents` already refused the whole file if any document was bad,
-        and the commit is one transaction, so nothing is ever half-applied. Returns the
-        new store revision.
+        `plan` refuses a Linkerd Server that overlaps another policy, and the commit is one
+        transaction, so nothing is ever half-applied. Returns the new store revision.
         """
+        self.plan(docs)
         for _ in range(_RETRIES):
             ops: list[Op] = []
             checks: list[Check] = []
@@ -229,6 +285,8 @@ class IntentionService:
                 ops += self._put_ops(_with(i, id=ident))
             for p in docs.server_policies:
                 ops.append(Put(server_policy_key(p.service, p.port), format_server_policy(p)))
+            for o in docs.linkerd:
+                ops.append(Put(LINKERD + o.key, o.doc))
             if docs.mesh is not None:
                 ops.append(Put(MESH_KEY, format_mesh_policy(merge_mesh_policy(self.mesh(), docs.mesh, docs.mesh_fields))))
             try:
@@ -242,6 +300,12 @@ class IntentionService:
             raise InvalidInput("send exactly one MeshPolicy document (or its spec) to change the mesh settings")
         await self.apply(docs)
         return self.mesh()
+
+    async def delete_linkerd(self, kind: str, namespace: str, name: str) -> None:
+        key = f"{LINKERD}{kind}/{namespace}/{name}"
+        if self.store.get(key) is None:
+            raise NotFound(f"no {kind} {namespace}/{name}; see 'tether policy get' for what is stored")
+        await self.store.commit([Delete(key)])
 
     async def delete_server_policy(self, service: str, port: int | None) -> None:
         key = server_policy_key(service, port)
@@ -266,7 +330,8 @@ class IntentionService:
             "TrustDomain": self._trust_domain,
             "Datacenter": self._datacenter,
             "Intentions": intentions,
-            "Policies": [e.value for e in self.store.list(SERVERS)],
+            "Policies": [e.value for e in self.store.list(SERVERS)]
+            + [format_server_policy(p) for p in self.resolution().policies],
             "Mesh": format_mesh_policy(self.mesh()),
         }
 

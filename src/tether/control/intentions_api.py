@@ -10,7 +10,8 @@ Consul's routes (`/v1/connect/intentions...`, REFERENCE.md 1.5):
 
 Tether's own (docs/authorization.md, "HTTP API"):
 
-    PUT  /v1/tether/policy                 apply YAML or JSON policy documents, all or nothing
+    PUT  /v1/tether/policy                 apply YAML or JSON policy documents, all or nothing;
+                                           answers what was applied and `Warnings`
     GET  /v1/tether/policy                 every policy document (mesh first), re-appliable
     GET  /v1/tether/policy/<service>       that service's ServerPolicy documents
     DELETE /v1/tether/policy/<service>[?port=N]
@@ -24,6 +25,7 @@ Every GET is a blocking query over the store prefixes it reads. Every response c
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -158,28 +160,38 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
     # -- Tether server policy ------------------------------------------------------------------
 
     @r.put("/v1/tether/policy", tags=["policy"],
-           **needs("intentions:write", on="every service named; mesh:write for a MeshPolicy"))
+           **needs("intentions:write", on="every service named or governed; mesh:write for a MeshPolicy and "
+                                          "namespace-wide Linkerd objects"))
     async def policy_apply(request: Request) -> Response:
         docs = _documents(await read_body(request), request.query_params.get("file") or "request body")
         for intention in docs.intentions:
             may(request, intention.destination_name, "write")
         for policy in docs.server_policies:
             may(request, policy.service, "write")
-        if docs.mesh is not None:
+        governed = svc.linkerd_services(docs)
+        for service in governed - {None}:
+            may(request, service, "write")  # type: ignore[arg-type]
+        if docs.mesh is not None or None in governed:
             request_acl(request).require("mesh", "", "write")
+        warnings = svc.plan(docs) + unregistered_targets(docs, cp.catalog.services())
         revision = await svc.apply(docs)
         return reply({
             "Index": revision,
             "Intentions": [f"{i.source_name} -> {i.destination_name}" for i in docs.intentions],
             "ServerPolicies": [f"{p.name} ({p.scope})" for p in docs.server_policies],
+            "Linkerd": [f"{o.kind} {o.namespace}/{o.name}" for o in docs.linkerd],
             "Mesh": sorted(docs.mesh_fields) if docs.mesh is not None else None,
+            "Warnings": warnings,
         })
 
-    @r.get("/v1/tether/policy", tags=["policy"], **needs("intentions:read", on="each service", filtered=True))
+    @r.get("/v1/tether/policy", tags=["policy"],
+           **needs("intentions:read", on="each service; mesh:read for Linkerd objects", filtered=True))
     async def policy_all(request: Request) -> Response:
         index = await block(request, store, [POLICY])
         policies = request_acl(request).filter(list(svc.server_policies()), lambda p: (INTENTION, p.service))
-        return reply([format_mesh_policy(svc.mesh()), *(format_server_policy(p) for p in policies)], index=index)
+        linkerd = [o.doc for o in svc.linkerd_objects()] if request_acl(request).allowed("mesh", "", "read") else []
+        return reply([format_mesh_policy(svc.mesh()), *(format_server_policy(p) for p in policies), *linkerd],
+                     index=index)
 
     @r.get("/v1/tether/policy/{service}", tags=["policy"], **needs("intentions:read", on="{service}"))
     async def policy_get(request: Request, service: str) -> Response:
@@ -218,6 +230,23 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
         return reply(readable_state(request, svc.state()), index=index)
 
     return r
+
+
+def unregistered_targets(docs: PolicyDocuments, services: Mapping[str, Any]) -> list[str]:
+    """Warnings for policies whose service is not in the catalog: applied, but no effect yet."""
+    out = []
+    for p in docs.server_policies:
+        if p.service not in services:
+            out.append(f"ServerPolicy {p.name}: service {p.service!r} is not registered, so it has no effect until it is")
+    for o in docs.linkerd:
+        if o.kind == "Server" and o.value.service not in services:
+            out.append(f"Server {o.namespace}/{o.name}: service {o.value.service!r} (from spec.podSelector) is not "
+                       "registered, so it has no effect until it is")
+    for i in docs.intentions:
+        if i.destination_name != "*" and i.destination_name not in services:
+            out.append(f"ServiceIntentions {i.destination_name}: service {i.destination_name!r} is not registered, "
+                       "so it has no effect until it is")
+    return out
 
 
 def readable_state(request: Request, state: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ InvalidInput lists them all (also as `exc.errors`). `parse_policy_objects` does 
 for documents already decoded (the JSON API). Schema and examples: docs/authorization.md.
 
 Tether kinds (`apiVersion: tether.dev/v1`): MeshPolicy, ServerPolicy, ServiceIntentions.
-Linkerd kinds (`apiVersion: policy.linkerd.io/*`) are translated by core/policy_linkerd.py.
+Linkerd kinds (`apiVersion: policy.linkerd.io/*`) are read by core/policy_linkerd.py into
+objects of their own (`PolicyDocuments.linkerd`), joined into server policies only when a
+snapshot is built (`snapshot_from_documents`), so they may come in any order and any file.
 
 The reverse direction, `format_server_policy` / `format_mesh_policy`, gives the Tether
 document for a value: what the control plane stores under `policy/`, what `tether policy
@@ -20,7 +22,6 @@ the CLI decide from the same inputs with the same code.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,14 +44,14 @@ from tether.core.policy import (
     parse_action,
     parse_default_policy,
 )
-from tether.core.policy_linkerd import SERVICE_LABELS, parse_linkerd_doc, translate_linkerd
+from tether.core.policy_linkerd import SERVICE_LABELS, LinkerdObject, parse_linkerd_doc, resolve_linkerd
 from tether.core.policy_schema import (
     _ActionName, _Identity, _IntentionName, _Network, _PolicyName, _Port, _ServiceName, _Strict,
     messages, register_fields, validate,
 )
 
 __all__ = [
-    "LINKERD_GROUP", "SERVICE_LABELS", "TETHER_API", "PolicyDocuments", "format_mesh_policy", "format_server_policy",
+    "LINKERD_GROUP", "SERVICE_LABELS", "all_server_policies", "TETHER_API", "PolicyDocuments", "format_mesh_policy", "format_server_policy",
     "merge_mesh_policy", "parse_policy_documents", "parse_policy_objects", "snapshot_from_documents",
     "snapshot_from_state",
 ]
@@ -72,6 +73,7 @@ class PolicyDocuments:
     server_policies: tuple[ServerPolicy, ...] = ()
     mesh: MeshPolicy | None = None
     mesh_fields: frozenset[str] = frozenset()
+    linkerd: tuple[LinkerdObject, ...] = ()
 
 
 # --- schemas -----------------------------------------------------------------------------------
@@ -150,7 +152,7 @@ def _parse(docs: list[tuple[int, Any]], source: str, errors: list[str]) -> Polic
     intentions: list[Intention] = []
     policies: list[tuple[str, ServerPolicy]] = []
     meshes: list[tuple[str, MeshPolicy, frozenset[str]]] = []
-    linkerd: list[tuple[str, Any, BaseModel]] = []
+    linkerd: list[tuple[str, LinkerdObject]] = []
     for n, doc in docs:
         label = f"{source}: document {n}"
         if not isinstance(doc, dict):
@@ -163,18 +165,16 @@ def _parse(docs: list[tuple[int, Any]], source: str, errors: list[str]) -> Polic
         elif api.split("/")[0] == LINKERD_GROUP or api.startswith("gateway.networking.k8s.io/"):
             parsed = parse_linkerd_doc(label, doc, errors)
             if parsed is not None:
-                linkerd.append((label, *parsed))
+                linkerd.append((label, parsed))
         else:
             errors.append(f"{label}: apiVersion {api!r} is not supported; use {TETHER_API} or {LINKERD_GROUP}/v1beta1")
-    policies.extend(translate_linkerd(linkerd, errors))
-    _check_unique(intentions, policies, meshes, errors)
-    errors.sort(key=_document_number)  # Linkerd kinds are resolved last; report in file order
+    _check_unique(intentions, policies, meshes, linkerd, errors)
     if errors:
         exc = InvalidInput(f"{source}: {len(errors)} problem(s) in policy documents:\n  " + "\n  ".join(errors))
         exc.errors = tuple(errors)  # type: ignore[attr-defined]
         raise exc
     mesh, fields = (meshes[0][1], meshes[0][2]) if meshes else (None, frozenset[str]())
-    return PolicyDocuments(tuple(intentions), tuple(p for _, p in policies), mesh, fields)
+    return PolicyDocuments(tuple(intentions), tuple(p for _, p in policies), mesh, fields, tuple(o for _, o in linkerd))
 
 
 def snapshot_from_documents(
@@ -183,9 +183,20 @@ def snapshot_from_documents(
     """A PolicySnapshot from parsed documents (plus intentions from elsewhere, e.g. the store)."""
     mesh = documents.mesh or MeshPolicy()
     return build_snapshot(
-        (*documents.intentions, *intentions), documents.server_policies, mesh.default_intention, mesh.default_policy,
+        (*documents.intentions, *intentions), all_server_policies(documents, trust_domain), mesh.default_intention,
+        mesh.default_policy,
         trust_domain, cluster_networks=mesh.cluster_networks, probe_networks=mesh.probe_networks, index=index,
     )
+
+
+def all_server_policies(documents: PolicyDocuments, trust_domain: str) -> tuple[ServerPolicy, ...]:
+    """The Tether server policies plus those the Linkerd objects resolve into; a Linkerd
+    Server covering a port another policy covers raises InvalidInput naming both."""
+    taken = [(p.service, p.port) for p in documents.server_policies]
+    resolved = resolve_linkerd(documents.linkerd, trust_domain, taken=taken)
+    if resolved.conflicts:
+        raise InvalidInput("; ".join(resolved.conflicts))
+    return (*documents.server_policies, *resolved.policies)
 
 
 def merge_mesh_policy(current: MeshPolicy, given: MeshPolicy, fields: Iterable[str]) -> MeshPolicy:
@@ -337,7 +348,7 @@ def _intentions(spec: _IntentionsSpec, label: str, errors: list[str]) -> list[In
     return out
 
 
-def _check_unique(intentions: list[Intention], policies: list, meshes: list, errors: list[str]) -> None:
+def _check_unique(intentions: list[Intention], policies: list, meshes: list, linkerd: list, errors: list[str]) -> None:
     seen: dict[str, Intention] = {}
     for i in intentions:
         if i.key in seen:
@@ -351,11 +362,11 @@ def _check_unique(intentions: list[Intention], policies: list, meshes: list, err
         scopes.setdefault(key, label)
     for label, *_ in meshes[1:]:
         errors.append(f"{label}: only one MeshPolicy may be given ({meshes[0][0]} is the first)")
-
-
-def _document_number(message: str) -> int:
-    match = re.search(r": document (\d+)", message)
-    return int(match.group(1)) if match else 0
+    objects: dict[str, str] = {}
+    for label, obj in linkerd:
+        if obj.key in objects:
+            errors.append(f"{label}: {obj.kind} {obj.namespace}/{obj.name} is declared twice ({objects[obj.key]}); keep one")
+        objects.setdefault(obj.key, label)
 
 
 def _name_of(doc: dict[str, Any]) -> str:

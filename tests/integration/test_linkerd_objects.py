@@ -1,0 +1,153 @@
+"""Linkerd policy objects over the real HTTP API: stored one by one, applied in any order,
+joined when a decision is made (issue 11). Decisions come from the state agents fetch,
+built and decided with the code the proxy and `tether policy explain` run."""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+
+import pytest
+
+from tether.core.authz import Source, decide
+from tether.core.policy_yaml import snapshot_from_state
+from tether.core.spiffe import SpiffeId
+
+SERVER = """
+apiVersion: policy.linkerd.io/v1beta1
+kind: Server
+metadata: {name: voting-grpc, namespace: emojivoto, uid: 5e0c, resourceVersion: "7", managedFields: [{manager: kubectl}]}
+spec: {podSelector: {matchLabels: {app: voting-svc}}, port: 8080, proxyProtocol: gRPC}
+status: {conditions: []}
+"""
+WEB_POLICY = """
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: voting-allow-web, namespace: emojivoto}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}
+  requiredAuthenticationRefs: [{kind: ServiceAccount, name: web, namespace: emojivoto}]
+"""
+OPS_POLICY = """
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: voting-allow-ops, namespace: emojivoto}
+spec:
+  targetRef: {kind: Server, name: voting-grpc}
+  requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: ops-accounts}]
+"""
+OPS_AUTHN = """
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: ops-accounts, namespace: emojivoto}
+spec: {identities: [ops.emojivoto.serviceaccount.identity.linkerd.cluster.local]}
+"""
+
+
+async def apply(api, text: str):
+    return await api.put("/v1/tether/policy", params={"file": "t.yaml"}, content=textwrap.dedent(text).encode())
+
+
+async def allowed(api, caller: str | None, service: str, port: int, ip: str = "127.0.0.1") -> bool:
+    state = (await api.get("/v1/internal/tether/authz")).json()
+    snap = snapshot_from_state(state, state["TrustDomain"])
+    ident = SpiffeId(snap.trust_domain, "default", "dc1", caller) if caller else None
+    return decide(snap, Source(ident, ip), service, port).allowed
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations([SERVER, WEB_POLICY, OPS_POLICY, OPS_AUTHN]))[::5])
+async def test_objects_apply_in_any_order_and_authorizations_add_up(api, order):
+    for text in order:
+        r = await apply(api, text)
+        assert r.status_code == 200, r.text
+    assert await allowed(api, "web", "voting-svc", 8080)
+    assert await allowed(api, "ops", "voting-svc", 8080)  # a second policy for the Server adds, never replaces
+    assert not await allowed(api, "vote-bot", "voting-svc", 8080)
+
+
+async def test_a_server_applied_again_keeps_what_targets_it(api):
+    for text in (SERVER, WEB_POLICY, OPS_AUTHN, OPS_POLICY):
+        assert (await apply(api, text)).status_code == 200
+    assert (await apply(api, SERVER)).status_code == 200
+    assert await allowed(api, "web", "voting-svc", 8080) and await allowed(api, "ops", "voting-svc", 8080)
+
+
+async def test_an_authentication_alone_is_stored_and_listed(api):
+    r = await apply(api, OPS_AUTHN)
+    assert r.status_code == 200 and r.json()["Linkerd"] == ["MeshTLSAuthentication emojivoto/ops-accounts"]
+    stored = [d for d in (await api.get("/v1/tether/policy")).json() if d["kind"] == "MeshTLSAuthentication"]
+    assert stored == [{"apiVersion": "policy.linkerd.io/v1alpha1", "kind": "MeshTLSAuthentication",
+                       "metadata": {"name": "ops-accounts", "namespace": "emojivoto"},
+                       "spec": {"identities": ["ops.emojivoto.serviceaccount.identity.linkerd.cluster.local"]}}]
+    # what GET returns is re-appliable as it is
+    r = await api.put("/v1/tether/policy", json=stored)
+    assert r.status_code == 200, r.text
+
+
+async def test_a_policy_whose_authentication_is_missing_denies_and_says_so(api):
+    assert (await apply(api, SERVER)).status_code == 200
+    r = await apply(api, OPS_POLICY)
+    assert r.status_code == 200
+    assert any("MeshTLSAuthentication 'ops-accounts'" in w and "authorizes nobody" in w for w in r.json()["Warnings"])
+    assert not await allowed(api, "ops", "voting-svc", 8080)
+    assert (await apply(api, OPS_AUTHN)).status_code == 200
+    assert await allowed(api, "ops", "voting-svc", 8080)
+
+
+async def test_an_authorization_before_its_server_warns_and_then_takes_effect(api):
+    r = await apply(api, WEB_POLICY)
+    assert r.status_code == 200
+    assert any("Server 'voting-grpc'" in w and "no effect until" in w for w in r.json()["Warnings"])
+    assert await allowed(api, "web", "voting-svc", 8080)  # no Server yet: the mesh default (allow) decides
+    assert (await apply(api, SERVER)).status_code == 200
+    assert await allowed(api, "web", "voting-svc", 8080) and not await allowed(api, "vote-bot", "voting-svc", 8080)
+
+
+async def test_a_server_for_an_unregistered_service_warns(api):
+    r = await apply(api, SERVER)
+    assert "service 'voting-svc' (from spec.podSelector) is not registered" in "\n".join(r.json()["Warnings"])
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("""
+     apiVersion: policy.linkerd.io/v1beta1
+     kind: ServerAuthorization
+     metadata: {name: bot, namespace: emojivoto}
+     spec:
+       server: {name: voting-grpc}
+       client: {meshTLS: {serviceAccounts: [{name: vote-bot, namespace: other-ns}]}}
+     """, "spec.client.meshTLS.serviceAccounts[0]: service account 'vote-bot' is in namespace 'other-ns'"),
+    ("""
+     apiVersion: policy.linkerd.io/v1alpha1
+     kind: MeshTLSAuthentication
+     metadata: {name: bots, namespace: emojivoto}
+     spec: {identities: [vote-bot.other-ns.serviceaccount.identity.linkerd.cluster.local]}
+     """, "spec.identities[0]: identity 'vote-bot.other-ns.serviceaccount.identity.linkerd.cluster.local' is in namespace 'other-ns'"),
+    (SERVER.replace("voting-grpc", "voting-again"), "covers voting-svc:8080, which Server emojivoto/voting-grpc covers already"),
+])
+async def test_what_would_widen_or_overlap_is_refused_with_its_path(api, text, needle):
+    assert (await apply(api, SERVER)).status_code == 200
+    before = (await api.get("/v1/tether/policy")).json()
+    r = await apply(api, text)
+    assert r.status_code == 400 and needle in r.text, r.text
+    assert (await api.get("/v1/tether/policy")).json() == before
+
+
+async def test_a_foreign_trust_domain_stays_foreign(api):
+    assert (await apply(api, SERVER)).status_code == 200
+    r = await apply(api, """
+        apiVersion: policy.linkerd.io/v1beta1
+        kind: ServerAuthorization
+        metadata: {name: east, namespace: emojivoto}
+        spec:
+          server: {name: voting-grpc}
+          client: {meshTLS: {identities: [slow-cooker.mc-demo.serviceaccount.identity.linkerd.east.example.org]}}
+    """)
+    assert r.status_code == 200, r.text
+    assert not await allowed(api, "slow-cooker", "voting-svc", 8080)  # a local slow-cooker is not the east one
+    state = (await api.get("/v1/internal/tether/authz")).json()
+    snap = snapshot_from_state(state, state["TrustDomain"])
+    east = SpiffeId("east.example.org", "mc-demo", "dc9", "slow-cooker")
+    assert decide(snap, Source(east, "127.0.0.1"), "voting-svc", 8080).allowed
+    assert not decide(snap, Source(SpiffeId("east.example.org", "other", "dc9", "slow-cooker"), "127.0.0.1"),
+                      "voting-svc", 8080).allowed
