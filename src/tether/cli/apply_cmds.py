@@ -66,8 +66,11 @@ def apply(
         parse_policy_objects(policy, source=", ".join(files))
     api = client(http_addr, token, token_file)
     if egress:
-        applied = api.put("/v1/tether/external-services", json=egress).json()["Applied"]
-        out.print(f"Applied external services: {', '.join(applied)}", markup=False, highlight=False)
+        from tether.cli.policy_cmds import print_warnings
+
+        result = api.put("/v1/tether/external-services", json=egress).json()
+        out.print(f"Applied external services: {', '.join(result['Applied'])}", markup=False, highlight=False)
+        print_warnings(result.get("Warnings", []))
     if policy:
         from tether.cli.policy_cmds import print_warnings
 
