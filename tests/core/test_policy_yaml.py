@@ -167,7 +167,6 @@ def test_every_problem_in_every_document_is_reported_and_nothing_is_returned() -
         ("!!python/object:os.system {}", "YAML does not parse"),  # safe_load only
         ("apiVersion: tether.dev/v1\nkind: ServerPolicy\nspec: {service: db, port: '80'}", "spec.port"),  # strict types
         ("apiVersion: tether.dev/v1\nkind: ServerPolicy\nspec: {}", "spec.service: required field is missing"),
-        ("apiVersion: tether.dev/v1\nkind: ServerPolicy\nstatus: {}\nspec: {service: db}", "status: unknown field"),
     ],
 )
 def test_refusals(text: str, needle: str) -> None:
@@ -373,3 +372,46 @@ def test_linkerd_namespace_wildcard_means_every_service_of_this_mesh_only() -> N
     assert decide(snap, Source(SpiffeId(TD, "default", "dc1", "web")), "emoji-svc", 8080).allowed
     assert not decide(snap, Source(SpiffeId("other.example", "default", "dc1", "web")), "emoji-svc", 8080).allowed
     assert not decide(snap, Source(None, "127.0.0.1"), "emoji-svc", 8080).allowed
+
+
+def test_kubectl_output_applies_as_is_lists_and_managed_fields() -> None:
+    """`kubectl get servers,serverauthorizations -o yaml` prints a List with status and managed metadata."""
+    docs = parse("""
+        apiVersion: v1
+        kind: List
+        items:
+        - apiVersion: policy.linkerd.io/v1beta1
+          kind: Server
+          metadata:
+            name: s
+            namespace: default
+            uid: 0b4c
+            resourceVersion: "81"
+            generation: 2
+            creationTimestamp: "2024-01-01T00:00:00Z"
+            managedFields: [{manager: kubectl-client-side-apply, operation: Update}]
+            annotations: {kubectl.kubernetes.io/last-applied-configuration: "{}"}
+          spec: {podSelector: {matchLabels: {app: db}}, port: 5432}
+          status: {observedGeneration: 2}
+        - apiVersion: tether.dev/v1
+          kind: ServerPolicy
+          metadata: {name: cache, uid: 11}
+          spec: {service: cache}
+          status: {}
+        metadata: {resourceVersion: ""}
+    """)
+    assert [o.key for o in docs.linkerd] == ["Server/default/s"] and "uid" not in docs.linkerd[0].doc["metadata"]
+    assert [p.service for p in docs.server_policies] == ["cache"]
+
+
+def test_every_problem_of_a_list_names_its_item_kind_name_and_path() -> None:
+    errs = problems("""
+        apiVersion: v1
+        kind: List
+        items:
+        - {apiVersion: tether.dev/v1, kind: ServerPolicy, metadata: {name: a}, spec: {service: db, prot: 1}}
+        - {apiVersion: security.istio.io/v1, kind: AuthorizationPolicy, metadata: {name: b}, spec: {}}
+    """)
+    assert errs[0].startswith("test.yaml: document 1.1 (ServerPolicy a): spec.prot: unknown field (did you mean 'port'?)")
+    assert errs[1].startswith("test.yaml: document 1.2 (AuthorizationPolicy b): apiVersion 'security.istio.io/v1' "
+                              "is not supported: Istio's AuthorizationPolicy does not map yet")

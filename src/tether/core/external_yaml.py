@@ -13,7 +13,7 @@ rest of Tether uses, so no second (pydantic) model of the same data is kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from tether.core.errors import InvalidInput, TooLarge
+from tether.core.k8s_input import expand_documents
 from tether.core.external import (
     Endpoint,
     ExternalService,
@@ -120,31 +121,33 @@ def parse_external_yaml(text: str | bytes, *, source: str = "<input>") -> Extern
         docs = list(yaml.load_all(text, Loader=_StrictLoader))  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{source}: YAML does not parse: {exc}") from None
-    return parse_external_documents([d for d in docs if d is not None], source=source)
+    return parse_external_documents(docs, source=source)
 
 
-def parse_external_documents(docs: Iterable[object], *, source: str = "<input>") -> ExternalConfig:
-    """The same, for documents already decoded (e.g. a JSON API body)."""
+def parse_external_documents(docs: Iterable[object], *, source: str = "<input>",
+                             numbers: Sequence[str] | None = None) -> ExternalConfig:
+    """The same, for documents already decoded (e.g. a JSON API body). `numbers`: the
+    documents' numbers in a larger file they were taken from (already expanded)."""
     problems: list[str] = []
     documents: list[tuple[str, dict[str, Any]]] = []
     services: list[tuple[str, ExternalService]] = []
     rules: list[tuple[str, str, list[tuple[int | None, TlsOrigination]]]] = []
     sans: dict[str, tuple[str, ...]] = {}
     policies: list[OutboundPolicy] = []
-    for i, doc in enumerate(docs, start=1):
+    numbered = list(zip(numbers, docs)) if numbers is not None else expand_documents(docs)
+    for i, doc in numbered:
         r = _Reader(problems, f"{source} document {i}")
-        head = r.mapping(doc, "", {"apiVersion", "kind", "metadata", "spec", "status"}, required=("apiVersion", "kind"))
+        head = r.mapping(doc, "", {"apiVersion", "kind", "metadata", "spec"}, required=("apiVersion", "kind"))
         if head is None:
             continue
         api, kind = r.string(head.get("apiVersion"), "apiVersion"), r.string(head.get("kind"), "kind")
-        meta = r.mapping(head.get("metadata"), "metadata", _META_FIELDS | _K8S_MANAGED, required=("name",))
+        meta = r.mapping(head.get("metadata"), "metadata", _META_FIELDS, required=("name",))
         named = r.string((meta or {}).get("name"), "metadata.name") if meta is not None else None
         namespace = r.string((meta or {}).get("namespace"), "metadata.namespace", optional=True) or "default"
         name = named or "?"
         r.where = f"{source} document {i} ({kind} {name!r})"
         spec = head.get("spec")
-        kept = {k: v for k, v in head.items() if k != "status"}
-        kept["metadata"] = {k: v for k, v in (meta or {}).items() if k in _META_FIELDS}
+        kept = {**head, "metadata": dict(meta or {})}
         if api == TETHER_API and kind == "ExternalService":
             svc = _tether_service(r, name, spec)
             if named:  # without a name the entry is reported above and not checked further
@@ -263,9 +266,6 @@ class _Reader:
 _SERVICE_FIELDS = {"hosts", "addresses", "ports", "location", "resolution", "endpoints"}
 _ENDPOINT_FIELDS = {"address", "ports", "weight"}
 _META_FIELDS = {"name", "namespace", "labels", "annotations"}
-#: Written by Kubernetes, not by the user: accepted (so `kubectl get -o yaml` output applies) and dropped.
-_K8S_MANAGED = {"uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
-                "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers"}
 _TLS_FIELDS = {"mode", "caCertificates", "clientCertificate", "privateKey", "sni", "subjectAltNames"}
 _TETHER_PROTOCOLS = {p.value: p for p in Protocol}
 _TETHER_RESOLUTIONS = {r.value: r for r in Resolution}

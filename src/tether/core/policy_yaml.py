@@ -33,6 +33,7 @@ from tether.core.authz import PolicySnapshot, build_snapshot
 from tether.core.cidr import NetworkMatch, parse_network_match
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, intention_key, parse_intention
+from tether.core.k8s_input import expand_documents
 from tether.core.policy import (
     DEFAULT_INTENTION,
     MESH_DEFAULT_POLICY,
@@ -58,6 +59,15 @@ __all__ = [
 
 TETHER_API = "tether.dev/v1"
 LINKERD_GROUP = "policy.linkerd.io"
+_API_HINT = (f"authorization policy is {TETHER_API} (MeshPolicy, ServerPolicy, ServiceIntentions) or "
+             f"{LINKERD_GROUP}/* (Server, ServerAuthorization, AuthorizationPolicy, MeshTLSAuthentication, "
+             "NetworkAuthentication); `tether apply` also takes Istio networking.istio.io kinds")
+_API_HINTS = {
+    "security.istio.io": "Istio's AuthorizationPolicy does not map yet; write its L4 meaning as a tether.dev/v1 "
+                         "ServerPolicy (who may connect to a port) or ServiceIntentions (service to service)",
+    "networking.istio.io": "Istio networking kinds are external-service configuration: apply them with "
+                           "`tether apply -f` (or PUT /v1/tether/external-services)",
+}
 #: The name the mesh settings document carries (there is one per mesh).
 MESH_NAME = "mesh"
 
@@ -143,12 +153,15 @@ def parse_policy_documents(text: str, *, source: str = "<policy>") -> PolicyDocu
     return _parse(docs, source, errors)
 
 
-def parse_policy_objects(documents: Sequence[object], *, source: str = "<policy>") -> PolicyDocuments:
-    """As `parse_policy_documents`, for documents already decoded (e.g. a JSON array)."""
-    return _parse([(n, doc) for n, doc in enumerate(documents, start=1) if doc is not None], source, [])
+def parse_policy_objects(documents: Sequence[object], *, source: str = "<policy>",
+                         numbers: Sequence[str] | None = None) -> PolicyDocuments:
+    """As `parse_policy_documents`, for documents already decoded (e.g. a JSON array).
+    `numbers`: the documents' numbers in a larger file they were taken from (already expanded)."""
+    numbered = list(zip(numbers, documents)) if numbers is not None else expand_documents(documents)
+    return _parse([(n, doc) for n, doc in numbered if doc is not None], source, [])
 
 
-def _parse(docs: list[tuple[int, Any]], source: str, errors: list[str]) -> PolicyDocuments:
+def _parse(docs: list[tuple[str, Any]], source: str, errors: list[str]) -> PolicyDocuments:
     intentions: list[Intention] = []
     policies: list[tuple[str, ServerPolicy]] = []
     meshes: list[tuple[str, MeshPolicy, frozenset[str]]] = []
@@ -167,7 +180,7 @@ def _parse(docs: list[tuple[int, Any]], source: str, errors: list[str]) -> Polic
             if parsed is not None:
                 linkerd.append((label, parsed))
         else:
-            errors.append(f"{label}: apiVersion {api!r} is not supported; use {TETHER_API} or {LINKERD_GROUP}/v1beta1")
+            errors.append(f"{label}: apiVersion {api!r} is not supported: {_API_HINTS.get(api.split('/')[0], _API_HINT)}")
     _check_unique(intentions, policies, meshes, linkerd, errors)
     if errors:
         exc = InvalidInput(f"{source}: {len(errors)} problem(s) in policy documents:\n  " + "\n  ".join(errors))
@@ -285,17 +298,15 @@ def snapshot_from_state(
 # --- Tether kinds ---------------------------------------------------------------------------------
 
 
-def _load(text: str, source: str, errors: list[str]) -> list[tuple[int, Any]]:
-    docs: list[tuple[int, Any]] = []
+def _load(text: str, source: str, errors: list[str]) -> list[tuple[str, Any]]:
+    docs: list[Any] = []
     try:
-        for n, doc in enumerate(yaml.safe_load_all(text), start=1):
-            if doc is not None:  # an empty document (a trailing `---`) declares nothing
-                docs.append((n, doc))
+        docs.extend(yaml.safe_load_all(text))  # an empty document (a trailing `---`) declares nothing
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         errors.append(f"{source}: YAML does not parse{where}: {getattr(exc, 'problem', None) or exc}")
-    return docs
+    return expand_documents(docs)
 
 
 def _tether_doc(label: str, doc: dict[str, Any], intentions: list, policies: list, meshes: list, errors: list[str]) -> None:
