@@ -151,3 +151,40 @@ async def test_a_foreign_trust_domain_stays_foreign(api):
     assert decide(snap, Source(east, "127.0.0.1"), "voting-svc", 8080).allowed
     assert not decide(snap, Source(SpiffeId("east.example.org", "other", "dc9", "slow-cooker"), "127.0.0.1"),
                       "voting-svc", 8080).allowed
+
+
+NAMED = """
+apiVersion: policy.linkerd.io/v1beta1
+kind: Server
+metadata: {name: voting-grpc, namespace: emojivoto}
+spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: gRPC}
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: ServerAuthorization
+metadata: {name: voting-grpc, namespace: emojivoto}
+spec:
+  server: {name: voting-grpc}
+  client: {meshTLS: {serviceAccounts: [{name: web}]}}
+"""
+
+
+async def register(api, name: str, port: int, meta: dict) -> None:
+    r = await api.put("/v1/agent/service/register", json={"Name": name, "Port": port, "Meta": meta})
+    assert r.status_code == 200, r.text
+
+
+async def test_a_named_port_resolves_against_the_registrations_meta(api):
+    r = await apply(api, NAMED)
+    assert r.status_code == 200
+    assert any("spec.port 'grpc': no instance of service 'voting-svc' names that port "
+               "(registration Meta tether-port-grpc)" in w for w in r.json()["Warnings"])
+    assert await allowed(api, "vote-bot", "voting-svc", 8080)  # no number yet: the Server has no effect
+    await register(api, "voting-svc", 8080, {"tether-port-grpc": "8080"})
+    assert await allowed(api, "web", "voting-svc", 8080)
+    assert not await allowed(api, "vote-bot", "voting-svc", 8080)
+    assert await allowed(api, "vote-bot", "voting-svc", 9090)  # another port: not this Server's
+
+
+async def test_a_named_port_meta_that_is_not_a_number_is_refused_at_registration(api):
+    r = await api.put("/v1/agent/service/register", json={"Name": "x", "Port": 1, "Meta": {"tether-port-grpc": "grpc"}})
+    assert r.status_code == 400 and "Meta 'tether-port-grpc': 'grpc' must be a port number" in r.text

@@ -11,7 +11,9 @@ Key layout (one global revision over all of it, docs/architecture.md):
 Linkerd objects are stored one by one and joined into server policies (policy_linkerd.
 resolve_linkerd) whenever the state is read, so they may be applied in any order and an
 object applied again never drops what others attached to it; what agents fetch carries
-the joined result as ServerPolicy documents, the same shape as before.
+the joined result as ServerPolicy documents, the same shape as before. A Server's named
+port resolves against the registrations' Meta `tether-port-<name>` (core/named_ports.py),
+so registrations are part of the authorization state's index too.
 
 An intention and its name pointer are written in one transaction; creating one checks
 that the pointer does not exist yet (compare-and-set with index 0), so two concurrent
@@ -32,6 +34,7 @@ from typing import Any
 from tether.core.authz import PolicySnapshot, Source, decide
 from tether.core.errors import Conflict, InvalidInput, NotFound
 from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.named_ports import named_ports
 from tether.core.policy import MeshPolicy, ServerPolicy, parse_action
 from tether.core.policy_linkerd import LinkerdObject, Resolution, resolve_linkerd
 from tether.core.policy_yaml import (
@@ -49,8 +52,10 @@ POLICY = "policy/"
 MESH_KEY = "policy/mesh"
 SERVERS = "policy/servers/"
 LINKERD = "policy/linkerd/"
+#: Service registrations: their named ports (Meta tether-port-<name>) resolve Linkerd Servers.
+CATALOG_SERVICES = "catalog/services/"
 #: What the agent's cache watches: every change to authorization state moves this index.
-AUTHZ_PREFIXES = (INTENTIONS, POLICY)
+AUTHZ_PREFIXES = (INTENTIONS, POLICY, CATALOG_SERVICES)
 _ANY_PORT = "*"
 # A create or update that loses a race to a concurrent write is re-read and retried this often.
 _RETRIES = 5
@@ -226,11 +231,12 @@ class IntentionService:
 
     def resolution(self) -> Resolution:
         """The stored Linkerd objects joined into server policies (re-joined only after a change)."""
-        index = self.store.index((POLICY,))
+        index = self.store.index((POLICY, CATALOG_SERVICES))
         cached = self._resolved
         if cached is None or cached[0] != index:
             taken = [(p.service, p.port) for p in self.server_policies()]
-            cached = self._resolved = (index, resolve_linkerd(self.linkerd_objects(), self._trust_domain, taken=taken))
+            resolved = resolve_linkerd(self.linkerd_objects(), self._trust_domain, taken=taken, named_ports=self._named_ports())
+            cached = self._resolved = (index, resolved)
             for conflict in cached[1].conflicts:  # refused at apply; only a hand-edited store gets here
                 log.warning("linkerd policy skipped: %s", conflict)
         return cached[1]
@@ -240,11 +246,15 @@ class IntentionService:
         the notes about this file's Linkerd objects that will have no effect (yet)."""
         merged = {o.key: o for o in self.linkerd_objects()} | {o.key: o for o in docs.linkerd}
         scopes = {(p.service, p.port) for p in (*self.server_policies(), *docs.server_policies)}
-        resolved = resolve_linkerd(merged.values(), self._trust_domain or "check.invalid", taken=scopes)
+        resolved = resolve_linkerd(merged.values(), self._trust_domain or "check.invalid", taken=scopes,
+                                   named_ports=self._named_ports())
         if resolved.conflicts:
             raise InvalidInput("; ".join(resolved.conflicts) + " (nothing was applied)")
         mine = tuple(f"{o.kind} {o.namespace}/{o.name}:" for o in docs.linkerd)
         return [n for n in resolved.notes if n.startswith(mine)]
+
+    def _named_ports(self) -> dict[tuple[str, str], tuple[int, ...]]:
+        return named_ports(e.value for e in self.store.list(CATALOG_SERVICES))
 
     def linkerd_services(self, docs: PolicyDocuments) -> set[str | None]:
         """The services the file's Linkerd objects govern, for the ACL check: a Server's

@@ -23,18 +23,22 @@ that foreign domain. The mapping is in docs/authorization.md. Pure.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from tether.core.errors import InvalidInput
+from tether.core.named_ports import PORT_META_PREFIX
 from tether.core.policy import (
     SERVER_DEFAULT_POLICY, Authorization, DefaultPolicy, ServerPolicy, invalid_input, make_authorization,
     parse_default_policy, parse_identity_pattern,
 )
 from tether.core.policy_schema import _Network, _PolicyName, _Strict, messages, nets, register_fields, validate
 
+_PORT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 #: Pod labels that name the workload; a Linkerd Server selecting on one maps to that service.
 SERVICE_LABELS = ("app", "app.kubernetes.io/name")
 #: Linkerd's default identity trust domain: identities in it are this mesh's.
@@ -237,7 +241,8 @@ def _server(spec: _ServerSpec, _ns: str) -> ServerValue:
         errors.append("spec.podSelector: Tether maps a Server to the service named by one matchLabels entry "
                       f"({' or '.join(SERVICE_LABELS)}: <service>); other selectors do not map")
     if isinstance(spec.port, str):
-        errors.append(f"spec.port: named port {spec.port!r} does not map (Tether has no pod spec to resolve it); use the number")
+        if not _PORT_NAME.match(spec.port):
+            errors.append(f"spec.port: {spec.port!r} is neither a port number nor a port name (letters, digits, '-')")
     elif not 1 <= spec.port <= 65535:
         errors.append(f"spec.port: {spec.port} is not a port number (1-65535)")
     if errors:
@@ -382,10 +387,13 @@ class Resolution:
     conflicts: tuple[str, ...]  # Servers that cover a port another Server covers
 
 
-def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = ()) -> Resolution:
+def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = (),
+                    named_ports: Mapping[tuple[str, str], tuple[int, ...]] | None = None) -> Resolution:
     """Join objects into server policies. `taken`: (service, port) scopes that a Tether
     ServerPolicy already covers (a Server there is a conflict, as is a second Server for
-    one port: the first in `objects` keeps it)."""
+    one port: the first in `objects` keeps it). `named_ports` (core/named_ports.py) maps
+    (service, name) to numbers: a Server's named port becomes a policy per number; a name
+    no instance defines is a note (the Server has no effect until one does)."""
     by_key = {(o.kind, o.namespace, o.name): o for o in objects}
     ordered = list(by_key.values())  # given order: of two overlapping Servers the first stays
     servers = {(o.namespace, o.name): o for o in ordered if o.kind == "Server"}
@@ -416,13 +424,20 @@ def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = ()) -> Reso
     scopes = {tuple(t): "a Tether ServerPolicy" for t in taken}
     for key, server in servers.items():
         value = server.value
-        scope = (value.service, value.port)
-        if scope in scopes:
-            conflicts.append(f"Server {key[0]}/{key[1]} covers {value.service}:{value.port}, which {scopes[scope]} "
-                             "covers already; keep one")
-            continue
-        scopes[scope] = f"Server {key[0]}/{key[1]}"
-        policies.append(ServerPolicy(value.service, value.port, value.default_policy, _unique(grants[key]), key[1]))
+        numbers: tuple[int, ...] = (value.port,) if isinstance(value.port, int) else (named_ports or {}).get(
+            (value.service, value.port), ())
+        if not numbers:
+            notes.append(f"Server {key[0]}/{key[1]}: spec.port {value.port!r}: no instance of service "
+                         f"{value.service!r} names that port (registration Meta {PORT_META_PREFIX}{value.port}), "
+                         "so it has no effect until one does")
+        for number in numbers:
+            scope = (value.service, number)
+            if scope in scopes:
+                conflicts.append(f"Server {key[0]}/{key[1]} covers {value.service}:{number}, which {scopes[scope]} "
+                                 "covers already; keep one")
+                continue
+            scopes[scope] = f"Server {key[0]}/{key[1]}"
+            policies.append(ServerPolicy(value.service, number, value.default_policy, _unique(grants[key]), key[1]))
     return Resolution(tuple(policies), tuple(notes), tuple(conflicts))
 
 
