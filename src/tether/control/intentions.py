@@ -235,7 +235,8 @@ class IntentionService:
         cached = self._resolved
         if cached is None or cached[0] != index:
             taken = [(p.service, p.port) for p in self.server_policies()]
-            resolved = resolve_linkerd(self.linkerd_objects(), self._trust_domain, taken=taken, named_ports=self._named_ports())
+            resolved = resolve_linkerd(self.linkerd_objects(), self._trust_domain, taken=taken,
+                                       named_ports=self._named_ports(), registered=self._registered())
             cached = self._resolved = (index, resolved)
             for conflict in cached[1].conflicts:  # refused at apply; only a hand-edited store gets here
                 log.warning("linkerd policy skipped: %s", conflict)
@@ -247,7 +248,7 @@ class IntentionService:
         merged = {o.key: o for o in self.linkerd_objects()} | {o.key: o for o in docs.linkerd}
         scopes = {(p.service, p.port) for p in (*self.server_policies(), *docs.server_policies)}
         resolved = resolve_linkerd(merged.values(), self._trust_domain or "check.invalid", taken=scopes,
-                                   named_ports=self._named_ports())
+                                   named_ports=self._named_ports(), registered=self._registered())
         if resolved.conflicts:
             raise InvalidInput("; ".join(resolved.conflicts) + " (nothing was applied)")
         mine = tuple(f"{o.kind} {o.namespace}/{o.name}:" for o in docs.linkerd)
@@ -256,20 +257,32 @@ class IntentionService:
     def _named_ports(self) -> dict[tuple[str, str], tuple[int, ...]]:
         return named_ports(e.value for e in self.store.list(CATALOG_SERVICES))
 
+    def _registered(self) -> set[str]:
+        return {e.value.get("Service", "") for e in self.store.list(CATALOG_SERVICES)}
+
     def linkerd_services(self, docs: PolicyDocuments) -> set[str | None]:
         """The services the file's Linkerd objects govern, for the ACL check: a Server's
         own; a Server-targeted authorization's Server's; None (needs mesh:write) for an
-        object whose reach is a namespace or every policy that names it."""
-        servers = {(o.namespace, o.name): o.value.service for o in (*self.linkerd_objects(), *docs.linkerd)
-                   if o.kind == "Server"}
+        object whose reach is every service, a namespace or every policy that names it."""
+        objects = {o.key: o for o in (*self.linkerd_objects(), *docs.linkerd)}
+        servers = {(o.namespace, o.name): o.value for o in objects.values() if o.kind == "Server"}
         out: set[str | None] = set()
+
+        def governs(value: Any) -> None:
+            out.update(value.services if value is not None and value.services is not None else (None,))
+
         for o in docs.linkerd:
             if o.kind == "Server":
-                out.add(o.value.service)
+                governs(o.value)
+            elif o.kind == "ServerAuthorization" and o.value.server is not None:
+                governs(servers.get((o.namespace, o.value.server)))
             elif o.kind == "ServerAuthorization":
-                out.add(servers.get((o.namespace, o.value.server)))
+                want = set(o.value.selector)
+                matched = [v for k, v in servers.items() if k[0] == o.namespace and want <= set(v.labels)]
+                for value in matched or [None]:
+                    governs(value)
             elif o.kind == "AuthorizationPolicy" and o.value.target_kind == "Server":
-                out.add(servers.get(o.value.target))
+                governs(servers.get(o.value.target))
             else:
                 out.add(None)
         return out

@@ -239,9 +239,10 @@ def unregistered_targets(docs: PolicyDocuments, services: Mapping[str, Any]) -> 
         if p.service not in services:
             out.append(f"ServerPolicy {p.name}: service {p.service!r} is not registered, so it has no effect until it is")
     for o in docs.linkerd:
-        if o.kind == "Server" and o.value.service not in services:
-            out.append(f"Server {o.namespace}/{o.name}: service {o.value.service!r} (from spec.podSelector) is not "
-                       "registered, so it has no effect until it is")
+        for service in (o.value.services or ()) if o.kind == "Server" else ():
+            if service not in services:
+                out.append(f"Server {o.namespace}/{o.name}: service {service!r} (from spec.podSelector) is not "
+                           "registered, so it has no effect until it is")
     for i in docs.intentions:
         if i.destination_name != "*" and i.destination_name not in services:
             out.append(f"ServiceIntentions {i.destination_name}: service {i.destination_name!r} is not registered, "

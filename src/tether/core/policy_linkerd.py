@@ -156,9 +156,12 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class ServerValue:
-    service: str
+    """`services`: the services the podSelector names; None is every service (`matchLabels: {}`)."""
+
+    services: tuple[str, ...] | None
     port: int | str
     default_policy: DefaultPolicy
+    labels: tuple[tuple[str, str], ...] = ()  # the Server's own metadata.labels (for selectors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,8 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class ServerAuthorizationValue:
-    server: str
+    server: str | None  # a Server by name, or
+    selector: tuple[tuple[str, str], ...] | None  # every Server of the namespace with these labels
     grant: Grant
 
 
@@ -222,7 +226,7 @@ def parse_linkerd_doc(label: str, doc: dict[str, Any], errors: list[str]) -> Lin
         return None
     ns = env.metadata.namespace
     try:
-        value = _VALUES[env.kind](spec, ns)
+        value = _VALUES[env.kind](spec, ns, env.metadata.labels)
     except InvalidInput as exc:
         errors.extend(f"{label}: {m}" for m in messages(exc))
         return None
@@ -233,13 +237,13 @@ def parse_linkerd_doc(label: str, doc: dict[str, Any], errors: list[str]) -> Lin
     return LinkerdObject(env.kind, ns, env.metadata.name, stored, value)
 
 
-def _server(spec: _ServerSpec, _ns: str) -> ServerValue:
+def _server(spec: _ServerSpec, _ns: str, labels: dict[str, str]) -> ServerValue:
     errors = []
-    sel = spec.podSelector
-    labels = (sel.matchLabels or {}) if sel else {}
-    if spec.externalWorkloadSelector or sel is None or sel.matchExpressions or len(labels) != 1 or next(iter(labels)) not in SERVICE_LABELS:
-        errors.append("spec.podSelector: Tether maps a Server to the service named by one matchLabels entry "
-                      f"({' or '.join(SERVICE_LABELS)}: <service>); other selectors do not map")
+    services = _selected_services(spec)
+    if services is False:
+        errors.append("spec.podSelector: Tether maps a Server to services by the workload label "
+                      f"({' or '.join(SERVICE_LABELS)}): one matchLabels entry, a matchExpressions `In` on it, "
+                      "or `matchLabels: {}` (every service); other selectors do not map")
     if isinstance(spec.port, str):
         if not _PORT_NAME.match(spec.port):
             errors.append(f"spec.port: {spec.port!r} is neither a port number nor a port name (letters, digits, '-')")
@@ -247,12 +251,42 @@ def _server(spec: _ServerSpec, _ns: str) -> ServerValue:
         errors.append(f"spec.port: {spec.port} is not a port number (1-65535)")
     if errors:
         raise invalid_input(errors)
-    return ServerValue(next(iter(labels.values())), spec.port, parse_default_policy(spec.accessPolicy, field="spec.accessPolicy"))
+    return ServerValue(services, spec.port, parse_default_policy(spec.accessPolicy, field="spec.accessPolicy"),  # type: ignore[arg-type]
+                       tuple(sorted(labels.items())))
 
 
-def _server_authorization(spec: _ServerAuthorizationSpec, ns: str) -> ServerAuthorizationValue:
-    if spec.server.selector is not None or not spec.server.name:
-        raise InvalidInput("spec.server: only `name` maps; a Server label selector does not")
+def _selected_services(spec: _ServerSpec) -> tuple[str, ...] | None | bool:
+    """The services a podSelector names, None for every one, False when it does not map."""
+    sel = spec.podSelector
+    if spec.externalWorkloadSelector or sel is None:
+        return False
+    labels, exprs = sel.matchLabels or {}, sel.matchExpressions or []
+    if not labels and not exprs:
+        return None if sel.matchLabels is not None else False
+    if labels and exprs or len(labels) > 1 or len(exprs) > 1:
+        return False
+    if labels:
+        key, value = next(iter(labels.items()))
+        return (value,) if key in SERVICE_LABELS else False
+    expr = exprs[0]
+    if not isinstance(expr, dict) or expr.get("key") not in SERVICE_LABELS or expr.get("operator") != "In" or set(expr) - {"key", "operator", "values"}:
+        return False
+    values = expr.get("values")
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        return False
+    return tuple(values)
+
+
+def _server_authorization(spec: _ServerAuthorizationSpec, ns: str, _labels: Any) -> ServerAuthorizationValue:
+    ref = spec.server
+    selector = None
+    if (ref.name is None) == (ref.selector is None):
+        raise InvalidInput("spec.server: set exactly one of name or selector")
+    if ref.selector is not None:
+        if ref.selector.matchExpressions or not ref.selector.matchLabels:
+            raise InvalidInput("spec.server.selector: only matchLabels (one or more labels every selected Server "
+                               "carries) maps; matchExpressions do not")
+        selector = tuple(sorted(ref.selector.matchLabels.items()))
     client, tls = spec.client, spec.client.meshTLS
     if (tls is None) == (not client.unauthenticated):
         raise InvalidInput("spec.client: set exactly one of meshTLS or unauthenticated")
@@ -267,10 +301,10 @@ def _server_authorization(spec: _ServerAuthorizationSpec, ns: str) -> ServerAuth
         identities += [_service_account(sa.name, sa.namespace, ns, f"spec.client.meshTLS.serviceAccounts[{i}]")
                        for i, sa in enumerate(tls.serviceAccounts or ())]
     grant = _grant(identities, client.networks, "spec.client")
-    return ServerAuthorizationValue(spec.server.name, grant)
+    return ServerAuthorizationValue(ref.name, selector, grant)
 
 
-def _authorization_policy(spec: _AuthorizationPolicySpec, ns: str) -> AuthorizationPolicyValue:
+def _authorization_policy(spec: _AuthorizationPolicySpec, ns: str, _labels: Any) -> AuthorizationPolicyValue:
     ref = spec.targetRef
     if ref.kind == "Namespace":
         if ref.name != ns:
@@ -300,7 +334,7 @@ def _authorization_policy(spec: _AuthorizationPolicySpec, ns: str) -> Authorizat
                                     accounts[0] if accounts else None, network_refs[0] if network_refs else None)
 
 
-def _mesh_tls_authentication(spec: _MeshTLSAuthenticationSpec, ns: str) -> tuple[Identity, ...]:
+def _mesh_tls_authentication(spec: _MeshTLSAuthenticationSpec, ns: str, _labels: Any) -> tuple[Identity, ...]:
     if (spec.identities is None) == (spec.identityRefs is None):
         raise InvalidInput("spec: set exactly one of identities or identityRefs")
     out = _identities(spec.identities or (), ns, "spec.identities")
@@ -311,7 +345,7 @@ def _mesh_tls_authentication(spec: _MeshTLSAuthenticationSpec, ns: str) -> tuple
     return tuple(out)
 
 
-def _network_authentication(spec: _NetworkAuthenticationSpec, _ns: str) -> Grant:
+def _network_authentication(spec: _NetworkAuthenticationSpec, _ns: str, _labels: Any) -> Grant:
     return _grant([], spec.networks, "spec")
 
 
@@ -388,12 +422,14 @@ class Resolution:
 
 
 def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = (),
-                    named_ports: Mapping[tuple[str, str], tuple[int, ...]] | None = None) -> Resolution:
+                    named_ports: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
+                    registered: Any = ()) -> Resolution:
     """Join objects into server policies. `taken`: (service, port) scopes that a Tether
     ServerPolicy already covers (a Server there is a conflict, as is a second Server for
     one port: the first in `objects` keeps it). `named_ports` (core/named_ports.py) maps
     (service, name) to numbers: a Server's named port becomes a policy per number; a name
-    no instance defines is a note (the Server has no effect until one does)."""
+    no instance defines is a note (the Server has no effect until one does). `registered`:
+    the service names, for a Server selecting every service (`matchLabels: {}`)."""
     by_key = {(o.kind, o.namespace, o.name): o for o in objects}
     ordered = list(by_key.values())  # given order: of two overlapping Servers the first stays
     servers = {(o.namespace, o.name): o for o in ordered if o.kind == "Server"}
@@ -401,8 +437,16 @@ def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = (),
     notes: list[str] = []
     for o in ordered:
         if o.kind == "ServerAuthorization":
-            targets = [(o.namespace, o.value.server)]
             grant: Grant | None = o.value.grant
+            if o.value.server is not None:
+                targets = [(o.namespace, o.value.server)]
+            else:
+                want = set(o.value.selector)
+                targets = [k for k, srv in servers.items() if k[0] == o.namespace and want <= set(srv.value.labels)]
+                if not targets:
+                    labels = ", ".join(f"{k}={v}" for k, v in o.value.selector)
+                    notes.append(f"{o.kind} {o.namespace}/{o.name}: no Server of namespace {o.namespace!r} has the "
+                                 f"labels {labels}, so it has no effect until one does")
         elif o.kind == "AuthorizationPolicy":
             grant = _policy_grant(o, by_key, notes)
             if o.value.target_kind == "Namespace":
@@ -424,21 +468,34 @@ def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = (),
     scopes = {tuple(t): "a Tether ServerPolicy" for t in taken}
     for key, server in servers.items():
         value = server.value
-        numbers: tuple[int, ...] = (value.port,) if isinstance(value.port, int) else (named_ports or {}).get(
-            (value.service, value.port), ())
-        if not numbers:
-            notes.append(f"Server {key[0]}/{key[1]}: spec.port {value.port!r}: no instance of service "
-                         f"{value.service!r} names that port (registration Meta {PORT_META_PREFIX}{value.port}), "
-                         "so it has no effect until one does")
-        for number in numbers:
-            scope = (value.service, number)
+        for service, number in _scopes(value, named_ports or {}, registered):
+            scope = (service, number)
             if scope in scopes:
-                conflicts.append(f"Server {key[0]}/{key[1]} covers {value.service}:{number}, which {scopes[scope]} "
+                conflicts.append(f"Server {key[0]}/{key[1]} covers {service}:{number}, which {scopes[scope]} "
                                  "covers already; keep one")
                 continue
             scopes[scope] = f"Server {key[0]}/{key[1]}"
-            policies.append(ServerPolicy(value.service, number, value.default_policy, _unique(grants[key]), key[1]))
+            policies.append(ServerPolicy(service, number, value.default_policy, _unique(grants[key]), key[1]))
+        if isinstance(value.port, str) and not _scopes(value, named_ports or {}, registered):
+            which = f"service {value.services[0]!r}" if value.services and len(value.services) == 1 else "the selected services"
+            notes.append(f"Server {key[0]}/{key[1]}: spec.port {value.port!r}: no instance of {which} names that port "
+                         f"(registration Meta {PORT_META_PREFIX}{value.port}), so it has no effect until one does")
     return Resolution(tuple(policies), tuple(notes), tuple(conflicts))
+
+
+def _scopes(value: ServerValue, named_ports: Mapping[tuple[str, str], tuple[int, ...]],
+            registered: Any) -> list[tuple[str, int]]:
+    """The (service, port number) pairs a Server covers: its services (every registered one
+    for `matchLabels: {}`), each with its number or the numbers its named port resolves to."""
+    if value.services is not None:
+        services: Any = value.services
+    elif isinstance(value.port, str):
+        services = sorted({svc for svc, name in named_ports if name == value.port})
+    else:
+        services = sorted(registered)
+    if isinstance(value.port, int):
+        return [(svc, value.port) for svc in services]
+    return [(svc, n) for svc in services for n in named_ports.get((svc, value.port), ())]
 
 
 def _policy_grant(o: LinkerdObject, by_key: dict, notes: list[str]) -> Grant | None:
