@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tether.core.authz import Source, decide
 from tether.core.policy_yaml import snapshot_from_state
 from tether.core.spiffe import SpiffeId
+from tether.testing.agent import open_in_process
 
 SERVER = """
 apiVersion: policy.linkerd.io/v1beta1
@@ -188,3 +191,31 @@ async def test_a_named_port_resolves_against_the_registrations_meta(api):
 async def test_a_named_port_meta_that_is_not_a_number_is_refused_at_registration(api):
     r = await api.put("/v1/agent/service/register", json={"Name": "x", "Port": 1, "Meta": {"tether-port-grpc": "grpc"}})
     assert r.status_code == 400 and "Meta 'tether-port-grpc': 'grpc' must be a port number" in r.text
+
+
+EMOJIVOTO = Path(__file__).resolve().parents[1] / "corpus" / "linkerd" / "emojivoto-policy.yml"
+REGISTRATIONS = [("emoji-svc", 8080, {"tether-port-grpc": "8080"}), ("voting-svc", 8081, {"tether-port-grpc": "8081"}),
+                 ("web-svc", 8082, {"tether-port-http": "8082"})]
+
+
+async def resolved_after(documents: list[str]) -> list[dict]:
+    """The server policies an agent serves after these documents were applied one at a time."""
+    async with open_in_process("dev", node="order") as running, \
+            httpx.AsyncClient(base_url=running.url, timeout=30) as api:
+        for name, port, meta in REGISTRATIONS:
+            await register(api, name, port, meta)
+        for text in documents:
+            r = await api.put("/v1/tether/policy", content=text.encode())
+            assert r.status_code == 200, r.text
+        state = (await api.get("/v1/internal/tether/authz")).json()
+        return sorted(state["Policies"], key=lambda d: (d["spec"]["service"], d["spec"]["port"]))
+
+
+async def test_the_emojivoto_file_one_document_at_a_time_in_any_order_means_the_same():
+    text = EMOJIVOTO.read_text()
+    documents = [d for d in text.split("\n---\n") if "kind:" in d]
+    whole = await resolved_after([text])
+    assert [(d["metadata"]["name"], d["spec"]["service"]) for d in whole] == [
+        ("emoji-grpc", "emoji-svc"), ("voting-grpc", "voting-svc"), ("web-http", "web-svc")]
+    assert await resolved_after(documents[::-1]) == whole
+    assert await resolved_after(documents[1::2] + documents[0::2]) == whole
