@@ -33,7 +33,7 @@ def _documents(path: str) -> list[tuple[str, object]]:
         raise InvalidInput(f"{path}: YAML does not parse: {exc}".replace("\n", " ")) from None
 
 
-def _is_egress(doc: object) -> bool:
+def is_egress(doc: object) -> bool:
     """External-service kinds go to the registry; everything else is authorization policy.
     Routed by apiVersion group, so each parser's own per-kind hint reaches the user."""
     if not isinstance(doc, dict):
@@ -70,7 +70,7 @@ def apply(
     policy: list[tuple[str, object]] = []
     for path in files:
         for n, doc in _documents(path):
-            (egress if _is_egress(doc) else policy).append((n if len(files) == 1 else f"{n} of {path}", doc))
+            (egress if is_egress(doc) else policy).append((n if len(files) == 1 else f"{n} of {path}", doc))
     # Validate everything locally with the server's own parsers, so a typo in the second
     # half of a file cannot leave the first half applied; report both halves' problems.
     problems = []
