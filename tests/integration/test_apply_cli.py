@@ -56,3 +56,28 @@ spec: {}
     assert "document 1.2 (Server cli-db): spec.prot: unknown field (did you mean 'port'?)" in err
     assert "document 3 (AuthorizationPolicy deny-all): apiVersion 'security.istio.io/v1' is not supported: Istio's" in err
     assert "not supported; use tether.dev/v1 or policy.linkerd.io" not in err  # the old, misleading answer
+
+
+def test_delete_f_removes_what_apply_f_made_and_get_lists_it_back(dev_agent, tmp_path):
+    path = tmp_path / "objects.yaml"
+    path.write_text(LIST + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cli-pg-tls, namespace: default}
+spec: {host: cli-pg.internal, trafficPolicy: {tls: {mode: SIMPLE}}}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: cli-accounts, namespace: default}
+spec: {identities: ["*"]}
+""")
+    assert tether("apply", "-f", str(path), addr=dev_agent.addr).returncode == 0
+    r = tether("delete", "-f", str(path), addr=dev_agent.addr)
+    assert r.returncode == 0, r.stderr
+    for what in ("external service cli-pg", "Server default/cli-db", "DestinationRule default/cli-pg-tls",
+                 "MeshTLSAuthentication default/cli-accounts"):
+        assert f"Deleted {what}" in r.stdout
+    again = tether("delete", "-f", str(path), addr=dev_agent.addr)
+    assert again.returncode == 1 and "Not found (already deleted?): Server default/cli-db" in again.stdout
+    r = tether("delete", "-f", "-", addr=dev_agent.addr, stdin="apiVersion: tether.dev/v1\nkind: MeshPolicy\nspec: {}\n")
+    assert r.returncode == 2 and "MeshPolicy holds mesh-wide settings" in r.stderr

@@ -99,6 +99,35 @@ def apply(
         print_warnings(result.get("Warnings", []))
 
 
+def delete(
+    files: list[str] = typer.Option(..., "-f", "--filename", "-filename", help="YAML file(s); '-' reads stdin."),
+    http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
+) -> None:
+    """Delete what the documents in FILE name (the objects `tether apply -f FILE` made):
+    Linkerd objects, Tether ServerPolicies and ServiceIntentions, external services
+    (ExternalService, ServiceEntry) and DestinationRules. Each is deleted on its own; one
+    already gone is reported and the rest go on (exit 1 if any was missing).
+
+    Example:
+
+      tether delete -f emojivoto-policy.yml
+    """
+    from tether.core.delete_plan import delete_requests
+
+    plan = [step for path in files for _, doc in _documents(path) for step in delete_requests(doc)]
+    api = client(http_addr, token, token_file)
+    missing = 0
+    for what, route, params in plan:
+        response = api.delete(route, params=params, ok404=True)
+        if response.status_code == 404:
+            missing += 1
+            out.print(f"Not found (already deleted?): {what}", markup=False, highlight=False)
+        else:
+            out.print(f"Deleted {what}", markup=False, highlight=False)
+    if missing:
+        raise typer.Exit(1)
+
+
 @external_app.command("list")
 def external_list(
     as_json: bool = typer.Option(False, "-json", "--json", help="Print JSON."),

@@ -103,6 +103,16 @@ class EgressService:
                                 "lists that host")
         return applied + (["OutboundPolicy"] if config.policy else []), warnings
 
+    def rule_owner(self, namespace: str, name: str) -> str:
+        """The entry a stored DestinationRule configures ('' if none, or if there is no such rule)."""
+        entry = self.store.get(f"{RULES}{namespace}/{name}")
+        return _owner(self.current().services, entry.value) if entry else ""
+
+    async def delete_rule(self, namespace: str, name: str) -> None:
+        if self.store.get(f"{RULES}{namespace}/{name}") is None:
+            raise NotFound(f"no DestinationRule {namespace}/{name}; see GET /v1/tether/external-services")
+        await self.store.commit([Delete(f"{RULES}{namespace}/{name}")])
+
     async def delete(self, name: str) -> None:
         if self.store.get(SERVICES + name) is None:
             raise NotFound(f"no external service named {name!r}; see 'tether external list'")

@@ -77,6 +77,17 @@ def egress_router(egress: EgressService) -> APIRouter:
         applied, warnings = await egress.apply(config)
         return json_response({"Applied": applied, "Warnings": warnings})
 
+    @r.delete("/v1/tether/destination-rules/{namespace}/{name}",
+              **needs("service:write", on="the entry it configures; mesh:write when it configures none"))
+    async def delete_rule(request: Request, namespace: str, name: str) -> Response:
+        owner = egress.rule_owner(namespace, name)
+        if owner:
+            request_acl(request).require("service", owner, "write")
+        else:
+            request_acl(request).require("mesh", "", "write")
+        await egress.delete_rule(namespace, name)
+        return json_response(True)
+
     @r.delete("/v1/tether/external-services/{name}", **needs("service:write", on="{name}"))
     async def delete_service(request: Request, name: str) -> Response:
         request_acl(request).require("service", name, "write")

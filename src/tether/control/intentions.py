@@ -327,7 +327,7 @@ class IntentionService:
     async def delete_linkerd(self, kind: str, namespace: str, name: str) -> None:
         key = f"{LINKERD}{kind}/{namespace}/{name}"
         if self.store.get(key) is None:
-            raise NotFound(f"no {kind} {namespace}/{name}; see 'tether policy get' for what is stored")
+            raise NotFound(f"no {kind} {namespace}/{name}; GET /v1/tether/policy lists what is stored")
         await self.store.commit([Delete(key)])
 
     async def delete_server_policy(self, service: str, port: int | None) -> None:

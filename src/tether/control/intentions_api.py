@@ -15,6 +15,7 @@ Tether's own (docs/authorization.md, "HTTP API"):
     GET  /v1/tether/policy                 every policy document (mesh first), re-appliable
     GET  /v1/tether/policy/<service>       that service's ServerPolicy documents
     DELETE /v1/tether/policy/<service>[?port=N]
+    DELETE /v1/tether/policy/linkerd/<kind>/<namespace>/<name>   one stored Linkerd object
     GET|PUT /v1/tether/mesh                the mesh settings (MeshPolicy document)
     GET  /v1/internal/tether/authz         the whole authorization state (what agents watch)
 
@@ -35,7 +36,7 @@ from tether.api.acl import INTENTION, needs, request_acl
 from tether.api.common import authorizer_dependency, block, int_param, json_response, read_body, read_json
 from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, POLICY, SERVERS
 from tether.control.server import ControlPlane
-from tether.core.errors import InvalidInput
+from tether.core.errors import InvalidInput, NotFound
 from tether.core.intentions import Intention, format_intention, parse_intention
 from tether.core.policy_yaml import (
     TETHER_API, PolicyDocuments, format_mesh_policy, format_server_policy, parse_policy_documents, parse_policy_objects,
@@ -206,6 +207,21 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
         may(request, service, "write")
         port = int_param(request, "port", None, minimum=1)
         await svc.delete_server_policy(service, port)
+        return reply(True)
+
+    @r.delete("/v1/tether/policy/linkerd/{kind}/{namespace}/{name}", tags=["policy"],
+              **needs("intentions:write", on="the services the object governs; mesh:write for a namespace-wide one"))
+    async def linkerd_delete(request: Request, kind: str, namespace: str, name: str) -> Response:
+        found = [o for o in svc.linkerd_objects() if (o.kind, o.namespace, o.name) == (kind, namespace, name)]
+        # Checked before the lookup answers, so a token cannot probe for objects it may not change.
+        governed = svc.linkerd_services(PolicyDocuments(linkerd=tuple(found))) if found else {None}
+        for service in governed - {None}:
+            may(request, service, "write")  # type: ignore[arg-type]
+        if None in governed:
+            request_acl(request).require("mesh", "", "write")
+        if not found:
+            raise NotFound(f"no {kind} {namespace}/{name}; GET /v1/tether/policy lists what is stored")
+        await svc.delete_linkerd(kind, namespace, name)
         return reply(True)
 
     @r.get("/v1/tether/mesh", tags=["policy"], **needs("none", on="readable by all, as Consul's mesh config entry"))
