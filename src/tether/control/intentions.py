@@ -252,7 +252,7 @@ class IntentionService:
         if resolved.conflicts:
             raise InvalidInput("; ".join(resolved.conflicts) + " (nothing was applied)")
         mine = tuple(f"{o.kind} {o.namespace}/{o.name}:" for o in docs.linkerd)
-        return [n for n in resolved.notes if n.startswith(mine)]
+        return [n for o in docs.linkerd for n in o.notes] + [n for n in resolved.notes if n.startswith(mine)]
 
     def _named_ports(self) -> dict[tuple[str, str], tuple[int, ...]]:
         return named_ports(e.value for e in self.store.list(CATALOG_SERVICES))

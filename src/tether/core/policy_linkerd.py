@@ -202,6 +202,7 @@ class LinkerdObject:
     name: str
     doc: dict[str, Any]
     value: Any
+    notes: tuple[str, ...] = ()  # what is accepted with a changed form but the same meaning
 
     @property
     def key(self) -> str:
@@ -234,7 +235,12 @@ def parse_linkerd_doc(label: str, doc: dict[str, Any], errors: list[str]) -> Lin
     if env.metadata.labels:
         meta["labels"] = dict(env.metadata.labels)
     stored = {"apiVersion": env.apiVersion, "kind": env.kind, "metadata": meta, "spec": doc.get("spec") or {}}
-    return LinkerdObject(env.kind, ns, env.metadata.name, stored, value)
+    notes = ()
+    if isinstance(spec, _ServerSpec) and spec.proxyProtocol not in ("unknown", "opaque"):
+        notes = (f"{env.kind} {ns}/{env.metadata.name}: spec.proxyProtocol {spec.proxyProtocol!r} is carried as opaque "
+                 "TCP: Tether authorizes connections, so who may connect is as written, but nothing is "
+                 "protocol-aware",)
+    return LinkerdObject(env.kind, ns, env.metadata.name, stored, value, notes)
 
 
 def _server(spec: _ServerSpec, _ns: str, labels: dict[str, str]) -> ServerValue:
@@ -304,7 +310,22 @@ def _server_authorization(spec: _ServerAuthorizationSpec, ns: str, _labels: Any)
     return ServerAuthorizationValue(ref.name, selector, grant)
 
 
+#: The API group each referenced kind lives in (a ref may leave `group` out).
+_GROUPS = {"Server": "policy.linkerd.io", "MeshTLSAuthentication": "policy.linkerd.io",
+           "NetworkAuthentication": "policy.linkerd.io", "Namespace": "core", "ServiceAccount": "core"}
+
+
+def _check_groups(spec: _AuthorizationPolicySpec) -> None:
+    refs = [("spec.targetRef", spec.targetRef)]
+    refs += [(f"spec.requiredAuthenticationRefs[{i}]", r) for i, r in enumerate(spec.requiredAuthenticationRefs)]
+    errors = [f"{where}.group: {r.group!r} is not the group of {r.kind} ({_GROUPS[r.kind]!r}, or leave it out)"
+              for where, r in refs if r.kind in _GROUPS and r.group not in (None, "", _GROUPS[r.kind])]
+    if errors:
+        raise invalid_input(errors)
+
+
 def _authorization_policy(spec: _AuthorizationPolicySpec, ns: str, _labels: Any) -> AuthorizationPolicyValue:
+    _check_groups(spec)
     ref = spec.targetRef
     if ref.kind == "Namespace":
         if ref.name != ns:
