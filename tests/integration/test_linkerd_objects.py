@@ -219,3 +219,13 @@ async def test_the_emojivoto_file_one_document_at_a_time_in_any_order_means_the_
         ("emoji-grpc", "emoji-svc"), ("voting-grpc", "voting-svc"), ("web-http", "web-svc")]
     assert await resolved_after(documents[::-1]) == whole
     assert await resolved_after(documents[1::2] + documents[0::2]) == whole
+
+
+async def test_policy_get_for_a_service_shows_the_linkerd_objects_that_make_its_policy(api):
+    for text in (SERVER, WEB_POLICY, OPS_POLICY, OPS_AUTHN):
+        assert (await apply(api, text)).status_code == 200
+    docs = (await api.get("/v1/tether/policy/voting-svc")).json()
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
+        ("AuthorizationPolicy", "voting-allow-ops"), ("AuthorizationPolicy", "voting-allow-web"),
+        ("MeshTLSAuthentication", "ops-accounts"), ("Server", "voting-grpc")]
+    assert (await api.get("/v1/tether/policy/emoji-svc")).json() == []

@@ -254,6 +254,33 @@ class IntentionService:
         mine = tuple(f"{o.kind} {o.namespace}/{o.name}:" for o in docs.linkerd)
         return [n for o in docs.linkerd for n in o.notes] + [n for n in resolved.notes if n.startswith(mine)]
 
+    def linkerd_documents_for(self, service: str) -> list[dict[str, Any]]:
+        """The stored Linkerd objects that make `service`'s server policies, as applied: the
+        Servers covering it, what targets those Servers, and the authentications named."""
+        objects = self.linkerd_objects()
+        covering = {p.name for p in self.resolution().policies if p.service == service}
+        servers = [o for o in objects if o.kind == "Server" and o.name in covering
+                   and (o.value.services is None or service in o.value.services)]
+        keys = {(o.namespace, o.name) for o in servers}
+        labels = {(o.namespace, o.name): set(o.value.labels) for o in servers}
+        out = list(servers)
+        refs: set[tuple[str, str, str]] = set()
+        for o in objects:
+            if o.kind == "ServerAuthorization":
+                hit = ((o.namespace, o.value.server) in keys if o.value.server is not None else
+                       any(ns == o.namespace and set(o.value.selector) <= have for (ns, _), have in labels.items()))
+            elif o.kind == "AuthorizationPolicy":
+                v = o.value
+                hit = v.target in keys if v.target_kind == "Server" else any(ns == o.namespace for ns, _ in keys)
+                if hit:
+                    refs.update(r for r in (v.identity_ref, v.network_ref) if r)
+            else:
+                continue
+            if hit:
+                out.append(o)
+        out += [o for o in objects if (o.kind, o.namespace, o.name) in refs]
+        return [o.doc for o in out]
+
     def _named_ports(self) -> dict[tuple[str, str], tuple[int, ...]]:
         return named_ports(e.value for e in self.store.list(CATALOG_SERVICES))
 

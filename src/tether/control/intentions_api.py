@@ -13,7 +13,8 @@ Tether's own (docs/authorization.md, "HTTP API"):
     PUT  /v1/tether/policy                 apply YAML or JSON policy documents, all or nothing;
                                            answers what was applied and `Warnings`
     GET  /v1/tether/policy                 every policy document (mesh first), re-appliable
-    GET  /v1/tether/policy/<service>       that service's ServerPolicy documents
+    GET  /v1/tether/policy/<service>       that service's ServerPolicy documents, and the Linkerd
+                                           objects that make its policies (as applied)
     DELETE /v1/tether/policy/<service>[?port=N]
     DELETE /v1/tether/policy/linkerd/<kind>/<namespace>/<name>   one stored Linkerd object
     GET|PUT /v1/tether/mesh                the mesh settings (MeshPolicy document)
@@ -34,7 +35,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from tether.api.acl import INTENTION, needs, request_acl
 from tether.api.common import authorizer_dependency, block, int_param, json_response, read_body, read_json
-from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, POLICY, SERVERS
+from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, LINKERD, POLICY, SERVERS
 from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput, NotFound
 from tether.core.intentions import Intention, format_intention, parse_intention
@@ -198,8 +199,9 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
     async def policy_get(request: Request, service: str) -> Response:
         _check_name("service", service, wildcard=False)
         may(request, service, "read")
-        index = await block(request, store, [f"{SERVERS}{service}/"])
-        return reply([format_server_policy(p) for p in svc.server_policies(service)], index=index)
+        index = await block(request, store, [f"{SERVERS}{service}/", LINKERD])
+        return reply([format_server_policy(p) for p in svc.server_policies(service)]
+                     + svc.linkerd_documents_for(service), index=index)
 
     @r.delete("/v1/tether/policy/{service}", tags=["policy"], **needs("intentions:write", on="{service}"))
     async def policy_delete(request: Request, service: str) -> Response:
