@@ -413,5 +413,5 @@ def test_every_problem_of_a_list_names_its_item_kind_name_and_path() -> None:
         - {apiVersion: security.istio.io/v1, kind: AuthorizationPolicy, metadata: {name: b}, spec: {}}
     """)
     assert errs[0].startswith("test.yaml: document 1.1 (ServerPolicy a): spec.prot: unknown field (did you mean 'port'?)")
-    assert errs[1].startswith("test.yaml: document 1.2 (AuthorizationPolicy b): apiVersion 'security.istio.io/v1' "
-                              "is not supported: Istio's AuthorizationPolicy does not map yet")
+    assert errs[1].startswith("test.yaml: document 1.2 (AuthorizationPolicy b): spec.selector: Tether maps a policy "
+                              "to the service named by one matchLabels entry")

@@ -54,7 +54,7 @@ spec: {}
     assert "document 1.1 (ServiceEntry 'cli-pg'): spec.ports[0].protocl: unknown field" in err
     assert "document 2 (Gateway 'istio-egressgateway'): kind Gateway of apiVersion networking.istio.io/v1" in err
     assert "document 1.2 (Server cli-db): spec.prot: unknown field (did you mean 'port'?)" in err
-    assert "document 3 (AuthorizationPolicy deny-all): apiVersion 'security.istio.io/v1' is not supported: Istio's" in err
+    assert "document 3 (AuthorizationPolicy deny-all): spec.selector: Tether maps a policy to the service" in err
     assert "not supported; use tether.dev/v1 or policy.linkerd.io" not in err  # the old, misleading answer
 
 

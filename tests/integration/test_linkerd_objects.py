@@ -229,3 +229,27 @@ async def test_policy_get_for_a_service_shows_the_linkerd_objects_that_make_its_
         ("AuthorizationPolicy", "voting-allow-ops"), ("AuthorizationPolicy", "voting-allow-web"),
         ("MeshTLSAuthentication", "ops-accounts"), ("Server", "voting-grpc")]
     assert (await api.get("/v1/tether/policy/emoji-svc")).json() == []
+
+
+ISTIO_ALLOW = """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: voting-allow-web, namespace: emojivoto}
+spec:
+  selector: {matchLabels: {app: voting-svc}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/emojivoto/sa/web]}}]
+    to: [{operation: {ports: ["8080"]}}]
+"""
+
+
+async def test_an_istio_allow_policy_is_stored_decides_and_is_deleted(api):
+    r = await apply(api, ISTIO_ALLOW)
+    assert r.status_code == 200 and r.json()["Istio"] == ["AuthorizationPolicy emojivoto/voting-allow-web"], r.text
+    assert await allowed(api, "web", "voting-svc", 8080)
+    assert not await allowed(api, "vote-bot", "voting-svc", 8080)
+    assert not await allowed(api, "web", "voting-svc", 9090)  # Istio: a port no rule names is denied
+    assert (await apply(api, SERVER)).status_code == 400  # a Linkerd Server for the same port: refused, not merged
+    assert (await api.delete("/v1/tether/policy/istio/emojivoto/voting-allow-web")).status_code == 200
+    assert await allowed(api, "vote-bot", "voting-svc", 8080)
+    assert (await api.delete("/v1/tether/policy/istio/emojivoto/voting-allow-web")).status_code == 404

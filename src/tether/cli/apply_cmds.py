@@ -92,7 +92,7 @@ def apply(
     if policy:
         result = api.put("/v1/tether/policy", json=[d for _, d in policy]).json()
         what = [f"{len(result['Intentions'])} intention(s)", *(f"server policy {p}" for p in result["ServerPolicies"]),
-                *result.get("Linkerd", [])]
+                *result.get("Linkerd", []), *result.get("Istio", [])]
         if result.get("Mesh") is not None:
             what.append("mesh settings")
         out.print(f"Applied {len(policy)} policy document(s): {'; '.join(what)}", markup=False, highlight=False)

@@ -55,7 +55,7 @@ def apply(
     result = response.json()
     parts = [f"{len(result['Intentions'])} intention(s)"]
     parts += [f"server policy {p}" for p in result["ServerPolicies"]]
-    parts += result.get("Linkerd", [])
+    parts += result.get("Linkerd", []) + result.get("Istio", [])
     if result["Mesh"] is not None:
         parts.append(f"mesh settings ({', '.join(result['Mesh']) or 'defaults'})")
     print(f"Applied {name}: {'; '.join(parts)} (index {result['Index']})")

@@ -7,6 +7,7 @@ Key layout (one global revision over all of it, docs/architecture.md):
     policy/mesh                                     the MeshPolicy document (mesh settings)
     policy/servers/<service>/<port or "*">          a ServerPolicy document
     policy/linkerd/<kind>/<namespace>/<name>        a Linkerd policy object, as applied
+    policy/istio/<namespace>/<name>                 an Istio AuthorizationPolicy, as applied
 
 Linkerd objects are stored one by one and joined into server policies (policy_linkerd.
 resolve_linkerd) whenever the state is read, so they may be applied in any order and an
@@ -36,6 +37,7 @@ from tether.core.errors import Conflict, InvalidInput, NotFound
 from tether.core.intentions import Intention, format_intention, parse_intention
 from tether.core.named_ports import named_ports
 from tether.core.policy import MeshPolicy, ServerPolicy, parse_action
+from tether.core.policy_istio import IstioObject, resolve_istio
 from tether.core.policy_linkerd import LinkerdObject, Resolution, resolve_linkerd
 from tether.core.policy_yaml import (
     PolicyDocuments, format_mesh_policy, format_server_policy, merge_mesh_policy, parse_policy_objects,
@@ -52,6 +54,7 @@ POLICY = "policy/"
 MESH_KEY = "policy/mesh"
 SERVERS = "policy/servers/"
 LINKERD = "policy/linkerd/"
+ISTIO = "policy/istio/"
 #: Service registrations: their named ports (Meta tether-port-<name>) resolve Linkerd Servers.
 CATALOG_SERVICES = "catalog/services/"
 #: What the agent's cache watches: every change to authorization state moves this index.
@@ -229,26 +232,36 @@ class IntentionService:
         docs = [e.value for e in self.store.list(LINKERD)]
         return list(parse_policy_objects(docs, source=LINKERD).linkerd) if docs else []
 
+    def istio_objects(self) -> list[IstioObject]:
+        docs = [e.value for e in self.store.list(ISTIO)]
+        return list(parse_policy_objects(docs, source=ISTIO).istio) if docs else []
+
     def resolution(self) -> Resolution:
-        """The stored Linkerd objects joined into server policies (re-joined only after a change)."""
+        """The stored Linkerd objects and Istio policies joined into server policies (re-joined
+        only after a change)."""
         index = self.store.index((POLICY, CATALOG_SERVICES))
         cached = self._resolved
         if cached is None or cached[0] != index:
-            taken = [(p.service, p.port) for p in self.server_policies()]
-            resolved = resolve_linkerd(self.linkerd_objects(), self._trust_domain, taken=taken,
-                                       named_ports=self._named_ports(), registered=self._registered())
+            resolved = self._resolve(self.linkerd_objects(), self.istio_objects(), self.server_policies())
             cached = self._resolved = (index, resolved)
             for conflict in cached[1].conflicts:  # refused at apply; only a hand-edited store gets here
-                log.warning("linkerd policy skipped: %s", conflict)
+                log.warning("policy skipped: %s", conflict)
         return cached[1]
+
+    def _resolve(self, linkerd: Any, istio: Any, tether: Any) -> Resolution:
+        td = self._trust_domain or "check.invalid"
+        taken = [(p.service, p.port) for p in tether]
+        first = resolve_linkerd(linkerd, td, taken=taken, named_ports=self._named_ports(), registered=self._registered())
+        second = resolve_istio(istio, td, taken=taken + [(p.service, p.port) for p in first.policies])
+        return Resolution(first.policies + second.policies, first.notes, first.conflicts + second.conflicts)
 
     def plan(self, docs: PolicyDocuments) -> list[str]:
         """Check `docs` against what is stored; raise InvalidInput on a conflict, else return
         the notes about this file's Linkerd objects that will have no effect (yet)."""
-        merged = {o.key: o for o in self.linkerd_objects()} | {o.key: o for o in docs.linkerd}
-        scopes = {(p.service, p.port) for p in (*self.server_policies(), *docs.server_policies)}
-        resolved = resolve_linkerd(merged.values(), self._trust_domain or "check.invalid", taken=scopes,
-                                   named_ports=self._named_ports(), registered=self._registered())
+        linkerd = {o.key: o for o in self.linkerd_objects()} | {o.key: o for o in docs.linkerd}
+        istio = {o.key: o for o in self.istio_objects()} | {o.key: o for o in docs.istio}
+        tether = {(p.service, p.port): p for p in (*self.server_policies(), *docs.server_policies)}
+        resolved = self._resolve(linkerd.values(), istio.values(), tether.values())
         if resolved.conflicts:
             raise InvalidInput("; ".join(resolved.conflicts) + " (nothing was applied)")
         mine = tuple(f"{o.kind} {o.namespace}/{o.name}:" for o in docs.linkerd)
@@ -312,6 +325,7 @@ class IntentionService:
                 governs(servers.get(o.value.target))
             else:
                 out.add(None)
+        out.update(o.service for o in docs.istio)
         return out
 
     async def apply(self, docs: PolicyDocuments) -> int:
@@ -337,6 +351,8 @@ class IntentionService:
                 ops.append(Put(server_policy_key(p.service, p.port), format_server_policy(p)))
             for o in docs.linkerd:
                 ops.append(Put(LINKERD + o.key, o.doc))
+            for a in docs.istio:
+                ops.append(Put(ISTIO + a.key, a.doc))
             if docs.mesh is not None:
                 ops.append(Put(MESH_KEY, format_mesh_policy(merge_mesh_policy(self.mesh(), docs.mesh, docs.mesh_fields))))
             try:
@@ -356,6 +372,9 @@ class IntentionService:
         if self.store.get(key) is None:
             raise NotFound(f"no {kind} {namespace}/{name}; GET /v1/tether/policy lists what is stored")
         await self.store.commit([Delete(key)])
+
+    async def delete_istio(self, namespace: str, name: str) -> None:
+        await self.store.commit([Delete(f"{ISTIO}{namespace}/{name}")])
 
     async def delete_server_policy(self, service: str, port: int | None) -> None:
         key = server_policy_key(service, port)

@@ -17,6 +17,7 @@ Tether's own (docs/authorization.md, "HTTP API"):
                                            objects that make its policies (as applied)
     DELETE /v1/tether/policy/<service>[?port=N]
     DELETE /v1/tether/policy/linkerd/<kind>/<namespace>/<name>   one stored Linkerd object
+    DELETE /v1/tether/policy/istio/<namespace>/<name>            one stored Istio AuthorizationPolicy
     GET|PUT /v1/tether/mesh                the mesh settings (MeshPolicy document)
     GET  /v1/internal/tether/authz         the whole authorization state (what agents watch)
 
@@ -182,6 +183,7 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
             "Intentions": [f"{i.source_name} -> {i.destination_name}" for i in docs.intentions],
             "ServerPolicies": [f"{p.name} ({p.scope})" for p in docs.server_policies],
             "Linkerd": [f"{o.kind} {o.namespace}/{o.name}" for o in docs.linkerd],
+            "Istio": [f"AuthorizationPolicy {o.namespace}/{o.name}" for o in docs.istio],
             "Mesh": sorted(docs.mesh_fields) if docs.mesh is not None else None,
             "Warnings": warnings,
         })
@@ -191,7 +193,8 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
     async def policy_all(request: Request) -> Response:
         index = await block(request, store, [POLICY])
         policies = request_acl(request).filter(list(svc.server_policies()), lambda p: (INTENTION, p.service))
-        linkerd = [o.doc for o in svc.linkerd_objects()] if request_acl(request).allowed("mesh", "", "read") else []
+        linkerd = [o.doc for o in (*svc.linkerd_objects(), *svc.istio_objects())] \
+            if request_acl(request).allowed("mesh", "", "read") else []
         return reply([format_mesh_policy(svc.mesh()), *(format_server_policy(p) for p in policies), *linkerd],
                      index=index)
 
@@ -224,6 +227,18 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
         if not found:
             raise NotFound(f"no {kind} {namespace}/{name}; GET /v1/tether/policy lists what is stored")
         await svc.delete_linkerd(kind, namespace, name)
+        return reply(True)
+
+    @r.delete("/v1/tether/policy/istio/{namespace}/{name}", tags=["policy"],
+              **needs("intentions:write", on="the service it selects; mesh:write when there is no such policy"))
+    async def istio_delete(request: Request, namespace: str, name: str) -> Response:
+        found = [o for o in svc.istio_objects() if (o.namespace, o.name) == (namespace, name)]
+        if found:
+            may(request, found[0].service, "write")
+        else:  # checked before the 404, so a token cannot probe for policies
+            request_acl(request).require("mesh", "", "write")
+            raise NotFound(f"no AuthorizationPolicy {namespace}/{name}; GET /v1/tether/policy lists what is stored")
+        await svc.delete_istio(namespace, name)
         return reply(True)
 
     @r.get("/v1/tether/mesh", tags=["policy"], **needs("none", on="readable by all, as Consul's mesh config entry"))
@@ -261,6 +276,10 @@ def unregistered_targets(docs: PolicyDocuments, services: Mapping[str, Any]) -> 
             if service not in services:
                 out.append(f"Server {o.namespace}/{o.name}: service {service!r} (from spec.podSelector) is not "
                            "registered, so it has no effect until it is")
+    for a in docs.istio:
+        if a.service not in services:
+            out.append(f"AuthorizationPolicy {a.namespace}/{a.name}: service {a.service!r} (from spec.selector) is not "
+                       "registered, so it has no effect until it is")
     for i in docs.intentions:
         if i.destination_name != "*" and i.destination_name not in services:
             out.append(f"ServiceIntentions {i.destination_name}: service {i.destination_name!r} is not registered, "

@@ -35,6 +35,8 @@ def delete_requests(doc: object) -> list[DeleteRequest]:
     if name and ((group == "tether.dev" and kind == "ExternalService") or (group == "networking.istio.io" and kind == "ServiceEntry")):
         entry = name if group == "tether.dev" or ns == "default" else f"{name}.{ns}"
         return [(f"external service {entry}", f"/v1/tether/external-services/{entry}", {})]
+    if group == "security.istio.io" and kind == "AuthorizationPolicy" and name:
+        return [(f"AuthorizationPolicy {ns}/{name} (Istio)", f"/v1/tether/policy/istio/{ns}/{name}", {})]
     if group == "networking.istio.io" and kind == "DestinationRule" and name:
         return [(f"DestinationRule {ns}/{name}", f"/v1/tether/destination-rules/{ns}/{name}", {})]
     if kind in ("MeshPolicy", "OutboundPolicy"):

@@ -45,6 +45,7 @@ from tether.core.policy import (
     parse_action,
     parse_default_policy,
 )
+from tether.core.policy_istio import ISTIO_SECURITY_GROUP, IstioObject, parse_istio_authorization_policy, resolve_istio
 from tether.core.policy_linkerd import SERVICE_LABELS, LinkerdObject, parse_linkerd_doc, resolve_linkerd
 from tether.core.policy_schema import (
     _ActionName, _Identity, _IntentionName, _Network, _PolicyName, _Port, _ServiceName, _Strict,
@@ -61,10 +62,9 @@ TETHER_API = "tether.dev/v1"
 LINKERD_GROUP = "policy.linkerd.io"
 _API_HINT = (f"authorization policy is {TETHER_API} (MeshPolicy, ServerPolicy, ServiceIntentions) or "
              f"{LINKERD_GROUP}/* (Server, ServerAuthorization, AuthorizationPolicy, MeshTLSAuthentication, "
-             "NetworkAuthentication); `tether apply` also takes Istio networking.istio.io kinds")
+             "NetworkAuthentication) or Istio's security.istio.io AuthorizationPolicy (its L4 subset); "
+             "`tether apply` also takes Istio networking.istio.io kinds")
 _API_HINTS = {
-    "security.istio.io": "Istio's AuthorizationPolicy does not map yet; write its L4 meaning as a tether.dev/v1 "
-                         "ServerPolicy (who may connect to a port) or ServiceIntentions (service to service)",
     "networking.istio.io": "Istio networking kinds are external-service configuration: apply them with "
                            "`tether apply -f` (or PUT /v1/tether/external-services)",
 }
@@ -84,6 +84,7 @@ class PolicyDocuments:
     mesh: MeshPolicy | None = None
     mesh_fields: frozenset[str] = frozenset()
     linkerd: tuple[LinkerdObject, ...] = ()
+    istio: tuple[IstioObject, ...] = ()  # Istio AuthorizationPolicies (core/policy_istio.py)
 
 
 # --- schemas -----------------------------------------------------------------------------------
@@ -166,6 +167,7 @@ def _parse(docs: list[tuple[str, Any]], source: str, errors: list[str]) -> Polic
     policies: list[tuple[str, ServerPolicy]] = []
     meshes: list[tuple[str, MeshPolicy, frozenset[str]]] = []
     linkerd: list[tuple[str, LinkerdObject]] = []
+    istio: list[tuple[str, IstioObject]] = []
     for n, doc in docs:
         label = f"{source}: document {n}"
         if not isinstance(doc, dict):
@@ -179,15 +181,19 @@ def _parse(docs: list[tuple[str, Any]], source: str, errors: list[str]) -> Polic
             parsed = parse_linkerd_doc(label, doc, errors)
             if parsed is not None:
                 linkerd.append((label, parsed))
+        elif api.split("/")[0] == ISTIO_SECURITY_GROUP:
+            if (authz := parse_istio_authorization_policy(label, doc, errors)) is not None:
+                istio.append((label, authz))
         else:
             errors.append(f"{label}: apiVersion {api!r} is not supported: {_API_HINTS.get(api.split('/')[0], _API_HINT)}")
-    _check_unique(intentions, policies, meshes, linkerd, errors)
+    _check_unique(intentions, policies, meshes, [*linkerd, *istio], errors)
     if errors:
         exc = InvalidInput(f"{source}: {len(errors)} problem(s) in policy documents:\n  " + "\n  ".join(errors))
         exc.errors = tuple(errors)  # type: ignore[attr-defined]
         raise exc
     mesh, fields = (meshes[0][1], meshes[0][2]) if meshes else (None, frozenset[str]())
-    return PolicyDocuments(tuple(intentions), tuple(p for _, p in policies), mesh, fields, tuple(o for _, o in linkerd))
+    return PolicyDocuments(tuple(intentions), tuple(p for _, p in policies), mesh, fields, tuple(o for _, o in linkerd),
+                           tuple(o for _, o in istio))
 
 
 def snapshot_from_documents(
@@ -207,9 +213,11 @@ def all_server_policies(documents: PolicyDocuments, trust_domain: str) -> tuple[
     Server covering a port another policy covers raises InvalidInput naming both."""
     taken = [(p.service, p.port) for p in documents.server_policies]
     resolved = resolve_linkerd(documents.linkerd, trust_domain, taken=taken)
-    if resolved.conflicts:
-        raise InvalidInput("; ".join(resolved.conflicts))
-    return (*documents.server_policies, *resolved.policies)
+    taken += [(p.service, p.port) for p in resolved.policies]
+    istio = resolve_istio(documents.istio, trust_domain, taken=taken)
+    if resolved.conflicts or istio.conflicts:
+        raise InvalidInput("; ".join((*resolved.conflicts, *istio.conflicts)))
+    return (*documents.server_policies, *resolved.policies, *istio.policies)
 
 
 def merge_mesh_policy(current: MeshPolicy, given: MeshPolicy, fields: Iterable[str]) -> MeshPolicy:
@@ -375,9 +383,10 @@ def _check_unique(intentions: list[Intention], policies: list, meshes: list, lin
         errors.append(f"{label}: only one MeshPolicy may be given ({meshes[0][0]} is the first)")
     objects: dict[str, str] = {}
     for label, obj in linkerd:
-        if obj.key in objects:
-            errors.append(f"{label}: {obj.kind} {obj.namespace}/{obj.name} is declared twice ({objects[obj.key]}); keep one")
-        objects.setdefault(obj.key, label)
+        key = f"{type(obj).__name__} {obj.key}"
+        if key in objects:
+            errors.append(f"{label}: {obj.namespace}/{obj.name} is declared twice ({objects[key]}); keep one")
+        objects.setdefault(key, label)
 
 
 def _name_of(doc: dict[str, Any]) -> str:
