@@ -50,6 +50,18 @@ MUTANTS = (
            "        return current\n",
            ("tests/store/test_conformance.py", "tests/control/test_http_api.py",
             "tests/integration/test_intentions_api.py")),
+    Mutant("any web page may drive the API", "core/browserguard.py",
+           "    # 1. Host names this API (or is absent).\n",
+           "    return None  # mutant: no Origin or Host check\n",
+           ("tests/core/test_browserguard.py", "tests/api/test_browser_guard.py")),
+    Mutant("the database is created under the umask (its WAL readable by others)", "store/sqlite.py",
+           "        create_private_file(self.path)\n",
+           "",
+           ("tests/store/test_datadir.py",)),
+    Mutant("JSON nesting is not limited", "api/common.py",
+           "    check_json_depth(body)  # before parsing: the parser recurses once per level\n",
+           "",
+           ("tests/api/test_bad_input.py",)),
 )
 
 

@@ -35,6 +35,8 @@ from tether.agent.config_services import ConfigServices
 from tether.agent.supervisor import ProxySupervisor
 from tether.api.acl import FilteredHeaderMiddleware
 from tether.api.common import install_error_handlers
+from tether.api.guard import RequestGuard
+from tether.api.openapi import install_openapi
 from tether.api.shutdown import AnswerCutRequests
 from tether.control.acl import AclConfig
 from tether.control.acl_api import acl_router
@@ -43,9 +45,12 @@ from tether.control.ca_api import ca_router
 from tether.control.egress_api import egress_router
 from tether.control.intentions_api import intentions_router
 from tether.control.server import ControlPlane, ServerConfig
+from tether.core.browserguard import BrowserPolicy
 from tether.core.certwindow import MIN_LEAF_TTL_SECONDS
 from tether.core.errors import InvalidInput, TetherError
 from tether.netutil import family_of, open_listen_socket
+from tether.secretfile import write_private
+from tether.store.datadir import prepare_data_dir
 from tether.store.sqlite import open_store
 
 log = logging.getLogger("tether")
@@ -90,16 +95,17 @@ def node_id(data_dir: Path | None) -> str:
     path = data_dir / "node-id"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
     value = str(uuid.uuid4())
-    path.write_text(value + "\n")
+    write_private(path, f"{value}\n".encode())
     return value
 
 
-def new_app(title: str) -> FastAPI:
+def new_app(title: str, browser: BrowserPolicy | None = None) -> FastAPI:
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(FilteredHeaderMiddleware)
+    app.add_middleware(RequestGuard, browser=browser)  # outermost: refusals before routing (api/guard.py)
     return app
 
 
@@ -112,8 +118,11 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
         raise InvalidInput("agent needs -server-addr HOST:PORT (or -dev for a one-process dev agent)")
     if opts.role == "agent" and opts.default_policy is not None:
         raise InvalidInput("-default-policy is the server's setting; a node agent follows its server")
+    if opts.data_dir is not None:
+        prepare_data_dir(opts.data_dir)  # 0700, or refused naming the fix (store/datadir.py)
     cp = agent = supervisor = None
-    app = new_app(f"Tether {opts.role}")
+    app = new_app(f"Tether {opts.role}", BrowserPolicy.build([opts.node, opts.http_host, *opts.allowed_hosts],
+                                                             opts.allowed_origins))
     store = None
     link = None
     leaves = None
@@ -223,10 +232,19 @@ async def serve(
             if not stopping:  # later signals change nothing: the stop is under way
                 stopping.append(loop.create_task(_stop_gracefully(app, server)))
 
+        def stop_for_restart() -> None:
+            # SIGUSR2: stop the agent but leave its sidecars serving; the next agent on the same
+            # address and data dir adopts them (supervisor.detach). How an agent is restarted
+            # with new settings (e.g. ACLs turned on) without a gap in traffic.
+            if not stopping:
+                log.info("SIGUSR2: stopping for a restart; the sidecars keep serving for the next agent to adopt")
+                server.should_exit = True
+
         if stop is None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, graceful_stop)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(app, opts)))
+            loop.add_signal_handler(signal.SIGUSR2, stop_for_restart)
         else:
             loop.create_task(stop.wait()).add_done_callback(lambda _: graceful_stop())
         task = asyncio.create_task(server.serve(sockets=[_http_socket(opts)]))
@@ -245,7 +263,7 @@ async def serve(
             except OSError as exc:
                 server.should_exit = True
                 await task
-                raise OSError(exc.errno, f"{exc.strerror}; use -dns-port to pick another port, "
+                raise OSError(exc.errno, f"{exc.strerror or exc}; use -dns-port to pick another port, "
                               "or -dns-port -1 to turn DNS off") from None
             app.state.dns_addr = f"{host}:{dns_port}"
         if app.state.supervisor is not None and not stopping:
@@ -280,7 +298,7 @@ def _http_socket(opts: Options) -> socket.socket:
     try:
         return open_listen_socket(host, opts.http_port)
     except OSError as exc:
-        raise OSError(exc.errno, f"HTTP API: {exc.strerror}; use -http-port to pick another port") from None
+        raise OSError(exc.errno, f"HTTP API: {exc.strerror or exc}; use -http-port to pick another port") from None
 
 
 async def reload(app: FastAPI, opts: Options) -> None:
@@ -304,6 +322,7 @@ async def reload(app: FastAPI, opts: Options) -> None:
 
 
 def run(opts: Options, on_ready: Callable[[str, str], None] = lambda url, dns: None) -> None:
+    os.umask(0o077)  # whatever else this process writes is its own alone (docs/security.md)
     logging.basicConfig(level=(os.environ.get("TETHER_LOG_LEVEL") or opts.log_level or "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -82,7 +82,7 @@ async def test_docs_api_md_lists_every_route_as_declared():
     table = format_route_table(await dev_routes())
     text = DOCS.read_text()
     missing = [row for row in table.splitlines() if row not in text]
-    assert missing == [], "docs/api.md's ACL table is out of date; regenerate it with format_route_table"
+    assert missing == [], "docs/api.md's ACL table is out of date; run scripts/acl_table.py"
 
 
 async def seed(admin: httpx.AsyncClient) -> str:

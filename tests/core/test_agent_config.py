@@ -95,3 +95,13 @@ def test_hcl_syntax_errors_name_line_and_column():
     with pytest.raises(InvalidInput) as info:
         parse_hcl('acl {\n  enabled = \n}', source="a.hcl")
     assert "a.hcl: line 2, column 13: unexpected '}'" == info.value.message
+
+
+def test_http_config_origins_and_hosts_are_read_and_checked():
+    cfg, _ = load_config_documents([("a.json", {"http_config": {"allowed_origins": ["https://ui.example.com"],
+                                                                "allowed_hosts": ["tether.example.com"]}})])
+    assert cfg.allowed_origins == ["https://ui.example.com"] and cfg.allowed_hosts == ["tether.example.com"]
+    with pytest.raises(InvalidInput) as info:
+        load_config_documents([("a.json", {"http_config": {"allowed_origins": ["*"], "allowed_hosts": ["h:1"]}})])
+    assert "http_config.allowed_origins: '*' is not an origin" in info.value.message
+    assert "http_config.allowed_hosts: 'h:1' is not a host name" in info.value.message

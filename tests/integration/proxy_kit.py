@@ -322,3 +322,43 @@ def start_agent_on(port: int, data_dir: str, node: str = "node1") -> RunningAgen
         proc.kill()
         raise AssertionError(f"agent on port {port} did not start:\n{''.join(lines)}")
     return RunningAgent(f"http://127.0.0.1:{port}", proc, lines)
+
+
+class Traffic:
+    """A thread opening a new connection to 127.0.0.1:port every EVERY s (an echo round
+    trip) and echoing on the `held` ones every tenth time; every failure is kept with its
+    time. Bounded in count (MAX) and in time (`seconds`)."""
+
+    EVERY = 0.05
+    MAX = 4000
+
+    def __init__(self, port: int, held: list, seconds: float) -> None:
+        self.port, self.held, self.seconds = port, held, seconds
+        self.ok = 0
+        self.failures: list[tuple[float, object]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        n = 0
+        while not self._stop.is_set() and n < self.MAX and time.monotonic() < deadline:
+            n += 1
+            try:
+                got = roundtrip(self.port, b"ping %d" % n)
+            except OSError as e:
+                got = e
+            if got == b"ping %d" % n:
+                self.ok += 1
+            else:
+                self.failures.append((time.monotonic(), got))
+            if n % 10 == 0:
+                for i, s in enumerate(self.held):
+                    if not still_open(s, b"held %d" % i):
+                        self.failures.append((time.monotonic(), f"held connection {i} was closed"))
+            self._stop.wait(self.EVERY)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

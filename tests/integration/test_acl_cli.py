@@ -9,18 +9,14 @@ import sys
 import httpx
 import pytest
 
-from tether.testing.agent import run_cli, start_tether
+from tether.testing.agent import run_cli, start_acl_dev_agent, start_tether
 
 MANAGEMENT = "11111111-2222-3333-4444-555555555555"
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    conf = tmp_path_factory.mktemp("cli") / "acl.json"
-    conf.write_text(json.dumps({"acl": {"enabled": True, "default_policy": "deny",
-                                        "tokens": {"initial_management": MANAGEMENT}}}))
-    conf.chmod(0o600)
-    running = start_tether("agent", "-dev", "-node", "n1", "-no-managed-proxies", "-config-file", str(conf))
+    running = start_acl_dev_agent(tmp_path_factory.mktemp("cli"), MANAGEMENT, default_policy="deny")
     yield running
     running.stop()
 

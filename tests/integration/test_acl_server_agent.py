@@ -46,10 +46,25 @@ def test_an_agent_started_without_a_token_syncs_once_it_gets_one(tmp_path):
     try:
         assert admin.get("/v1/catalog/node/n1").status_code == 404  # refused: no node:write
         assert any("set-agent-token" in line for line in agent.log)
+        # Nor may it read the authorization state: it decides nothing rather than decide on
+        # an empty policy (fail closed), and says why.
+        local_admin = httpx.Client(base_url=agent.url, timeout=30, headers={"X-Consul-Token": MANAGEMENT})
+
+        def authorize() -> dict:
+            r = local_admin.post("/v1/agent/connect/authorize", json={
+                "Target": "db", "ClientCertURI": "spiffe://any.tether/ns/default/dc/dc1/svc/web"})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        before = authorize()
+        assert before["Authorized"] is False and "no authorization state yet" in before["Reason"], before
+        assert local_admin.get("/v1/agent/connect/authz-snapshot", params={"service": "db"}).status_code == 503
         node_token = create(admin, NodeIdentities=[{"NodeName": "n1", "Datacenter": "dc1"}])
         done = run_cli("acl", "set-agent-token", "agent", node_token, "-token", MANAGEMENT, addr=agent.addr)
         assert done.returncode == 0 and "successfully set" in done.stdout, done.stderr
         wait_for("the agent to register its node", lambda: admin.get("/v1/catalog/node/n1").status_code == 200)
+        wait_for("the agent to load the authorization state",
+                 lambda: "no authorization state" not in authorize()["Reason"])
         # The agent's own token is not anyone else's: callers still need theirs.
         r = httpx.put(agent.url + "/v1/kv/x", content=b"1", timeout=10)
         assert r.status_code == 403 and "anonymous token" in r.text

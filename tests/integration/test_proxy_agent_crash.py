@@ -10,65 +10,25 @@ import asyncio
 import os
 import re
 import signal
-import threading
 import time
 
 import httpx
 import pytest
 
 from proxy_kit import (
-    DEADLINE, EchoServer, Mesh, metric_value, metrics, open_stream, process_alive, roundtrip, start_proxy, still_open,
-    stop_proxy, wait_for,
+    DEADLINE, EchoServer, Mesh, Traffic, metric_value, metrics, open_stream, process_alive, roundtrip, start_proxy,
+    still_open, stop_proxy, wait_for,
 )
 from tether.testing.agent import RunningAgent, serve_in_process, start_tether
 from tether.testing.ports import held_port
 
 #: How long the agent stays dead while traffic must keep flowing (issue 10's "for 60 s").
 OUTAGE = 60.0
-#: New connections are opened this often during the test, at most MAX_CONNECTIONS of them.
-EVERY = 0.05
-MAX_CONNECTIONS = 4000
 
 
 def _agent(data_dir, *args: str) -> RunningAgent:
     return start_tether("agent", "-dev", "-node", "node1", "-data-dir", str(data_dir), *args,
                         env={"TETHER_LOG_LEVEL": "INFO"})
-
-
-class Traffic:
-    """A thread opening a new web -> db connection every EVERY s and echoing on `held` ones;
-    every failure is kept with its time. Bounded in count and in time."""
-
-    def __init__(self, port: int, held: list) -> None:
-        self.port, self.held = port, held
-        self.ok = 0
-        self.failures: list[tuple[float, object]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + OUTAGE + 3 * DEADLINE
-        n = 0
-        while not self._stop.is_set() and n < MAX_CONNECTIONS and time.monotonic() < deadline:
-            n += 1
-            try:
-                got = roundtrip(self.port, b"ping %d" % n)
-            except OSError as e:
-                got = e
-            if got == b"ping %d" % n:
-                self.ok += 1
-            else:
-                self.failures.append((time.monotonic(), got))
-            if n % 10 == 0:
-                for i, s in enumerate(self.held):
-                    if not still_open(s, b"held %d" % i):
-                        self.failures.append((time.monotonic(), f"held connection {i} was closed"))
-            self._stop.wait(EVERY)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _sidecar_pids(agent: RunningAgent) -> dict[str, int]:
@@ -99,7 +59,7 @@ def test_kill_9_of_the_agent_fails_no_connection_and_a_restarted_agent_adopts_th
         pids = {name: int(r["pid"]) for name, r in ready.items()}
         mesh.healthy("db")
         mesh.flowing(up)
-        traffic = Traffic(up, [open_stream(up) for _ in range(3)])
+        traffic = Traffic(up, [open_stream(up) for _ in range(3)], OUTAGE + 3 * DEADLINE)
 
         agent.stop(signal.SIGKILL)
         killed = time.monotonic()
@@ -122,7 +82,7 @@ def test_kill_9_of_the_agent_fails_no_connection_and_a_restarted_agent_adopts_th
         mesh.healthy("db")
         traffic.stop()
         assert traffic.failures == []
-        assert served_alone > OUTAGE / EVERY / 4  # new connections kept coming the whole time
+        assert served_alone > OUTAGE / Traffic.EVERY / 4  # new connections kept coming the whole time
         assert all(still_open(s) for s in traffic.held)
     finally:
         if again is not None:

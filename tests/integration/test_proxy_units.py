@@ -20,7 +20,7 @@ from tether.proxy.agentclient import _parse_reply, parse_addr
 from tether.proxy.sidecar_config import (
     SnapshotAuthorizer, instances_from_health, plan_for_service, plan_from_registration,
 )
-from tether.proxy.sidecar_policy import snapshot_from_agent_state
+from tether.core.policy_state import snapshot_from_agent_state
 
 TD = "11111111-2222-3333-4444-555555555555.tether"
 

@@ -48,3 +48,40 @@ async def test_bulk_and_half_close(pki, app, engines):
     await eventually(lambda: records(db) and records(web), what="access logs")
     assert records(web)[0]["bytes_received"] == len(payload) == records(web)[0]["bytes_sent"]
     assert records(db)[0]["result"] == "allowed"
+
+
+async def test_a_connection_the_destination_refuses_is_logged_as_refused_on_both_sides(pki, app, engines):
+    """db's sidecar denies web: web's log says upstream-refused, not allowed (issue 17)."""
+    db, db_port = await open_db(pki, app.port, allow=("api",))
+    web, web_port = await open_web(pki, [db_port])
+    engines += [db, web]
+    r, w = await asyncio.open_connection("127.0.0.1", web_port)
+    w.write(b"let me in")
+    assert await asyncio.wait_for(r.read(), 10) == b""
+    w.close()
+    await eventually(lambda: records(db) and records(web), what="access logs")
+    (inb,), (out,) = records(db), records(web)
+    assert inb["result"] == "denied"
+    assert out["result"] == "upstream-refused" and out["bytes_sent"] == 0
+    assert f"127.0.0.1:{db_port} closed the connection after the handshake" in out["reason"]
+
+
+async def test_an_app_that_closes_without_a_word_is_not_a_refusal(pki, engines):
+    """The destination's app accepts and closes at once: the sidecar ends the session with a
+    close_notify, so the caller's log says allowed."""
+    async def close_at_once(reader, writer):
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    try:
+        db, db_port = await open_db(pki, server.sockets[0].getsockname()[1])
+        web, web_port = await open_web(pki, [db_port])
+        engines += [db, web]
+        r, w = await asyncio.open_connection("127.0.0.1", web_port)
+        assert await asyncio.wait_for(r.read(), 10) == b""
+        w.close()
+        await eventually(lambda: records(db) and records(web), what="access logs")
+        assert records(db)[0]["result"] == "allowed"
+        assert records(web)[0]["result"] == "allowed", records(web)[0]
+    finally:
+        server.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import httpx
 from fastapi import APIRouter, Depends, Request
@@ -153,13 +153,18 @@ def agent_router(agent: Agent, *, is_server: bool, tokens: AgentTokens | None = 
         await agent.deregister_check(check_id)
         return Response(status_code=200)
 
-    for verb, status in (("pass", PASSING), ("warn", WARNING), ("fail", CRITICAL)):
-        async def ttl_update(request: Request, check_id: str, _status: str = status) -> Response:
+    def ttl_update_to(status: str) -> Callable[..., Awaitable[Response]]:
+        # A closure, not a default argument: FastAPI would publish `_status=` as a query
+        # parameter, and /pass?_status=critical failed the check.
+        async def ttl_update(request: Request, check_id: str) -> Response:
             may_check(request, check_id)
-            await agent.update_ttl(check_id, _status, request.query_params.get("note", ""))
+            await agent.update_ttl(check_id, status, request.query_params.get("note", ""))
             return Response(status_code=200)
 
-        r.add_api_route(f"/v1/agent/check/{verb}/{{check_id}}", ttl_update, methods=["PUT"], tags=["agent"],
+        return ttl_update
+
+    for verb, status in (("pass", PASSING), ("warn", WARNING), ("fail", CRITICAL)):
+        r.add_api_route(f"/v1/agent/check/{verb}/{{check_id}}", ttl_update_to(status), methods=["PUT"], tags=["agent"],
                         name=f"agent_check_{verb}",
                         **needs("service:write", on="the check's service; node:write for a node check"))
 
@@ -237,13 +242,16 @@ def forward_router(server_url: str, effective_secret: Callable[[str | None], str
     token (`effective_secret`); the server then decides, as for any client."""
     client = httpx.AsyncClient(base_url=server_url.rstrip("/"), timeout=httpx.Timeout(None, connect=5.0))
     r = APIRouter()
+    # Not forwarded: hop-by-hop headers, and Origin, which this agent has checked against its own
+    # names (api/guard.py); the server would judge it against the address the agent dialled.
     hop_by_hop = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+    checked_here = {"origin"}
 
     @r.api_route("/v1/{path:path}", methods=["GET", "PUT", "POST", "DELETE"], include_in_schema=False)
     async def forward(request: Request, path: str) -> Response:
         if path.startswith("agent/"):
             raise NotFound(f"unknown agent endpoint /v1/{path}")
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in hop_by_hop | _TOKEN_HEADERS]
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in hop_by_hop | checked_here | _TOKEN_HEADERS]
         secret = effective_secret(request_token(request))
         if secret:
             headers.append(("X-Consul-Token", secret))

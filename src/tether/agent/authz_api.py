@@ -25,10 +25,10 @@ from starlette.responses import Response
 from tether.agent.agent import Agent
 from tether.api.acl import needs, request_acl
 from tether.api.common import authorizer_dependency, blocking_params, json_response, read_json
-from tether.control.intentions_api import readable_state
+from tether.control.intentions_api import authz_scope, scoped_state
 from tether.core.authz import Source
 from tether.core.cidr import parse_ip
-from tether.core.errors import InvalidInput
+from tether.core.errors import InvalidInput, Unavailable
 from tether.core.spiffe import SpiffeKind, parse_spiffe_id, validate_service_name
 
 _FIELDS = ("Target", "ClientCertURI", "ClientCertSerial", "Namespace", "Port", "ClientAddr", "Probe")
@@ -45,14 +45,16 @@ def authz_router(agent: Agent) -> APIRouter:
         return json_response({"Authorized": decision.allowed, "Reason": decision.reason})
 
     @r.get("/v1/agent/connect/authz-snapshot", tags=["connect"],
-           **needs("intentions:read", on="each destination", filtered=True))
+           **needs("intentions:read", on="all; with ?service=S, intentions:read or service:write on S"))
     async def authz_snapshot(request: Request) -> Response:
-        request_acl(request).require_valid()  # an unknown token is refused before any wait
+        scope = authz_scope(request)  # refused before any wait; never filtered (see authz_scope)
         index, wait = blocking_params(request)
         if index > 0:
             await agent.authz.wait_for_change(index, wait)
         cache = agent.authz
-        state = readable_state(request, cache.state)
+        if cache.snapshot is None:  # a proxy keeps what it has rather than learn an empty policy
+            raise Unavailable(f"the agent has no authorization state yet: {cache.refused or 'loading'}")
+        state = scoped_state(cache.state, scope)
         return json_response({**state, "TrustDomain": cache.trust_domain}, index=cache.index or 1)
 
     return r

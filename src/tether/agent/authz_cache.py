@@ -21,7 +21,7 @@ from typing import Any
 
 from tether.agent.link import ServerLink
 from tether.core.authz import Decision, PolicySnapshot, Source, decide
-from tether.core.errors import InvalidInput, TetherError
+from tether.core.errors import InvalidInput, PermissionDenied
 from tether.core.policy_yaml import snapshot_from_state
 
 log = logging.getLogger("tether.agent.authz")
@@ -43,6 +43,7 @@ class AuthzCache:
         self.snapshot: PolicySnapshot | None = None
         self.state: dict[str, Any] = {}
         self.failing = False  # True while the watch cannot reach the server (serving the last snapshot)
+        self.refused = ""  # why the server refused the state to this agent's token, while it does
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.parked = 0  # blocking readers waiting in wait_for_change now (tests wait for them)
@@ -54,9 +55,19 @@ class AuthzCache:
         return (snap.index or 0) if snap is not None else 0
 
     async def start(self, trust_domain: str) -> None:
-        """Fetch the state once (raising if the server cannot answer), then keep watching."""
+        """Fetch the state once (raising if the server cannot answer), then keep watching.
+
+        A server that refuses (the agent's token may not read every intention) does not stop
+        the agent: it starts with no state, denies every authorization meanwhile (fail
+        closed, naming why) and loads the state as soon as its token is allowed."""
         self.trust_domain = trust_domain
-        self._install(await self.link.authz_state(0, 0))
+        try:
+            self._install(await self.link.authz_state(0, 0))
+        except PermissionDenied as exc:
+            self.refused, self.failing = str(exc), True
+            log.warning("the server refuses the agent's token the authorization state (%s); every connection "
+                        "is denied until acl.tokens.agent (or 'tether acl set-agent-token agent') may read "
+                        "every intention", exc)
         self._task = asyncio.create_task(self._watch(), name="authz-watch")
 
     async def stop(self) -> None:
@@ -69,7 +80,7 @@ class AuthzCache:
         """Allow or deny one connection from the current snapshot (pure; no lock, no I/O)."""
         snap = self.snapshot
         if snap is None:
-            raise TetherError("the authorization cache has not loaded yet")
+            return Decision(False, False, None, f"no authorization state yet: {self.refused or 'loading'}")
         return decide(snap, source, destination, port, explain=explain)
 
     async def wait_for_change(self, index: int, timeout: float) -> None:
@@ -111,8 +122,9 @@ class AuthzCache:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
-            if self.failing:
+            if self.failing or self.refused:
                 log.info("authorization watch reconnected at index %s", state.get("Index"))
+                self.refused = ""
             self.failing, delay = False, RETRY_MIN
             if state.get("Index") == self.index:
                 continue  # the wait timed out: nothing changed

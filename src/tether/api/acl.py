@@ -176,7 +176,7 @@ __all__ = ["RequestAcl", "needs", "request_acl", "resolve_request", "denied_mess
 def route_table(app: Any) -> list[tuple[str, str, dict[str, Any] | None]]:
     """(methods, path, declaration or None) for every /v1 route of an app, sorted by path."""
     out = []
-    for route in _flat_routes(getattr(app, "routes", [])):
+    for route in flat_routes(getattr(app, "routes", [])):
         path = getattr(route, "path", "")
         if not path.startswith("/v1/"):
             continue
@@ -185,12 +185,12 @@ def route_table(app: Any) -> list[tuple[str, str, dict[str, Any] | None]]:
     return sorted(out, key=lambda row: (row[1], row[0]))
 
 
-def _flat_routes(routes: Iterable[Any]) -> Iterable[Any]:
+def flat_routes(routes: Iterable[Any]) -> Iterable[Any]:
     """Routes of an app, through included routers (newer FastAPI keeps them nested)."""
     for route in routes:
         inner = getattr(route, "original_router", None)
         if inner is not None:
-            yield from _flat_routes(inner.routes)
+            yield from flat_routes(inner.routes)
         else:
             yield route
 

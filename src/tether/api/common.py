@@ -15,11 +15,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Match
 
 from tether.core.duration import parse_duration
 from tether.core.errors import (
     AclDisabled, Conflict, InvalidInput, NotFound, PermissionDenied, RateLimited, TetherError, TooLarge, Unavailable,
 )
+from tether.core.nesting import check_json_depth
+from tether.core.utf8 import check_json_text
 from tether.store.base import Store
 
 STATUS = {
@@ -50,19 +53,41 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-        return PlainTextResponse(exc.message, status_code=status_of(exc), headers=headers)
+        return PlainTextResponse(_printable(exc.message), status_code=status_of(exc), headers=headers)
 
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if p not in ("query", "path", "body"))
         return PlainTextResponse(f"{where}: {first['msg']}", status_code=400)
 
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110: Allow names the methods the path takes
+            headers["Allow"] = allowed_methods(request)
+        return PlainTextResponse(str(exc.detail), status_code=exc.status_code, headers=headers)
 
     app.add_exception_handler(TetherError, tether_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path. Starlette's own Allow lists only the first
+    route whose path matched, and one path is often served by several (GET and PUT apart)."""
+    from tether.api.acl import flat_routes
+
+    methods: set[str] = set()
+    for route in flat_routes(request.app.routes):
+        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method not
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def _printable(message: str) -> str:
+    """An error line that can be sent: messages quote the input, which may hold a lone
+    surrogate (from a YAML or JSON escape) that UTF-8 cannot encode."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def json_response(data: Any, *, index: int | None = None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -87,16 +112,24 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return body
 
 
+def parse_json(body: bytes) -> Any:
+    """A request body's JSON: nesting past the limit and malformed JSON are 400s."""
+    check_json_depth(body)  # before parsing: the parser recurses once per level
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"Request decode failed: malformed JSON: {exc}") from exc
+    check_json_text(body, value)
+    return value
+
+
 async def read_json(request: Request, *, required: bool = True) -> Any:
     body = await read_body(request)
     if not body.strip():
         if required:
             raise InvalidInput("Request decode failed: the body is empty; send a JSON object")
         return None
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"Request decode failed: malformed JSON: {exc}") from exc
+    return parse_json(body)
 
 
 def flag(request: Request, name: str) -> bool:

@@ -188,7 +188,7 @@ def check(
             validate_service_name(value)
         except InvalidInput as exc:
             raise InvalidInput(f"{name}: {exc.message}") from None
-    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file))
+    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file), destination)
     ident = SpiffeId(snapshot.trust_domain, DEFAULT_NAMESPACE, datacenter, source)
     decision = decide(snapshot, Source(ident), destination, port, explain=explain)
     if explain:
@@ -226,16 +226,20 @@ def match(
 # -- shared with `tether policy explain` -------------------------------------------------------
 
 
-def fetch_snapshot(api: Client) -> tuple[PolicySnapshot, str]:
-    """(snapshot, datacenter) built from the agent's authorization state (the server's, when
-    pointed at a `tether server`), with the same code the agent and the proxy use."""
-    from tether.core.policy_yaml import snapshot_from_state  # pydantic schemas: only commands that decide pay
+def fetch_snapshot(api: Client, destination: str) -> tuple[PolicySnapshot, str]:
+    """(snapshot, datacenter) for decisions with `destination`, built from the agent's
+    authorization state (the server's, when pointed at a `tether server`) with the same code
+    the agent and the proxy use. The token needs intentions:read on `destination`."""
+    # The proxy's reader: the same decisions as core.policy_yaml.snapshot_from_state without
+    # importing its pydantic schemas (~60 ms of a CLI command's start) for canonical state.
+    from tether.core.policy_state import snapshot_from_agent_state
 
-    response = api.get("/v1/agent/connect/authz-snapshot", ok404=True)
+    scope = {"service": destination}
+    response = api.get("/v1/agent/connect/authz-snapshot", params=scope, ok404=True)
     if response.status_code == 404:
-        response = api.get("/v1/internal/tether/authz")
+        response = api.get("/v1/internal/tether/authz", params=scope)
     state = response.json()
-    return snapshot_from_state(state, state["TrustDomain"]), state.get("Datacenter", "dc1")
+    return snapshot_from_agent_state(state, state["TrustDomain"]), state.get("Datacenter", "dc1")
 
 
 def print_decision(decision: Decision, what: str) -> None:

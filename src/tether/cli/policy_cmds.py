@@ -19,7 +19,7 @@ from tether.cli.common import HttpAddr, Token, TokenFile, client, print_json
 from tether.cli.intention_cmds import fetch_snapshot, print_decision
 from tether.core.authz import Source, decide
 from tether.core.cidr import parse_ip
-from tether.core.errors import InvalidInput, Unavailable
+from tether.core.errors import InvalidInput
 from tether.core.spiffe import DEFAULT_NAMESPACE, SpiffeId, parse_spiffe_id, validate_service_name
 
 policy_app = typer.Typer(help="Apply and inspect server policy (which callers a service port accepts).",
@@ -133,7 +133,7 @@ def explain(
         raise InvalidInput(f"DST:PORT {target!r}: write the destination service and a port, e.g. db:5432")
     _service(destination, "DST")
     ip = str(parse_ip(addr)) if addr else None
-    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file))
+    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file), destination)
     if source in UNAUTHENTICATED:
         identity = None
     elif source.lower().startswith("spiffe://"):

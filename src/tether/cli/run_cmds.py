@@ -107,6 +107,10 @@ def agent(
       tether agent -server-addr 10.0.0.5:8500 -node web1 # a node joining a server
 
       tether agent -server-addr 10.0.0.5:8500 -config-file /etc/tether/acl.hcl
+
+    Signals: SIGTERM/SIGINT stop the agent and its sidecars (they drain); SIGHUP reloads the
+    config files; SIGUSR2 stops the agent but leaves its sidecars serving, for the next
+    agent on the same address and data dir to adopt (a restart without a gap in traffic).
     """
     files = _files(config_file, config_dir, config_format)
     if files.server:

@@ -225,15 +225,18 @@ def server_router(cp: ControlPlane) -> APIRouter:
         try:
             require_own_node(request, body["Node"]["Node"], body.get("Services", []), body.get("Checks", []))
             await catalog.register(body["Node"], body.get("Services", []), body.get("Checks", []))
-        except (KeyError, TypeError) as exc:
-            raise InvalidInput(f"malformed sync body: {exc}") from exc
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a shape no agent sends
+            raise InvalidInput(f"malformed sync body: {exc!r}") from exc
         return json_response(True)
 
     @r.put("/v1/internal/tether/check", tags=["internal"], include_in_schema=False, **needs("node:write", on="Node"))
     async def agent_check(request: Request) -> Response:
         body = await read_json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("Node"), str):
-            raise InvalidInput("malformed check update: Node missing")
+        if not isinstance(body, dict):
+            raise InvalidInput("malformed check update: expected a JSON object")
+        wrong = [k for k in ("Node", "CheckID", "Status") if not isinstance(body.get(k), str)]
+        if wrong or not isinstance(body.get("Output", ""), str):
+            raise InvalidInput(f"malformed check update: {', '.join(wrong) or 'Output'} must be a string")
         request_acl(request).require("node", body["Node"], WRITE)
         await catalog.update_check(body["Node"], body["CheckID"], body["Status"], body.get("Output", ""))
         return json_response(True)
@@ -294,11 +297,10 @@ def parse_catalog_register(
     """Consul's /v1/catalog/register body -> (node, services, checks) documents."""
     if not isinstance(body, dict) or not body.get("Node"):
         raise InvalidInput("Node: missing; /v1/catalog/register needs at least Node and Address")
-    known = {"ID", "Node", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Check",
-             "Checks", "SkipNodeUpdate"}
-    unknown = sorted(set(body) - known)
+    unknown = sorted(set(body) - set(_REGISTER_FIELDS))
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
+    _require_types(body, _REGISTER_FIELDS, "")
     name = body["Node"]
     node = {"ID": body.get("ID", ""), "Node": name, "Address": body.get("Address", ""),
             "Datacenter": body.get("Datacenter") or datacenter,
@@ -313,6 +315,8 @@ def parse_catalog_register(
         services.append(format_service(definition, node=name, datacenter=node["Datacenter"]))
     raw_checks = ([body["Check"]] if body.get("Check") else []) + list(body.get("Checks") or [])
     for i, raw in enumerate(raw_checks):
+        if not isinstance(raw, dict):
+            raise InvalidInput(f"Checks[{i}]: expected a JSON object, got {type(raw).__name__}")
         raw = {k: v for k, v in raw.items() if k not in ("Node", "Definition", "Type")}
         check = parse_check_definition(raw, path=f"Checks[{i}]") if _has_kind(raw) else None
         doc = format_check(check, None, name, i, len(raw_checks)) if check else _passive_check(raw, name)
@@ -326,12 +330,27 @@ def parse_catalog_register(
     return node, services, checks
 
 
+#: /v1/catalog/register's fields and their JSON types (a wrong type is a 400 naming the field).
+_REGISTER_FIELDS: dict[str, type] = {"ID": str, "Node": str, "Address": str, "Datacenter": str, "TaggedAddresses": dict,
+                                     "NodeMeta": dict, "Service": dict, "Check": dict, "Checks": list,
+                                     "SkipNodeUpdate": bool}
+_PASSIVE_CHECK_FIELDS: dict[str, type] = {k: str for k in ("CheckID", "Name", "Status", "Notes", "Output", "ServiceID")}
+_JSON_TYPE = {str: "a string", dict: "an object", list: "an array", bool: "true or false"}
+
+
+def _require_types(body: dict[str, Any], fields: dict[str, type], where: str) -> None:
+    for key, kind in fields.items():
+        if body.get(key) is not None and not isinstance(body[key], kind):
+            raise InvalidInput(f"{where}{key}: must be {_JSON_TYPE[kind]}, got {type(body[key]).__name__}")
+
+
 def _has_kind(raw: dict[str, Any]) -> bool:
     return any(k in raw for k in ("TTL", "TCP", "HTTP", "AliasService"))
 
 
 def _passive_check(raw: dict[str, Any], node: str) -> dict[str, Any]:
     """A catalog-only check (no runner): the caller sets its status directly, as in Consul."""
+    _require_types(raw, _PASSIVE_CHECK_FIELDS, "Check.")
     check_id = raw.get("CheckID") or raw.get("Name")
     if not check_id:
         raise InvalidInput("Check.CheckID or Check.Name: missing")

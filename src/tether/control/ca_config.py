@@ -164,7 +164,7 @@ def _common_settings(raw: dict[str, Any], current: CAConfig, provider: str, min_
 def _key_settings(raw: dict[str, Any], config: CAConfig, problems: list[str]) -> CAConfig:
     key_type = raw.get("PrivateKeyType", config.private_key_type)
     bits = raw.get("PrivateKeyBits", config.private_key_bits)
-    if (key_type, bits) not in tx.GENERATABLE:
+    if not isinstance(key_type, str) or not isinstance(bits, int) or (key_type, bits) not in tx.GENERATABLE:
         problems.append(f"Config.PrivateKeyType/PrivateKeyBits {key_type!r}/{bits!r} not supported; "
                         "use ec/256, rsa/2048 or rsa/4096")
         return config

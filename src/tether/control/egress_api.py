@@ -3,15 +3,13 @@ under /v1/tether/; Consul has no equivalent)."""
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from tether.api.acl import needs, request_acl
-from tether.api.common import authorizer_dependency, block, json_response, read_body
+from tether.api.common import authorizer_dependency, block, json_response, parse_json, read_body
 from tether.control.egress import PREFIX, SERVICES, EgressService
-from tether.core.errors import InvalidInput, NotFound
+from tether.core.errors import NotFound
 from tether.core.external_yaml import parse_external_documents, parse_external_yaml
 
 
@@ -19,21 +17,19 @@ def egress_router(egress: EgressService) -> APIRouter:
     r = APIRouter(dependencies=[Depends(authorizer_dependency())], tags=["egress"])
     store = egress.store
 
-    def readable(request: Request, documents: list[dict]) -> list[dict]:
-        return request_acl(request).filter(documents, lambda d: ("service", d["metadata"]["name"]))
-
     def readable_applied(request: Request) -> list[dict]:
         # A DestinationRule is read under the entries it configures; one that configures none under mesh.
         pairs = egress.applied_with_owner()
         return [doc for doc, _ in request_acl(request).filter(pairs, lambda p: ("service", p[1]) if p[1] else ("mesh", ""))]
 
-    @r.get("/v1/tether/egress", **needs("service:read", on="each external service; the policy is public",
-                                        filtered=True))
+    @r.get("/v1/tether/egress", **needs("service:read", on="all"))
     async def egress_state(request: Request) -> Response:
-        """Everything a proxy needs to decide egress: services and policy (blocking)."""
+        """Everything a proxy needs to decide egress: services and policy (blocking). Whole or
+        a 403, never filtered: a registry with entries hidden would refuse traffic that the
+        registry allows, with "not in the registry" as the reason."""
+        request_acl(request).require_all("service", "read")
         index = await block(request, store, [PREFIX])
         services, policy = egress.documents()
-        services = readable(request, services)
         return json_response({"Services": services, "Policy": policy}, index=index)
 
     @r.get("/v1/tether/external-services",
@@ -58,10 +54,7 @@ def egress_router(egress: EgressService) -> APIRouter:
         """Body: YAML (one or more documents) or a JSON list of documents. All or nothing."""
         body = await read_body(request)
         if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                docs = json.loads(body)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"Request decode failed: malformed JSON: {exc}") from None
+            docs = parse_json(body)
             config = parse_external_documents(docs if isinstance(docs, list) else [docs], source="request")
         else:
             config = parse_external_yaml(body, source="request")

@@ -40,6 +40,8 @@ from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, LINKERD, POLIC
 from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput, NotFound
 from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.nesting import check_json_depth
+from tether.core.utf8 import check_json_text
 from tether.core.policy_yaml import (
     TETHER_API, PolicyDocuments, format_mesh_policy, format_server_policy, parse_policy_documents, parse_policy_objects,
 )
@@ -256,11 +258,12 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
         return reply(format_mesh_policy(mesh))
 
     @r.get("/v1/internal/tether/authz", tags=["internal"], include_in_schema=False,
-           **needs("intentions:read", on="each destination", filtered=True))
+           **needs("intentions:read", on="all; with ?service=S, intentions:read or service:write on S"))
     async def authz_state(request: Request) -> Response:
         """What agents watch: intentions + policy documents + mesh settings, one index."""
+        scope = authz_scope(request)  # refused before any wait
         index = await block(request, store, AUTHZ_PREFIXES)
-        return reply(readable_state(request, svc.state()), index=index)
+        return reply(scoped_state(svc.state(), scope), index=index)
 
     return r
 
@@ -287,12 +290,38 @@ def unregistered_targets(docs: PolicyDocuments, services: Mapping[str, Any]) -> 
     return out
 
 
-def readable_state(request: Request, state: dict[str, Any]) -> dict[str, Any]:
-    """The authorization state without what the token may not read (by destination service)."""
+def authz_scope(request: Request) -> str | None:
+    """Which authorization state the request may have, whole or not at all: it is never filtered.
+
+    A filtered state is a different policy: a proxy deciding on it would deny what the
+    intentions it was not shown allow (or allow what a hidden deny refuses). So a request
+    gets every rule it asked about or a 403. `?service=S` asks about decisions with
+    destination S only; that needs intentions:read on S, or service:write on S (the sidecar
+    of S, whose registration token is S's identity, as Consul's authorize route asks).
+    Without it, the whole state needs intentions:read on every service.
+    Returns S, or None for the whole state.
+    """
     acl = request_acl(request)
-    intentions = acl.filter(state["Intentions"], lambda i: (INTENTION, i["DestinationName"]))
-    policies = acl.filter(state["Policies"], lambda p: (INTENTION, p.get("spec", {}).get("service", "")))
-    return {**state, "Intentions": intentions, "Policies": policies}
+    service = request.query_params.get("service")
+    if service is None:
+        acl.require_all(INTENTION, "read")
+        return None
+    _check_name("service", service, wildcard=False)
+    if not acl.allowed("service", service, "write"):
+        acl.require(INTENTION, service, "read")
+    return service
+
+
+def scoped_state(state: dict[str, Any], service: str | None) -> dict[str, Any]:
+    """Everything `decide(..., service)` reads: intentions to S and to `*`, S's server
+    policies, the mesh settings (the whole state when `service` is None)."""
+    if service is None:
+        return state
+    return {
+        **state,
+        "Intentions": [i for i in state["Intentions"] if i["DestinationName"] in (service, "*")],
+        "Policies": [p for p in state["Policies"] if p.get("spec", {}).get("service", "") == service],
+    }
 
 
 def _check_name(field: str, value: str, *, wildcard: bool = True) -> str:
@@ -316,14 +345,19 @@ def _pair(request: Request) -> tuple[str, str]:
 
 def _documents(body: bytes, source: str) -> PolicyDocuments:
     """Policy documents from a YAML stream or JSON (one document, or an array of them)."""
-    text = body.decode("utf-8", "replace")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the body is not UTF-8 (byte {exc.start}); send YAML or JSON policy documents") from None
     if not text.strip():
         raise InvalidInput("the body is empty; send YAML or JSON policy documents (see docs/authorization.md)")
     if text.lstrip()[:1] in "[{":
+        check_json_depth(body)
         try:
             decoded = json.loads(text)
         except json.JSONDecodeError:
             decoded = None  # YAML flow style also starts with [ or {
         if decoded is not None:
+            check_json_text(body, decoded)
             return parse_policy_objects(decoded if isinstance(decoded, list) else [decoded], source=source)
     return parse_policy_documents(text, source=source)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from tether.core.browserguard import host_name_problem, origin_problem
 from tether.core.duration import parse_duration
 from tether.core.errors import InvalidInput
 
@@ -290,6 +291,8 @@ def _to_config(merged: dict[str, Any]) -> FileConfig:
     for name, port in (("ports.http", cfg.http_port), ("ports.dns", cfg.dns_port)):
         if port is not None and not -1 <= port <= 65535:
             errors.append(f"{name}: {port} is not a port (0 picks a free one, -1 turns it off)")
+    errors += [f"http_config.allowed_origins: {p}" for p in map(origin_problem, cfg.allowed_origins) if p]
+    errors += [f"http_config.allowed_hosts: {p}" for p in map(host_name_problem, cfg.allowed_hosts) if p]
     if cfg.node_meta and not all(isinstance(v, str) for v in cfg.node_meta.values()):
         errors.append("node_meta: values must be strings")
     _acl(merged.get("acl", {}), cfg, errors)

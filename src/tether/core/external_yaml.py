@@ -36,6 +36,7 @@ from tether.core.external import (
     raise_problems,
     registry_problems,
 )
+from tether.core.nesting import yaml_depth_problem
 
 TETHER_API = "tether.dev/v1"
 ISTIO_APIS = frozenset({"networking.istio.io/v1alpha3", "networking.istio.io/v1beta1", "networking.istio.io/v1"})
@@ -117,6 +118,9 @@ def parse_external_yaml(text: str | bytes, *, source: str = "<input>") -> Extern
     """Parse multi-document YAML into an ExternalConfig; InvalidInput lists every problem."""
     if len(text) > MAX_INPUT_BYTES:
         raise TooLarge(f"{source}: {len(text)} bytes of YAML; at most {MAX_INPUT_BYTES} are accepted")
+    too_deep = yaml_depth_problem(text, source)
+    if too_deep:
+        raise InvalidInput(too_deep)
     try:
         docs = list(yaml.load_all(text, Loader=_StrictLoader))  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

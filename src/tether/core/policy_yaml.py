@@ -34,6 +34,7 @@ from tether.core.cidr import NetworkMatch, parse_network_match
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, intention_key, parse_intention
 from tether.core.k8s_input import expand_documents
+from tether.core.nesting import yaml_depth_problem
 from tether.core.policy import (
     DEFAULT_INTENTION,
     MESH_DEFAULT_POLICY,
@@ -308,6 +309,10 @@ def snapshot_from_state(
 
 def _load(text: str, source: str, errors: list[str]) -> list[tuple[str, Any]]:
     docs: list[Any] = []
+    too_deep = yaml_depth_problem(text, source)
+    if too_deep:
+        errors.append(too_deep)
+        return []
     try:
         docs.extend(yaml.safe_load_all(text))  # an empty document (a trailing `---`) declares nothing
     except yaml.YAMLError as exc:
@@ -320,7 +325,8 @@ def _load(text: str, source: str, errors: list[str]) -> list[tuple[str, Any]]:
 def _tether_doc(label: str, doc: dict[str, Any], intentions: list, policies: list, meshes: list, errors: list[str]) -> None:
     # Envelope and spec are checked independently so a metadata typo does not hide spec errors.
     envelope = validate(_TetherDoc, doc, label, "", errors)
-    spec_model = _TETHER_SPECS.get(doc.get("kind"))  # type: ignore[arg-type]
+    kind = doc.get("kind")
+    spec_model = _TETHER_SPECS.get(kind) if isinstance(kind, str) else None
     if spec_model is None:
         errors.append(f"{label}: kind {doc.get('kind')!r} is not a Tether kind; use one of {', '.join(_TETHER_SPECS)}")
         return

@@ -15,7 +15,8 @@ Fields (JSON keys; the text format uses the same names):
   bytes_received   payload bytes from the client (Envoy's downstream convention)
   bytes_sent       payload bytes to the client
   result           allowed | denied | handshake-failure | upstream-connect-failure |
-                   upstream-identity-mismatch | idle-timeout | authz-terminated | drained
+                   upstream-identity-mismatch | upstream-refused | idle-timeout |
+                   authz-terminated | drained
   reason           why (deny rule, handshake failure reason, connect error), "" if none
   flags            extra facts: "audit" (would have been denied), "retried", "half-closed"
 Keys and certificates are never logged.

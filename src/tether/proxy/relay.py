@@ -83,7 +83,7 @@ class Relay:
     """Splice state of one connection. Subclasses set the sockets up and implement `finish`."""
 
     __slots__ = ("loop", "rbuf", "rmv", "dmv", "p", "pfd", "t", "tfd", "obj", "inc", "out",
-                 "pend_p", "pend_t", "n_p", "n_t", "eof_p", "eof_t", "done_a", "done_b", "closed")
+                 "pend_p", "pend_t", "n_p", "n_t", "eof_p", "eof_t", "done_a", "done_b", "closed", "truncated")
 
     def __init__(self, loop, bufs: Buffers) -> None:
         self.loop = loop
@@ -95,6 +95,9 @@ class Relay:
         self.pend_p = self.pend_t = None
         self.n_p = self.n_t = 0
         self.eof_p = self.eof_t = self.done_a = self.done_b = self.closed = False
+        # The TLS peer stopped without a close_notify (a bare TCP EOF, a reset, a TLS error):
+        # what a refusing sidecar does (UpstreamConn tells "upstream-refused" from "allowed").
+        self.truncated = False
 
     # ------------------------------------------------------------------ start / end
     def relay_start(self) -> None:
@@ -137,6 +140,7 @@ class Relay:
             self.t.close()
 
     def _abort(self, where: str, exc: BaseException) -> None:
+        self.truncated = where.startswith("tls")
         self.finish("allowed", f"{where}: {exc.__class__.__name__}: {exc}")
 
     # ------------------------------------------------------------------ plain -> TLS
@@ -216,7 +220,8 @@ class Relay:
             return
         except OSError as e:
             return self._abort("tls recv", e)
-        if not n:
+        if not n:  # TCP EOF: a clean TLS end arrives as ZeroReturn, before this
+            self.truncated = True
             return self._eof_from_t()
         inc = self.inc
         inc.write(self.rmv[:n])

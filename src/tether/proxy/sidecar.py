@@ -13,7 +13,8 @@ Where the config comes from (all through the local agent, `TETHER_HTTP_ADDR`):
                  Changes (upstreams added/removed, ports) are applied without a restart.
   identity       /v1/agent/connect/ca/leaf/<service> + /ca/roots (index-blocking) -> update_tls:
                  new handshakes use the new material, live connections keep theirs.
-  authorization  /v1/agent/connect/authz-snapshot (index-blocking) -> a PolicySnapshot ->
+  authorization  /v1/agent/connect/authz-snapshot?service=<service> (index-blocking: the
+                 rules with this service as destination, whole or a 403) -> a PolicySnapshot ->
                  update_authorizer: `decide` runs in this process per connection, and live
                  connections that lost their permit are closed at once and logged.
   upstreams      /v1/health/connect/<dest>?passing (index-blocking) -> update_upstream.
@@ -53,7 +54,7 @@ from tether.proxy.sidecar_config import (
     DEFAULT_ADMIN_BIND, SidecarPlan, SnapshotAuthorizer, UpstreamPlan, instances_from_health, plan_for_service, plan_from_registration,
 )
 from tether.proxy.sidecar_health import ListenerCheck, find_listening_check, listening_state
-from tether.proxy.sidecar_policy import snapshot_from_agent_state
+from tether.core.policy_state import snapshot_from_agent_state
 from tether.proxy.tls import TlsMaterial
 from tether.proxy.resolve import resolve_instances
 from tether.proxy.upstream import UpstreamSpec
@@ -158,7 +159,7 @@ class Sidecar:
         # service's token does not have (nor does it in Consul).
         self.datacenter = plan.datacenter or parse_spiffe_id(leaf.body["ServiceURI"]).datacenter
         roots = await self.client.get("/v1/agent/connect/ca/roots")
-        authz = await self.client.get("/v1/agent/connect/authz-snapshot")
+        authz = await self.client.get("/v1/agent/connect/authz-snapshot", {"service": plan.service})
         self._leaf, self._roots = leaf.body, roots.body
         self.deadline.set_leaf(leaf.body)
         self.trust_domain = roots.body["TrustDomain"]
@@ -186,7 +187,7 @@ class Sidecar:
         spawn(watch_index(self.client, self.health, "roots", "/v1/agent/connect/ca/roots", self._set_roots,
                           index=roots.index))
         spawn(watch_index(self.client, self.health, "authz", "/v1/agent/connect/authz-snapshot", self._set_authz,
-                          index=authz.index))
+                          index=authz.index, params={"service": plan.service}))
         if self.listener_check is not None:
             spawn(self.listener_check.run())
         if reg_hash:
@@ -390,7 +391,7 @@ class Sidecar:
             self._leaf = (await c.get(f"/v1/agent/connect/ca/leaf/{self.plan.service}")).body
             self._set_roots((await c.get("/v1/agent/connect/ca/roots")).body)  # applies the new leaf too
             self.deadline.set_leaf(self._leaf)
-            self._set_authz((await c.get("/v1/agent/connect/authz-snapshot")).body)
+            self._set_authz((await c.get("/v1/agent/connect/authz-snapshot", {"service": self.plan.service})).body)
             for name, (up, _, _) in list(self._upstreams.items()):
                 params = {"passing": "1", **({"dc": up.datacenter} if up.datacenter else {})}
                 entries = (await c.get(f"/v1/health/connect/{name}", params)).body

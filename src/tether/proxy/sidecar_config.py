@@ -12,7 +12,7 @@ in a registration is reported at once.
 
 `instances_from_health` turns `/v1/health/connect/<dest>` entries into engine Instances,
 and `SnapshotAuthorizer` is the per-connection authorizer handed to the engine: it runs
-`core.authz.decide` on the PolicySnapshot (sidecar_policy.py builds it), with no I/O.
+`core.authz.decide` on the PolicySnapshot (core/policy_state.py builds it), with no I/O.
 """
 
 from __future__ import annotations

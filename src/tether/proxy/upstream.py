@@ -84,6 +84,17 @@ class UpstreamConn(Conn):
     def byte_counts(self) -> tuple[int, int]:
         return self.n_p, self.n_t
 
+    def finish(self, result: str, reason: str = "") -> None:
+        # Through the mesh, the destination's sidecar ends every connection it served with a
+        # close_notify; one it refuses (denied, its app unreachable) is closed right after the
+        # handshake with neither a byte nor a close_notify. Say so, rather than "allowed".
+        if result == "allowed" and self.truncated and not self.n_t:
+            result = "upstream-refused"
+            reason = (f"{self.up_addr} closed the connection after the handshake with no data and no TLS "
+                      f"close_notify ({reason or 'EOF'}): refused there (denied, or its app unreachable; "
+                      "its access log says why)")
+        super().finish(result, reason)
+
     def _attempt(self) -> None:
         spec = self.lst.spec
         m = self.lst.pool.pick(self.loop.time(), self.tried)

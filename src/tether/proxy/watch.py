@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Mapping
 
-from tether.core.errors import NotFound, TetherError
+from tether.core.errors import NotFound, PermissionDenied, TetherError
 from tether.proxy.agentclient import AgentClient
 
 log = logging.getLogger("tether.proxy.sidecar")
@@ -44,8 +44,12 @@ class SourceHealth:
         self._ok_cb = ok
         self.failing: dict[str, str] = {}
 
-    def failed(self, watch: str, error: str) -> None:
-        if watch not in self.failing:
+    def failed(self, watch: str, error: str, *, refused: bool = False) -> None:
+        previous = self.failing.get(watch)
+        if refused and error != previous:  # an ACL refusal: the operator must act; say what happens meanwhile
+            log.warning("watch %s refused: %s; serving the last known config until this proxy's token is "
+                        "allowed (docs/acl.md)", watch, error)
+        elif previous is None:
             log.debug("watch %s failing: %s", watch, error)
         self.failing[watch] = error
         self._failed_cb(self.name, error)
@@ -83,7 +87,7 @@ async def watch_index(client: AgentClient, health: SourceHealth, what: str, path
             reply = await client.get(path, query, wait=wait if blocking else 0.0)
         except TetherError as e:
             failing = True
-            health.failed(what, str(e))
+            health.failed(what, str(e), refused=isinstance(e, PermissionDenied))
             await sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
@@ -116,7 +120,7 @@ async def watch_hash(client: AgentClient, health: SourceHealth, what: str, path:
                 health.ok(what)  # the agent answered: it is there, the registration is not
                 return gone()
             failing = True
-            health.failed(what, str(e))
+            health.failed(what, str(e), refused=isinstance(e, PermissionDenied))
             await sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue

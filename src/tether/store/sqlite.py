@@ -19,6 +19,7 @@ from typing import Any
 from tether.core.errors import InvalidInput
 from tether.store.base import Entry
 from tether.store.cached import CachedStore
+from tether.store.datadir import create_private_file, narrow_file
 
 SCHEMA_VERSION = 1
 
@@ -38,7 +39,12 @@ class SqliteBackend:
         if synchronous not in ("FULL", "NORMAL"):
             raise InvalidInput(f"sqlite synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The database, and so its -wal and -shm (SQLite gives them its mode), are 0600: the
+        # WAL holds the CA's private key in clear (store/datadir.py).
+        for leftover in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            narrow_file(leftover)
+        create_private_file(self.path)
         # check_same_thread=False: persist() runs in a worker thread, serialised by the
         # store's write lock and by our own lock (belt and braces for close()).
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -54,7 +60,6 @@ class SqliteBackend:
                 f"{self.path} has store schema {row[0]}, this Tether reads {SCHEMA_VERSION}; "
                 "use a matching Tether version or a new -data-dir"
             )
-        os.chmod(self.path, 0o600)
 
     def load(self) -> tuple[int, list[tuple[str, Any, int, int]]]:
         revision = self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -45,12 +46,13 @@ class RunningAgent:
         return self.proc.returncode
 
 
-def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> RunningAgent:
+def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
+                 prefix: tuple[str, ...] = ()) -> RunningAgent:
     """Run `tether ARGS -http-port 0` (unless ARGS name a port: a restart in place) and return
-    once its API is listening."""
+    once its API is listening. `prefix` runs it through a wrapper (e.g. setpriv, as another user)."""
     dns = ["-dns-port", "0"] if args and args[0] == "agent" and "-dns-port" not in args else []
     http = [] if "-http-port" in args else ["-http-port", "0"]
-    cmd = [sys.executable, "-m", "tether.cli.main", *args, *http, *dns]
+    cmd = [*prefix, sys.executable, "-m", "tether.cli.main", *args, *http, *dns]
     full_env = {**os.environ, "TETHER_LOG_LEVEL": "WARNING", **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     lines: list[str] = []
@@ -76,6 +78,21 @@ def start_tether(*args: str, env: dict[str, str] | None = None, timeout: float =
     if not found:
         raise RuntimeError(f"tether {' '.join(args)} exited with {proc.wait()}:\n{''.join(lines)}")
     return RunningAgent(found[0], proc, lines)
+
+
+def write_acl_config(directory: Path, management: str, **acl: Any) -> Path:
+    """An `acl.json` turning ACLs on with `management` as the initial management token (plus
+    any other `acl` keys), 0600 as a file holding a token must be."""
+    path = directory / "acl.json"
+    path.write_text(json.dumps({"acl": {"enabled": True, "tokens": {"initial_management": management}, **acl}}))
+    path.chmod(0o600)
+    return path
+
+
+def start_acl_dev_agent(directory: Path, management: str, **acl: Any) -> RunningAgent:
+    """A dev agent with ACLs on (write_acl_config's file in `directory`), node n1, no sidecars."""
+    conf = write_acl_config(directory, management, **acl)
+    return start_tether("agent", "-dev", "-node", "n1", "-no-managed-proxies", "-config-file", str(conf))
 
 
 def start_dev_agent(data_dir: Path | None = None, node: str = "node1", *, managed_proxies: bool = False) -> RunningAgent:
