@@ -201,8 +201,8 @@ def test_seed_scenario_ratings_reads_external_postgres_then_loses_it() -> None:
     (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("resolution: NONE", "resolution: NONE\n  "
                                                              "workloadSelector: {labels: {app: pg}}"),
      "spec.workloadSelector: not supported: selects mesh workloads"),
-    (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("protocol: TCP", "protocol: HTTP"),
-     "protocol HTTP is an L7 protocol"),
+    (TLS_BY_SNI.split("---")[0].replace("protocol: TLS", "protocol: HTTP"),
+     "protocol HTTP is an L7 protocol, and without spec.addresses Istio tells such entries apart by the HTTP Host"),
     (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("MESH_EXTERNAL", "MESH_INTERNAL"),
      "MESH_INTERNAL is not supported"),
     (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("resolution: NONE", "resolution: DNS\n  exportTo: [.]"),
@@ -336,3 +336,12 @@ def test_format_then_parse_gives_back_the_same_config(service: ExternalService, 
     assert external_service_problems(service) == []
     config = ExternalConfig((service,), policy)
     assert parse_external_yaml(format_external_yaml(config)) == config
+
+
+def test_an_http_port_matched_by_address_is_carried_as_opaque_tcp_with_a_warning() -> None:
+    config = parse_external_yaml(TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("protocol: TCP", "protocol: HTTP"))
+    (svc,) = config.services
+    assert [p.protocol for p in svc.ports] == [Protocol.TCP] and svc.addresses == ("203.0.113.0/24",)
+    assert config.notes == ("<input> document 1 (ServiceEntry 'external-pg'): spec.ports: protocol HTTP is carried as "
+                            "opaque TCP to spec.addresses: Tether proxies external traffic at L4, so who may reach "
+                            "which address is as written, but nothing is HTTP-aware",)

@@ -90,7 +90,7 @@ class EgressService:
         # multi-server backend another server may write between our read and commit).
         checks = [Check(e.key, e.modify_index) for e in (*self.store.list(SERVICES), *self.store.list(RULES))]
         await self.store.commit(ops, checks)
-        applied, warnings = [], []
+        applied, warnings = [], list(config.notes)
         hosts = {h for s in merged.services for h in s.hosts}
         for key, doc in given.items():
             if key.startswith("services/"):

@@ -94,6 +94,7 @@ class ExternalConfig:
     services: tuple[ExternalService, ...] = ()
     policy: OutboundPolicy | None = None
     documents: tuple[tuple[str, dict[str, Any]], ...] = field(default=(), compare=False)  # storage form
+    notes: tuple[str, ...] = field(default=(), compare=False)  # accepted with the meaning kept: warnings
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -133,6 +134,7 @@ def parse_external_documents(docs: Iterable[object], *, source: str = "<input>",
     """The same, for documents already decoded (e.g. a JSON API body). `numbers`: the
     documents' numbers in a larger file they were taken from (already expanded)."""
     problems: list[str] = []
+    notes: list[str] = []
     documents: list[tuple[str, dict[str, Any]]] = []
     services: list[tuple[str, ExternalService]] = []
     rules: list[tuple[str, str, list[tuple[int | None, TlsOrigination]]]] = []
@@ -140,7 +142,7 @@ def parse_external_documents(docs: Iterable[object], *, source: str = "<input>",
     policies: list[OutboundPolicy] = []
     numbered = list(zip(numbers, docs)) if numbers is not None else expand_documents(docs)
     for i, doc in numbered:
-        r = _Reader(problems, f"{source} document {i}")
+        r = _Reader(problems, f"{source} document {i}", notes)
         head = r.mapping(doc, "", {"apiVersion", "kind", "metadata", "spec"}, required=("apiVersion", "kind"))
         if head is None:
             continue
@@ -189,17 +191,22 @@ def parse_external_documents(docs: Iterable[object], *, source: str = "<input>",
             problems.append(f"{source}: {key} is declared twice in these documents; keep one")
         keys[key] = n
     raise_problems(problems, source)
-    return ExternalConfig(tuple(svc for _, svc in merged), policies[0] if policies else None, tuple(documents))
+    return ExternalConfig(tuple(svc for _, svc in merged), policies[0] if policies else None, tuple(documents),
+                          tuple(notes))
 
 
 class _Reader:
     """Typed, path-naming field access that records problems instead of raising."""
 
-    def __init__(self, problems: list[str], where: str) -> None:
-        self.problems, self.where = problems, where
+    def __init__(self, problems: list[str], where: str, notes: list[str] | None = None) -> None:
+        self.problems, self.where, self.notes = problems, where, notes if notes is not None else []
 
     def bad(self, path: str, message: str) -> None:
         self.problems.append(f"{self.where}: {path + ': ' if path else ''}{message}")
+
+    def note(self, path: str, message: str) -> None:
+        """Accepted with its meaning kept, in a changed form: printed as a warning."""
+        self.notes.append(f"{self.where}: {path + ': ' if path else ''}{message}")
 
     def mapping(self, value: object, path: str, allowed: set[str] | frozenset[str],
                 required: tuple[str, ...] = (), refuse: bool = True) -> dict[str, Any] | None:
@@ -359,9 +366,17 @@ def _istio_service_entry(r: _Reader, name: str, spec: object,
     for l7 in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB"):
         # Istio reads protocol names case-insensitively, so this loader does too.
         if any(isinstance(p, dict) and str(p.get("protocol", "")).upper() == l7 for p in ports):
-            r.bad("spec.ports", f"protocol {l7} is an L7 protocol; Tether proxies external traffic at L4: "
-                                "use TCP, or TLS for traffic routed by SNI")
-            protocols[l7] = Protocol.TCP  # reported once above; keep reading the rest
+            if s.get("addresses"):
+                # Matched by destination address, the port means the same at L4: carried as opaque TCP.
+                r.note("spec.ports", f"protocol {l7} is carried as opaque TCP to spec.addresses: Tether proxies "
+                                     "external traffic at L4, so who may reach which address is as written, but "
+                                     "nothing is HTTP-aware")
+            else:
+                r.bad("spec.ports", f"protocol {l7} is an L7 protocol, and without spec.addresses Istio tells such "
+                                    "entries apart by the HTTP Host header, which Tether (L4) cannot: give the "
+                                    "entry's addresses (its port is then carried as opaque TCP), or use TLS for "
+                                    "traffic routed by SNI")
+            protocols[l7] = Protocol.TCP
     common = _common_spec(r, s, protocols, _ISTIO_RESOLUTIONS, fold=True)
     if common["location"] == "MESH_INTERNAL":
         r.bad("spec.location", "MESH_INTERNAL is not supported: register mesh workloads as Tether services")
