@@ -48,7 +48,8 @@ def apply(
 ) -> None:
     """Apply declarative configuration: external services and outbound policy (Tether
     ExternalService/OutboundPolicy, Istio ServiceEntry/DestinationRule) and authorization
-    policy (Tether MeshPolicy/ServerPolicy/ServiceIntentions, Linkerd kinds).
+    policy (Tether MeshPolicy/ServerPolicy/ServiceIntentions, Linkerd kinds, Istio
+    AuthorizationPolicy's L4 subset).
 
     Multi-document streams and `kind: List` (what `kubectl get -o yaml` prints) are read;
     fields Kubernetes writes (status, metadata.uid, resourceVersion, managedFields) are
@@ -104,8 +105,9 @@ def delete(
     http_addr: str = HttpAddr, token: str = Token, token_file: str = TokenFile,
 ) -> None:
     """Delete what the documents in FILE name (the objects `tether apply -f FILE` made):
-    Linkerd objects, Tether ServerPolicies and ServiceIntentions, external services
-    (ExternalService, ServiceEntry) and DestinationRules. Each is deleted on its own; one
+    Linkerd objects, Istio AuthorizationPolicies, Tether ServerPolicies and
+    ServiceIntentions, external services (ExternalService, ServiceEntry) and
+    DestinationRules. Each is deleted on its own; one
     already gone is reported and the rest go on (exit 1 if any was missing).
 
     Example:
