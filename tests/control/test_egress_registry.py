@@ -43,11 +43,13 @@ async def put_yaml(api, text):
     return await api.put("/v1/tether/external-services", content=text, headers={"content-type": "application/yaml"})
 
 
-async def test_istio_service_entries_are_stored_as_tether_documents(api):
+async def test_istio_service_entries_are_stored_as_applied_and_served_as_tether_documents(api):
     r = await put_yaml(api, SERVICE_ENTRY)
     assert r.status_code == 200 and r.json()["Applied"] == ["pg", "payments"]
     docs = (await api.get("/v1/tether/external-services")).json()
-    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [("ExternalService", "payments"), ("ExternalService", "pg")]
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [("ServiceEntry", "payments"), ("ServiceEntry", "pg")]
+    served = (await api.get("/v1/tether/egress")).json()["Services"]
+    assert [(d["kind"], d["metadata"]["name"]) for d in served] == [("ExternalService", "payments"), ("ExternalService", "pg")]
     pg = (await api.get("/v1/tether/external-services/pg")).json()
     assert pg["spec"]["addresses"] == ["198.51.100.20/32"] and pg["spec"]["ports"][0]["number"] == 5432
 
@@ -109,3 +111,50 @@ async def test_egress_state_documents_are_reappliable_as_returned(api):
     state = (await api.get("/v1/tether/egress")).json()
     r = await api.put("/v1/tether/external-services", json=state["Services"])
     assert r.status_code == 200, r.text
+
+
+PG_TLS_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pg-tls, namespace: default, uid: 4c1b, resourceVersion: "12"}
+spec:
+  host: pg.internal
+  trafficPolicy: {tls: {mode: SIMPLE, sni: pg.internal}}
+status: {}
+"""
+
+
+def served(docs, name):
+    return next(d for d in docs["Services"] if d["metadata"]["name"] == name)
+
+
+async def test_a_destination_rule_is_its_own_object_and_survives_the_entry_being_reapplied(api):
+    """Issue 11: re-applying an unchanged ServiceEntry silently dropped its TLS origination."""
+    pg_only = SERVICE_ENTRY.split("---")[0]
+    assert (await put_yaml(api, pg_only)).status_code == 200
+    r = await put_yaml(api, PG_TLS_RULE)
+    assert r.status_code == 200 and r.json() == {"Applied": ["DestinationRule default/pg-tls"], "Warnings": []}
+    assert served((await api.get("/v1/tether/egress")).json(), "pg")["spec"]["tls"]["mode"] == "SIMPLE"
+    assert (await put_yaml(api, pg_only)).status_code == 200  # the entry again, alone
+    assert served((await api.get("/v1/tether/egress")).json(), "pg")["spec"]["tls"] == {"mode": "SIMPLE", "sni": "pg.internal"}
+    kinds = [d["kind"] for d in (await api.get("/v1/tether/external-services")).json()]
+    assert sorted(kinds) == ["DestinationRule", "ServiceEntry"]
+
+
+async def test_a_destination_rule_before_its_entry_warns_and_then_applies(api):
+    r = await put_yaml(api, PG_TLS_RULE)
+    assert r.status_code == 200 and "spec.host 'pg.internal' matches no ExternalService" in r.json()["Warnings"][0]
+    assert (await put_yaml(api, SERVICE_ENTRY.split("---")[0])).status_code == 200
+    assert served((await api.get("/v1/tether/egress")).json(), "pg")["spec"]["tls"]["mode"] == "SIMPLE"
+    r = await put_yaml(api, PG_TLS_RULE.replace("pg-tls", "pg-tls-2"))  # a second rule for the same entry
+    assert r.status_code == 400 and "already has TLS settings" in r.text and "nothing was applied" in r.text
+
+
+async def test_same_named_entries_in_two_namespaces_do_not_collide(api):
+    entry = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: %s}\n"
+             "spec: {hosts: [api.%s.example], ports: [{number: 443, name: tls, protocol: TLS}], resolution: NONE}\n")
+    assert (await put_yaml(api, entry % ("team-a", "a"))).status_code == 200
+    r = await put_yaml(api, entry % ("team-b", "b"))
+    assert r.status_code == 200 and r.json()["Applied"] == ["api.team-b"]
+    names = sorted(d["metadata"]["name"] for d in (await api.get("/v1/tether/egress")).json()["Services"])
+    assert names == ["api.team-a", "api.team-b"]

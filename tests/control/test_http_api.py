@@ -25,7 +25,10 @@ async def test_every_read_has_an_index(api):
 async def test_catalog_watch_wakes_on_registration_not_on_kv_write(api, node):
     r = await api.get("/v1/catalog/services")
     index = r.headers["X-Consul-Index"]
-    background = node.store.parked("catalog/")  # the session sweeper watches the catalog too
+    # Two background watchers of the catalog: the session sweeper, and the agent's own
+    # authorization watch (named ports resolve Linkerd Servers against registrations).
+    await until_parked(lambda: node.store.parked("catalog/"), more_than=1)
+    background = node.store.parked("catalog/")
     watch = asyncio.create_task(api.get("/v1/catalog/services", params={"index": index, "wait": "20s"}))
     await until_parked(lambda: node.store.parked("catalog/"), more_than=background)
     await api.put("/v1/kv/noise", content=b"x")  # irrelevant to the catalog ...

@@ -126,6 +126,20 @@ CASES = [
          policies=[ServerPolicy("db", 5432, authorizations=(A("net", unauthenticated=True, networks=[{"cidr": "10.0.0.0/8", "except": ["10.9.0.0/16"]}]),))]),
     Case("[L-probe] 2.11 workaround: unauthenticated + networks for the probe CIDR", anon("192.0.2.10"), True,
          policies=[ServerPolicy("db", 5432, authorizations=(A("kubelet", unauthenticated=True, networks=[{"cidr": "192.0.2.0/24"}]),))]),
+    # --- plaintext clients (no TLS ClientHello): only an `unauthenticated` grant admits them -------
+    Case("[L-ref] web-public: unauthenticated from 0.0.0.0/0 admits a plaintext client",
+         Source(None, "127.0.0.1", plaintext=True), True,
+         policies=[ServerPolicy("db", 5432, authorizations=(A("web-public", unauthenticated=True, networks=[{"cidr": "0.0.0.0/0"}, {"cidr": "::/0"}]),))]),
+    Case("[L-ref] a plaintext client outside the authorization's networks is refused",
+         Source(None, "127.0.0.1", plaintext=True), False,
+         policies=[ServerPolicy("db", 5432, authorizations=(A("lb", unauthenticated=True, networks=[{"cidr": "192.0.2.0/24"}]),))],
+         reason="plaintext client (no TLS): server policy db-5432 (db:5432) has no `unauthenticated` authorization "
+                "for its address; without one a port accepts mutual TLS only"),
+    Case("[Tether] no default policy admits plaintext, not even all-unauthenticated",
+         Source(None, "127.0.0.1", plaintext=True), False, mesh="all-unauthenticated"),
+    Case("[L-ref] an identity grant (even '*') does not admit a plaintext client",
+         Source(None, "127.0.0.1", plaintext=True), False,
+         policies=[ServerPolicy("db", 5432, DefaultPolicy.ALL_UNAUTHENTICATED, (A("any", identities=["*"]),))]),
     # --- the probe rule -------------------------------------------------------------------------
     Case("[L-probe] probes are authorized automatically, even under deny", Source(None, "127.0.0.1", probe=True), True,
          [I("*", "*", "deny")], mesh="deny", default_intention="deny",
@@ -221,15 +235,19 @@ intentions_st = st.lists(st.builds(Intention, svc_or_star, svc_or_star, st.sampl
 modes = st.sampled_from([p.value for p in DefaultPolicy])
 policies_st = st.lists(
     st.builds(
-        lambda svc, port, mode, who: ServerPolicy(svc, port, DefaultPolicy(mode), (A("grant", identities=who),) if who else ()),
+        lambda svc, port, mode, who, open_to: ServerPolicy(svc, port, DefaultPolicy(mode), (
+            ((A("grant", identities=who),) if who else ())
+            + ((A("open", unauthenticated=True, networks=[{"cidr": open_to}]),) if open_to else ()))),
         st.sampled_from(SERVICES), st.sampled_from([None, 80]), modes,
         st.lists(st.sampled_from(["web", "*", "spiffe://*/ns/*/dc/dc2/svc/*", f"*.{TD}"]), max_size=2),
+        st.sampled_from([None, "127.0.0.0/8", "192.0.2.0/24"]),
     ),
     max_size=4, unique_by=lambda p: (p.service, p.port),
 )
 sources_st = st.one_of(
     st.builds(lambda s, td, dc: Source(SpiffeId(td, "default", dc, s), "10.0.0.1"), st.sampled_from(SERVICES), st.sampled_from([TD, OTHER_TD]), st.sampled_from(["dc1", "dc2"])),
-    st.builds(lambda ip, probe: Source(None, ip, probe), st.sampled_from(["127.0.0.1", "10.0.0.1", "192.0.2.1"]), st.booleans()),
+    st.builds(lambda ip, probe, plain: Source(None, ip, probe, plain), st.sampled_from(["127.0.0.1", "10.0.0.1", "192.0.2.1"]),
+              st.booleans(), st.booleans()),
 )
 world = st.tuples(intentions_st, policies_st, st.sampled_from(["allow", "deny"]), modes)
 
@@ -275,6 +293,8 @@ def test_no_rule_means_the_default(source, dst, default) -> None:  # type: ignor
     d = decide(build_snapshot([], [], default, "all-unauthenticated", TD), source, dst, 80)
     if source.probe and source.ip == "127.0.0.1":
         assert d.allowed and d.rule.name == "agent-probe"
+    elif source.plaintext:  # no default admits a client without TLS
+        assert d.rule is None and not d.allowed and d.reason.startswith("plaintext client (no TLS)")
     else:
         assert d.rule is None and d.allowed is (default == "allow") and d.reason.startswith(f"default policy {default}")
 

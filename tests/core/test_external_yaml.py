@@ -106,7 +106,7 @@ spec:
   resolution: STATIC
   exportTo: ["*"]
   endpoints:
-  - {address: 192.0.2.11, ports: {redis: 7000}, weight: 3}
+  - {address: 192.0.2.11, ports: {redis: 7000}}
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: DestinationRule
@@ -117,7 +117,7 @@ spec:
 """).services
     assert svc.hosts == ("redis.example.net",)
     assert svc.ports == (ServicePort(6379, "redis", Protocol.TCP, 6380),)
-    assert svc.endpoints == (Endpoint("192.0.2.11", (("redis", 7000),), 3),)
+    assert svc.endpoints == (Endpoint("192.0.2.11", (("redis", 7000),)),)
     assert svc.allowed_sources == ("web", "api") and svc.protocol_hint == "postgres"
     for istio, tether in (("DNS_ROUND_ROBIN", Resolution.DNS), ("DYNAMIC_DNS", Resolution.NONE)):
         text = TLS_BY_SNI.split("---")[0].replace("resolution: DNS", f"resolution: {istio}")
@@ -188,8 +188,9 @@ def test_seed_scenario_ratings_reads_external_postgres_then_loses_it() -> None:
      "in.yaml document 1 (ServiceEntry 'external-pg'): spec.ports[0].bogus: unknown field"),
     ("apiVersion: tether.dev/v1\nkind: ExternalService\nmetadata: {name: x, owner: me}\nspec: {}\n",
      "metadata.owner: unknown field"),
-    ("apiVersion: tether.dev/v1\nkind: ExternalService\nmetadata: {name: x}\nspec: {}\nstatus: {}\n",
-     "status: unknown field"),
+    (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("resolution: NONE", "resolution: STATIC\n  "
+     "endpoints: [{address: 203.0.113.1, weight: 90}, {address: 203.0.113.2, weight: 10}]"),
+     "spec.endpoints[0].weight: weighted balancing is not supported"),
     ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {}\n",
      "kind Gateway of apiVersion networking.istio.io/v1 is not supported here"),
     ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec: {}\n", "OutboundPolicy"),
@@ -200,8 +201,8 @@ def test_seed_scenario_ratings_reads_external_postgres_then_loses_it() -> None:
     (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("resolution: NONE", "resolution: NONE\n  "
                                                              "workloadSelector: {labels: {app: pg}}"),
      "spec.workloadSelector: not supported: selects mesh workloads"),
-    (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("protocol: TCP", "protocol: HTTP"),
-     "protocol HTTP is an L7 protocol"),
+    (TLS_BY_SNI.split("---")[0].replace("protocol: TLS", "protocol: HTTP"),
+     "protocol HTTP is an L7 protocol, and without spec.addresses Istio tells such entries apart by the HTTP Host"),
     (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("MESH_EXTERNAL", "MESH_INTERNAL"),
      "MESH_INTERNAL is not supported"),
     (TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("resolution: NONE", "resolution: DNS\n  exportTo: [.]"),
@@ -236,7 +237,6 @@ spec:
 
 
 @pytest.mark.parametrize(("host", "policy", "says"), [
-    ("nope.example.com", "    tls: {mode: SIMPLE}", "matches no ExternalService or ServiceEntry in these documents"),
     ("db.example.com", "    tls: {mode: ISTIO_MUTUAL}", "ISTIO_MUTUAL is the mesh's own mTLS"),
     ("db.example.com", "    tls: {mode: SIMPLE, credentialName: pg-secret}", "Kubernetes secrets are not available"),
     ("db.example.com", "    tls: {mode: SIMPLE, insecureSkipVerify: true}", "always verifies"),
@@ -318,8 +318,7 @@ def valid_services(draw: st.DrawFn) -> ExternalService:
     addresses = draw(st.lists(st.sampled_from(cidrs), max_size=2, unique=True))
     ips = ["192.0.2.9", "2001:db8::9"] + (["a.example.org"] if resolution == Resolution.DNS else [])
     endpoints = [] if resolution == Resolution.NONE else draw(st.lists(
-        st.builds(Endpoint, st.sampled_from(ips), st.just(()) | st.just(((ports[0].name, 6432),)),
-                  st.none() | st.integers(1, 10)), min_size=resolution == Resolution.STATIC, max_size=2))
+        st.builds(Endpoint, st.sampled_from(ips), st.just(()) | st.just(((ports[0].name, 6432),))), min_size=resolution == Resolution.STATIC, max_size=2))
     tls = TlsOrigination()
     if all(p.protocol == Protocol.TCP for p in ports):
         tls = draw(st.sampled_from([tls, TlsOrigination(TlsMode.SIMPLE, "/etc/tether/ca.pem", sni="sni.example.com",
@@ -337,3 +336,12 @@ def test_format_then_parse_gives_back_the_same_config(service: ExternalService, 
     assert external_service_problems(service) == []
     config = ExternalConfig((service,), policy)
     assert parse_external_yaml(format_external_yaml(config)) == config
+
+
+def test_an_http_port_matched_by_address_is_carried_as_opaque_tcp_with_a_warning() -> None:
+    config = parse_external_yaml(TCP_BY_CIDR.format(api="networking.istio.io/v1").replace("protocol: TCP", "protocol: HTTP"))
+    (svc,) = config.services
+    assert [p.protocol for p in svc.ports] == [Protocol.TCP] and svc.addresses == ("203.0.113.0/24",)
+    assert config.notes == ("<input> document 1 (ServiceEntry 'external-pg'): spec.ports: protocol HTTP is carried as "
+                            "opaque TCP to spec.addresses: Tether proxies external traffic at L4, so who may reach "
+                            "which address is as written, but nothing is HTTP-aware",)

@@ -13,7 +13,7 @@ from tether.core.authz import Source, decide
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention
 from tether.core.policy import DefaultPolicy, MeshPolicy, PatternKind
-from tether.core.policy_yaml import PolicyDocuments, parse_policy_documents, snapshot_from_documents
+from tether.core.policy_yaml import PolicyDocuments, all_server_policies, parse_policy_documents, snapshot_from_documents
 from tether.core.spiffe import SpiffeId
 
 TD = "0f0e0d0c-0000-4000-8000-000000000001.tether"
@@ -167,7 +167,6 @@ def test_every_problem_in_every_document_is_reported_and_nothing_is_returned() -
         ("!!python/object:os.system {}", "YAML does not parse"),  # safe_load only
         ("apiVersion: tether.dev/v1\nkind: ServerPolicy\nspec: {service: db, port: '80'}", "spec.port"),  # strict types
         ("apiVersion: tether.dev/v1\nkind: ServerPolicy\nspec: {}", "spec.service: required field is missing"),
-        ("apiVersion: tether.dev/v1\nkind: ServerPolicy\nstatus: {}\nspec: {service: db}", "status: unknown field"),
     ],
 )
 def test_refusals(text: str, needle: str) -> None:
@@ -262,7 +261,7 @@ spec:
 
 
 def test_linkerd_booksapp_maps_onto_server_policy() -> None:
-    (pol,) = parse(BOOKSAPP).server_policies
+    (pol,) = all_server_policies(parse(BOOKSAPP), TD)
     # [L-ref] "a Server ... all traffic to the port on its pods will be denied unless explicitly authorized"
     assert (pol.name, pol.service, pol.port, pol.default_policy) == ("authors", "authors", 7001, DefaultPolicy.DENY)
     by_name = {a.name: a for a in pol.authorizations}
@@ -302,7 +301,7 @@ def test_linkerd_identity_star_means_any_meshed_client() -> None:
           targetRef: {kind: Server, name: s}
           requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: all}]
     """)
-    (pol,) = docs.server_policies
+    (pol,) = all_server_policies(docs, TD)
     assert pol.service == "db" and pol.default_policy is DefaultPolicy.AUDIT
     assert pol.authorizations[0].identities[0].kind is PatternKind.ANY
 
@@ -322,33 +321,97 @@ spec: {podSelector: {matchLabels: {app: db}}, port: 5432}
         ("apiVersion: policy.linkerd.io/v1beta1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {}", "HTTPRoute is L7 routing"),
         ("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {}", "HTTPRoute is L7 routing"),
         ("apiVersion: policy.linkerd.io/v1beta1\nkind: Egress\nmetadata: {name: r}\nspec: {}", "Linkerd kind 'Egress' does not map"),
-        ("apiVersion: policy.linkerd.io/v1beta1\nkind: Server\nmetadata: {name: s}\nspec: {podSelector: {matchExpressions: [{key: app, operator: In, values: [a]}]}, port: 1}",
-         "spec.podSelector: Tether maps a Server to the service named by one matchLabels entry"),
+        ("apiVersion: policy.linkerd.io/v1beta1\nkind: Server\nmetadata: {name: s}\nspec: {podSelector: {matchExpressions: [{key: app, operator: NotIn, values: [a]}]}, port: 1}",
+         "spec.podSelector: Tether maps a Server to services by the workload label"),
         ("apiVersion: policy.linkerd.io/v1beta1\nkind: Server\nmetadata: {name: s}\nspec: {podSelector: {matchLabels: {app: db, tier: x}}, port: 1}",
          "other selectors do not map"),
-        ("apiVersion: policy.linkerd.io/v1beta1\nkind: Server\nmetadata: {name: s}\nspec: {podSelector: {matchLabels: {app: db}}, port: http}",
-         "named port 'http' does not map"),
+        ("apiVersion: policy.linkerd.io/v1beta1\nkind: Server\nmetadata: {name: s}\nspec: {podSelector: {matchLabels: {app: db}}, port: HTTP_1}",
+         "spec.port: 'HTTP_1' is neither a port number nor a port name"),
         ("apiVersion: policy.linkerd.io/v1beta1\nkind: Server\nmetadata: {name: s}\nspec: {podSelector: {matchLabels: {app: db}}, port: 1, proxyProtocl: TLS}",
          "spec.proxyProtocl: unknown field (did you mean 'proxyProtocol'?)"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: s}, client: {meshTLS: {unauthenticatedTLS: true}}}",
          "unauthenticatedTLS does not map"),
-        (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {selector: {matchLabels: {x: y}}}, client: {unauthenticated: true}}",
-         "spec.server: only `name` maps"),
-        (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: nope}, client: {unauthenticated: true}}",
-         "Server 'nope' in namespace 'default' is not among these documents"),
+        (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {selector: {matchExpressions: [{key: x, operator: Exists}]}}, client: {unauthenticated: true}}",
+         "spec.server.selector: only matchLabels"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: s}, client: {meshTLS: {identities: ['*.ns.serviceaccount.identity.linkerd.cluster.local']}}}",
-         "a namespace-wide wildcard has no Tether equivalent"),
+         "is in namespace 'ns', not this document's 'default'"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: s}, client: {meshTLS: {identities: ['web.example.com']}}}",
          "'web.example.com' is not a Linkerd identity"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: HTTPRoute, name: r}, requiredAuthenticationRefs: [{kind: ServiceAccount, name: x}]}",
          "kind 'HTTPRoute' does not map (L7 routes are not supported)"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: Server, name: s}, requiredAuthenticationRefs: [{kind: ServiceAccount, name: x}, {kind: ServiceAccount, name: y}]}",
          "at most one identity"),
-        (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: Server, name: s}, requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: gone}]}",
-         "MeshTLSAuthentication 'gone' is not among these documents"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: Server, name: s}}",
          "list at least one authentication"),
     ],
 )
 def test_linkerd_refusals_say_why(text: str, needle: str) -> None:
     assert needle in "\n".join(problems(text))
+
+
+def test_linkerd_namespace_wildcard_means_every_service_of_this_mesh_only() -> None:
+    docs = parse("""
+        apiVersion: policy.linkerd.io/v1beta1
+        kind: Server
+        metadata: {name: emoji-grpc, namespace: emojivoto}
+        spec: {podSelector: {matchLabels: {app: emoji-svc}}, port: 8080}
+        ---
+        apiVersion: policy.linkerd.io/v1alpha1
+        kind: MeshTLSAuthentication
+        metadata: {name: emojivoto-accounts, namespace: emojivoto}
+        spec: {identities: ["*.emojivoto.serviceaccount.identity.linkerd.cluster.local"]}
+        ---
+        apiVersion: policy.linkerd.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: {name: emojivoto-only, namespace: emojivoto}
+        spec:
+          targetRef: {kind: Namespace, name: emojivoto}
+          requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: emojivoto-accounts}]
+    """)
+    snap = snapshot_from_documents(docs, TD)
+    assert decide(snap, Source(SpiffeId(TD, "default", "dc1", "web")), "emoji-svc", 8080).allowed
+    assert not decide(snap, Source(SpiffeId("other.example", "default", "dc1", "web")), "emoji-svc", 8080).allowed
+    assert not decide(snap, Source(None, "127.0.0.1"), "emoji-svc", 8080).allowed
+
+
+def test_kubectl_output_applies_as_is_lists_and_managed_fields() -> None:
+    """`kubectl get servers,serverauthorizations -o yaml` prints a List with status and managed metadata."""
+    docs = parse("""
+        apiVersion: v1
+        kind: List
+        items:
+        - apiVersion: policy.linkerd.io/v1beta1
+          kind: Server
+          metadata:
+            name: s
+            namespace: default
+            uid: 0b4c
+            resourceVersion: "81"
+            generation: 2
+            creationTimestamp: "2024-01-01T00:00:00Z"
+            managedFields: [{manager: kubectl-client-side-apply, operation: Update}]
+            annotations: {kubectl.kubernetes.io/last-applied-configuration: "{}"}
+          spec: {podSelector: {matchLabels: {app: db}}, port: 5432}
+          status: {observedGeneration: 2}
+        - apiVersion: tether.dev/v1
+          kind: ServerPolicy
+          metadata: {name: cache, uid: 11}
+          spec: {service: cache}
+          status: {}
+        metadata: {resourceVersion: ""}
+    """)
+    assert [o.key for o in docs.linkerd] == ["Server/default/s"] and "uid" not in docs.linkerd[0].doc["metadata"]
+    assert [p.service for p in docs.server_policies] == ["cache"]
+
+
+def test_every_problem_of_a_list_names_its_item_kind_name_and_path() -> None:
+    errs = problems("""
+        apiVersion: v1
+        kind: List
+        items:
+        - {apiVersion: tether.dev/v1, kind: ServerPolicy, metadata: {name: a}, spec: {service: db, prot: 1}}
+        - {apiVersion: security.istio.io/v1, kind: AuthorizationPolicy, metadata: {name: b}, spec: {}}
+    """)
+    assert errs[0].startswith("test.yaml: document 1.1 (ServerPolicy a): spec.prot: unknown field (did you mean 'port'?)")
+    assert errs[1].startswith("test.yaml: document 1.2 (AuthorizationPolicy b): spec.selector: Tether maps a policy "
+                              "to the service named by one matchLabels entry")

@@ -173,12 +173,14 @@ class Mesh:
         return held.port
 
     def register(self, name: str, port: int, *, id: str = "", upstreams: list[dict] | None = None,
-                 config: dict | None = None) -> int:
+                 config: dict | None = None, meta: dict[str, str] | None = None) -> int:
         """Register `name` with a sidecar on a port the agent chooses; returns that port."""
         proxy: dict[str, Any] = {"upstreams": upstreams or []}
         if config:
             proxy["config"] = config
-        body = {"name": name, "port": port, "connect": {"sidecar_service": {"proxy": proxy}}}
+        body: dict[str, Any] = {"name": name, "port": port, "connect": {"sidecar_service": {"proxy": proxy}}}
+        if meta:
+            body["meta"] = meta
         if id:
             body["id"] = id
         self.api.put("/v1/agent/service/register", json=body).raise_for_status()

@@ -146,6 +146,50 @@ def test_a_virtual_ip_reaches_the_mesh_service_over_mutual_tls(world):
     assert inbound["source"].endswith("/svc/ratings")
 
 
+VAULT_ENTRY = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: vault, labels: {{applied: "{n}"}}}}
+spec:
+  hosts: [vault.example.com]
+  addresses: [{net}/32]
+  ports: [{{number: 7002, name: tcp, protocol: TCP}}]
+  location: MESH_EXTERNAL
+  resolution: NONE
+"""
+VAULT_TLS = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: vault-tls}}
+spec:
+  host: vault.example.com
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: {ca}, sni: vault.example.com}}}}
+"""
+
+
+def test_reapplying_a_service_entry_keeps_its_destination_rules_tls_origination(world):
+    """Issue 11: re-applying a ServiceEntry after its DestinationRule silently dropped TLS origination."""
+    world.start_echo("net", NET, 7002, tls_names=("vault.example.com",))  # a TLS-only server
+    sidecar = world.procs["sidecar-ratings"]
+    updates = lambda: sum("egress registry: 4 external service(s)" in line for line in sidecar.lines)  # noqa: E731
+    both = VAULT_ENTRY.format(n=1, net=NET) + "---" + VAULT_TLS.format(ca=world.ca_file)
+    world.apply("gw", both)
+    try:
+        sidecar.wait(lambda _: updates() >= 1)
+        r = client(world, NET, 7002, "first")
+        assert r.stdout.strip() == "first", r.stdout + r.stderr  # plain from the app, TLS to the server
+        seen = updates()
+        world.apply("gw", VAULT_ENTRY.format(n=2, net=NET))  # the entry again, alone (a label changed)
+        sidecar.wait(lambda _: updates() > seen)  # the sidecar has the re-applied registry
+        r = client(world, NET, 7002, "again")
+        assert r.stdout.strip() == "again", r.stdout + r.stderr  # the server still saw TLS
+        vault = lambda: [rec for rec in sidecar.records() if rec.get("entry") == "vault"]  # noqa: E731
+        sidecar.wait(lambda _: len(vault()) >= 2)
+        assert [(rec["result"], rec["route"]) for rec in vault()] == [("allowed", "originate")] * 2
+    finally:
+        world.tether("gw", "delete", "-f", "-", stdin=both)  # leaves the registry as the next tests expect
+
+
 def test_seed_breaks_with_a_named_log_line_when_the_entry_is_removed(world):
     world.tether("gw", "external", "delete", "ratings-db")
     try:

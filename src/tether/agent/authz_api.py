@@ -9,7 +9,8 @@
 
 `authorize` takes three optional Tether fields besides Consul's: `Port` (the destination
 port, for per-port server policy), `ClientAddr` (the caller's address, for network
-authorizations; with it, an empty `ClientCertURI` means an unauthenticated caller), and
+authorizations; with it, an empty `ClientCertURI` means a plaintext caller, decided as the
+inbound proxy decides a client that sent no TLS), and
 `Probe` (set by the proxy only for the local agent's own health checks arriving from
 loopback; see "The probe rule" in docs/authorization.md).
 """
@@ -100,4 +101,4 @@ def parse_authorize(body: Any) -> tuple[Source, str, int | None]:
     probe = args.get("Probe", False)
     if not isinstance(probe, bool):
         raise InvalidInput(f"Probe: {probe!r} must be true or false")
-    return Source(identity, addr, probe), target, port
+    return Source(identity, addr, probe, plaintext=identity is None), target, port

@@ -55,9 +55,17 @@ def apply(
     result = response.json()
     parts = [f"{len(result['Intentions'])} intention(s)"]
     parts += [f"server policy {p}" for p in result["ServerPolicies"]]
+    parts += result.get("Linkerd", []) + result.get("Istio", [])
     if result["Mesh"] is not None:
         parts.append(f"mesh settings ({', '.join(result['Mesh']) or 'defaults'})")
     print(f"Applied {name}: {'; '.join(parts)} (index {result['Index']})")
+    print_warnings(result.get("Warnings", []))
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """What an apply accepted but cannot honour yet, one line each on stderr."""
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
 
 
 @policy_app.command("get")
@@ -106,7 +114,7 @@ def delete(
 
 @policy_app.command("explain")
 def explain(
-    source: str = typer.Argument(..., metavar="SRC", help="Caller: a service name, a SPIFFE ID, or '-' (unauthenticated)."),
+    source: str = typer.Argument(..., metavar="SRC", help="Caller: a service name, a SPIFFE ID, or '-' (a plaintext client, no TLS)."),
     target: str = typer.Argument(..., metavar="DST:PORT", help="Destination service and port, e.g. db:5432."),
     addr: str = typer.Option(None, "-addr", "--addr", metavar="IP", help="The caller's address (for network rules)."),
     probe: bool = typer.Option(False, "-probe", "--probe", help="Treat the connection as the local agent's health probe."),
@@ -132,7 +140,9 @@ def explain(
         identity = parse_spiffe_id(source)
     else:
         identity = SpiffeId(snapshot.trust_domain, DEFAULT_NAMESPACE, datacenter, _service(source, "SRC"))
-    decision = decide(snapshot, Source(identity, ip, probe), destination, int(raw_port), explain=True)
+    # '-' is a client without TLS, exactly what the inbound proxy decides for a plaintext connection.
+    source_ = Source(identity, ip, probe, plaintext=identity is None)
+    decision = decide(snapshot, source_, destination, int(raw_port), explain=True)
     print_decision(decision, f"{source} -> {destination}:{raw_port}" + (f" from {ip}" if ip else ""))
     raise typer.Exit(0 if decision.allowed else 1)
 

@@ -6,6 +6,15 @@ Key layout (one global revision over all of it, docs/architecture.md):
     intentions-by-name/<source>/<destination>       {"ID": <uuid>}: at most one intention per pair
     policy/mesh                                     the MeshPolicy document (mesh settings)
     policy/servers/<service>/<port or "*">          a ServerPolicy document
+    policy/linkerd/<kind>/<namespace>/<name>        a Linkerd policy object, as applied
+    policy/istio/<namespace>/<name>                 an Istio AuthorizationPolicy, as applied
+
+Linkerd objects are stored one by one and joined into server policies (policy_linkerd.
+resolve_linkerd) whenever the state is read, so they may be applied in any order and an
+object applied again never drops what others attached to it; what agents fetch carries
+the joined result as ServerPolicy documents, the same shape as before. A Server's named
+port resolves against the registrations' Meta `tether-port-<name>` (core/named_ports.py),
+so registrations are part of the authorization state's index too.
 
 An intention and its name pointer are written in one transaction; creating one checks
 that the pointer does not exist yet (compare-and-set with index 0), so two concurrent
@@ -26,7 +35,10 @@ from typing import Any
 from tether.core.authz import PolicySnapshot, Source, decide
 from tether.core.errors import Conflict, InvalidInput, NotFound
 from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.named_ports import named_ports
 from tether.core.policy import MeshPolicy, ServerPolicy, parse_action
+from tether.core.policy_istio import IstioObject, resolve_istio
+from tether.core.policy_linkerd import LinkerdObject, Resolution, resolve_linkerd
 from tether.core.policy_yaml import (
     PolicyDocuments, format_mesh_policy, format_server_policy, merge_mesh_policy, parse_policy_objects,
     snapshot_from_state,
@@ -41,8 +53,12 @@ BY_NAME = "intentions-by-name/"
 POLICY = "policy/"
 MESH_KEY = "policy/mesh"
 SERVERS = "policy/servers/"
+LINKERD = "policy/linkerd/"
+ISTIO = "policy/istio/"
+#: Service registrations: their named ports (Meta tether-port-<name>) resolve Linkerd Servers.
+CATALOG_SERVICES = "catalog/services/"
 #: What the agent's cache watches: every change to authorization state moves this index.
-AUTHZ_PREFIXES = (INTENTIONS, POLICY)
+AUTHZ_PREFIXES = (INTENTIONS, POLICY, CATALOG_SERVICES)
 _ANY_PORT = "*"
 # A create or update that loses a race to a concurrent write is re-read and retried this often.
 _RETRIES = 5
@@ -76,6 +92,7 @@ class IntentionService:
         self._initial = parse_action(initial_default, field="default intention")
         self._snapshot: PolicySnapshot | None = None
         self._mesh: tuple[int, MeshPolicy] | None = None
+        self._resolved: tuple[int, Resolution] | None = None
         self._trust_domain = ""
         self._datacenter = "dc1"
 
@@ -210,15 +227,118 @@ class IntentionService:
         docs = [e.value for e in self.store.list(prefix)]
         return list(parse_policy_objects(docs, source=prefix).server_policies) if docs else []
 
+    def linkerd_objects(self) -> list[LinkerdObject]:
+        """Every stored Linkerd object (the documents as applied, Kubernetes-managed fields dropped)."""
+        docs = [e.value for e in self.store.list(LINKERD)]
+        return list(parse_policy_objects(docs, source=LINKERD).linkerd) if docs else []
+
+    def istio_objects(self) -> list[IstioObject]:
+        docs = [e.value for e in self.store.list(ISTIO)]
+        return list(parse_policy_objects(docs, source=ISTIO).istio) if docs else []
+
+    def resolution(self) -> Resolution:
+        """The stored Linkerd objects and Istio policies joined into server policies (re-joined
+        only after a change)."""
+        index = self.store.index((POLICY, CATALOG_SERVICES))
+        cached = self._resolved
+        if cached is None or cached[0] != index:
+            resolved = self._resolve(self.linkerd_objects(), self.istio_objects(), self.server_policies())
+            cached = self._resolved = (index, resolved)
+            for conflict in cached[1].conflicts:  # refused at apply; only a hand-edited store gets here
+                log.warning("policy skipped: %s", conflict)
+        return cached[1]
+
+    def _resolve(self, linkerd: Any, istio: Any, tether: Any) -> Resolution:
+        td = self._trust_domain or "check.invalid"
+        taken = [(p.service, p.port) for p in tether]
+        first = resolve_linkerd(linkerd, td, taken=taken, named_ports=self._named_ports(), registered=self._registered())
+        second = resolve_istio(istio, td, taken=taken + [(p.service, p.port) for p in first.policies])
+        return Resolution(first.policies + second.policies, first.notes, first.conflicts + second.conflicts)
+
+    def plan(self, docs: PolicyDocuments) -> list[str]:
+        """Check `docs` against what is stored; raise InvalidInput on a conflict, else return
+        the notes about this file's Linkerd objects that will have no effect (yet)."""
+        linkerd = {o.key: o for o in self.linkerd_objects()} | {o.key: o for o in docs.linkerd}
+        istio = {o.key: o for o in self.istio_objects()} | {o.key: o for o in docs.istio}
+        tether = {(p.service, p.port): p for p in (*self.server_policies(), *docs.server_policies)}
+        resolved = self._resolve(linkerd.values(), istio.values(), tether.values())
+        if resolved.conflicts:
+            raise InvalidInput("; ".join(resolved.conflicts) + " (nothing was applied)")
+        mine = tuple(f"{o.kind} {o.namespace}/{o.name}:" for o in docs.linkerd)
+        return [n for o in docs.linkerd for n in o.notes] + [n for n in resolved.notes if n.startswith(mine)]
+
+    def linkerd_documents_for(self, service: str) -> list[dict[str, Any]]:
+        """The stored Linkerd objects that make `service`'s server policies, as applied: the
+        Servers covering it, what targets those Servers, and the authentications named."""
+        objects = self.linkerd_objects()
+        covering = {p.name for p in self.resolution().policies if p.service == service}
+        servers = [o for o in objects if o.kind == "Server" and o.name in covering
+                   and (o.value.services is None or service in o.value.services)]
+        keys = {(o.namespace, o.name) for o in servers}
+        labels = {(o.namespace, o.name): set(o.value.labels) for o in servers}
+        out = list(servers)
+        refs: set[tuple[str, str, str]] = set()
+        for o in objects:
+            if o.kind == "ServerAuthorization":
+                hit = ((o.namespace, o.value.server) in keys if o.value.server is not None else
+                       any(ns == o.namespace and set(o.value.selector) <= have for (ns, _), have in labels.items()))
+            elif o.kind == "AuthorizationPolicy":
+                v = o.value
+                hit = v.target in keys if v.target_kind == "Server" else any(ns == o.namespace for ns, _ in keys)
+                if hit:
+                    refs.update(r for r in (v.identity_ref, v.network_ref) if r)
+            else:
+                continue
+            if hit:
+                out.append(o)
+        out += [o for o in objects if (o.kind, o.namespace, o.name) in refs]
+        return [o.doc for o in out]
+
+    def _named_ports(self) -> dict[tuple[str, str], tuple[int, ...]]:
+        return named_ports(e.value for e in self.store.list(CATALOG_SERVICES))
+
+    def _registered(self) -> set[str]:
+        return {e.value.get("Service", "") for e in self.store.list(CATALOG_SERVICES)}
+
+    def linkerd_services(self, docs: PolicyDocuments) -> set[str | None]:
+        """The services the file's Linkerd objects govern, for the ACL check: a Server's
+        own; a Server-targeted authorization's Server's; None (needs mesh:write) for an
+        object whose reach is every service, a namespace or every policy that names it."""
+        objects = {o.key: o for o in (*self.linkerd_objects(), *docs.linkerd)}
+        servers = {(o.namespace, o.name): o.value for o in objects.values() if o.kind == "Server"}
+        out: set[str | None] = set()
+
+        def governs(value: Any) -> None:
+            out.update(value.services if value is not None and value.services is not None else (None,))
+
+        for o in docs.linkerd:
+            if o.kind == "Server":
+                governs(o.value)
+            elif o.kind == "ServerAuthorization" and o.value.server is not None:
+                governs(servers.get((o.namespace, o.value.server)))
+            elif o.kind == "ServerAuthorization":
+                want = set(o.value.selector)
+                matched = [v for k, v in servers.items() if k[0] == o.namespace and want <= set(v.labels)]
+                for value in matched or [None]:
+                    governs(value)
+            elif o.kind == "AuthorizationPolicy" and o.value.target_kind == "Server":
+                governs(servers.get(o.value.target))
+            else:
+                out.add(None)
+        out.update(o.service for o in docs.istio)
+        return out
+
     async def apply(self, docs: PolicyDocuments) -> int:
         """Write every document of a parsed (hence fully validated) file in one transaction.
 
         Intentions are upserts by (source, destination); server policies replace the one
-        for the same (service, port); a MeshPolicy changes only the fields it sets.
+        for the same (service, port); a Linkerd object replaces the one of the same kind,
+        namespace and name (and nothing else); a MeshPolicy changes only the fields it sets.
         `parse_policy_documents` already refused the whole file if any document was bad,
-        and the commit is one transaction, so nothing is ever half-applied. Returns the
-        new store revision.
+        `plan` refuses a Linkerd Server that overlaps another policy, and the commit is one
+        transaction, so nothing is ever half-applied. Returns the new store revision.
         """
+        self.plan(docs)
         for _ in range(_RETRIES):
             ops: list[Op] = []
             checks: list[Check] = []
@@ -229,6 +349,10 @@ class IntentionService:
                 ops += self._put_ops(_with(i, id=ident))
             for p in docs.server_policies:
                 ops.append(Put(server_policy_key(p.service, p.port), format_server_policy(p)))
+            for o in docs.linkerd:
+                ops.append(Put(LINKERD + o.key, o.doc))
+            for a in docs.istio:
+                ops.append(Put(ISTIO + a.key, a.doc))
             if docs.mesh is not None:
                 ops.append(Put(MESH_KEY, format_mesh_policy(merge_mesh_policy(self.mesh(), docs.mesh, docs.mesh_fields))))
             try:
@@ -242,6 +366,15 @@ class IntentionService:
             raise InvalidInput("send exactly one MeshPolicy document (or its spec) to change the mesh settings")
         await self.apply(docs)
         return self.mesh()
+
+    async def delete_linkerd(self, kind: str, namespace: str, name: str) -> None:
+        key = f"{LINKERD}{kind}/{namespace}/{name}"
+        if self.store.get(key) is None:
+            raise NotFound(f"no {kind} {namespace}/{name}; GET /v1/tether/policy lists what is stored")
+        await self.store.commit([Delete(key)])
+
+    async def delete_istio(self, namespace: str, name: str) -> None:
+        await self.store.commit([Delete(f"{ISTIO}{namespace}/{name}")])
 
     async def delete_server_policy(self, service: str, port: int | None) -> None:
         key = server_policy_key(service, port)
@@ -266,7 +399,8 @@ class IntentionService:
             "TrustDomain": self._trust_domain,
             "Datacenter": self._datacenter,
             "Intentions": intentions,
-            "Policies": [e.value for e in self.store.list(SERVERS)],
+            "Policies": [e.value for e in self.store.list(SERVERS)]
+            + [format_server_policy(p) for p in self.resolution().policies],
             "Mesh": format_mesh_policy(self.mesh()),
         }
 

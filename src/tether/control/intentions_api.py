@@ -10,10 +10,14 @@ Consul's routes (`/v1/connect/intentions...`, REFERENCE.md 1.5):
 
 Tether's own (docs/authorization.md, "HTTP API"):
 
-    PUT  /v1/tether/policy                 apply YAML or JSON policy documents, all or nothing
+    PUT  /v1/tether/policy                 apply YAML or JSON policy documents, all or nothing;
+                                           answers what was applied and `Warnings`
     GET  /v1/tether/policy                 every policy document (mesh first), re-appliable
-    GET  /v1/tether/policy/<service>       that service's ServerPolicy documents
+    GET  /v1/tether/policy/<service>       that service's ServerPolicy documents, and the Linkerd
+                                           objects that make its policies (as applied)
     DELETE /v1/tether/policy/<service>[?port=N]
+    DELETE /v1/tether/policy/linkerd/<kind>/<namespace>/<name>   one stored Linkerd object
+    DELETE /v1/tether/policy/istio/<namespace>/<name>            one stored Istio AuthorizationPolicy
     GET|PUT /v1/tether/mesh                the mesh settings (MeshPolicy document)
     GET  /v1/internal/tether/authz         the whole authorization state (what agents watch)
 
@@ -24,6 +28,7 @@ Every GET is a blocking query over the store prefixes it reads. Every response c
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -31,9 +36,9 @@ from starlette.responses import PlainTextResponse, Response
 
 from tether.api.acl import INTENTION, needs, request_acl
 from tether.api.common import authorizer_dependency, block, int_param, json_response, read_body, read_json
-from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, POLICY, SERVERS
+from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, LINKERD, POLICY, SERVERS
 from tether.control.server import ControlPlane
-from tether.core.errors import InvalidInput
+from tether.core.errors import InvalidInput, NotFound
 from tether.core.intentions import Intention, format_intention, parse_intention
 from tether.core.nesting import check_json_depth
 from tether.core.utf8 import check_json_text
@@ -160,35 +165,48 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
     # -- Tether server policy ------------------------------------------------------------------
 
     @r.put("/v1/tether/policy", tags=["policy"],
-           **needs("intentions:write", on="every service named; mesh:write for a MeshPolicy"))
+           **needs("intentions:write", on="every service named or governed; mesh:write for a MeshPolicy and "
+                                          "namespace-wide Linkerd objects"))
     async def policy_apply(request: Request) -> Response:
         docs = _documents(await read_body(request), request.query_params.get("file") or "request body")
         for intention in docs.intentions:
             may(request, intention.destination_name, "write")
         for policy in docs.server_policies:
             may(request, policy.service, "write")
-        if docs.mesh is not None:
+        governed = svc.linkerd_services(docs)
+        for service in governed - {None}:
+            may(request, service, "write")  # type: ignore[arg-type]
+        if docs.mesh is not None or None in governed:
             request_acl(request).require("mesh", "", "write")
+        warnings = svc.plan(docs) + unregistered_targets(docs, cp.catalog.services())
         revision = await svc.apply(docs)
         return reply({
             "Index": revision,
             "Intentions": [f"{i.source_name} -> {i.destination_name}" for i in docs.intentions],
             "ServerPolicies": [f"{p.name} ({p.scope})" for p in docs.server_policies],
+            "Linkerd": [f"{o.kind} {o.namespace}/{o.name}" for o in docs.linkerd],
+            "Istio": [f"AuthorizationPolicy {o.namespace}/{o.name}" for o in docs.istio],
             "Mesh": sorted(docs.mesh_fields) if docs.mesh is not None else None,
+            "Warnings": warnings,
         })
 
-    @r.get("/v1/tether/policy", tags=["policy"], **needs("intentions:read", on="each service", filtered=True))
+    @r.get("/v1/tether/policy", tags=["policy"],
+           **needs("intentions:read", on="each service; mesh:read for Linkerd objects", filtered=True))
     async def policy_all(request: Request) -> Response:
         index = await block(request, store, [POLICY])
         policies = request_acl(request).filter(list(svc.server_policies()), lambda p: (INTENTION, p.service))
-        return reply([format_mesh_policy(svc.mesh()), *(format_server_policy(p) for p in policies)], index=index)
+        linkerd = [o.doc for o in (*svc.linkerd_objects(), *svc.istio_objects())] \
+            if request_acl(request).allowed("mesh", "", "read") else []
+        return reply([format_mesh_policy(svc.mesh()), *(format_server_policy(p) for p in policies), *linkerd],
+                     index=index)
 
     @r.get("/v1/tether/policy/{service}", tags=["policy"], **needs("intentions:read", on="{service}"))
     async def policy_get(request: Request, service: str) -> Response:
         _check_name("service", service, wildcard=False)
         may(request, service, "read")
-        index = await block(request, store, [f"{SERVERS}{service}/"])
-        return reply([format_server_policy(p) for p in svc.server_policies(service)], index=index)
+        index = await block(request, store, [f"{SERVERS}{service}/", LINKERD])
+        return reply([format_server_policy(p) for p in svc.server_policies(service)]
+                     + svc.linkerd_documents_for(service), index=index)
 
     @r.delete("/v1/tether/policy/{service}", tags=["policy"], **needs("intentions:write", on="{service}"))
     async def policy_delete(request: Request, service: str) -> Response:
@@ -196,6 +214,33 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
         may(request, service, "write")
         port = int_param(request, "port", None, minimum=1)
         await svc.delete_server_policy(service, port)
+        return reply(True)
+
+    @r.delete("/v1/tether/policy/linkerd/{kind}/{namespace}/{name}", tags=["policy"],
+              **needs("intentions:write", on="the services the object governs; mesh:write for a namespace-wide one"))
+    async def linkerd_delete(request: Request, kind: str, namespace: str, name: str) -> Response:
+        found = [o for o in svc.linkerd_objects() if (o.kind, o.namespace, o.name) == (kind, namespace, name)]
+        # Checked before the lookup answers, so a token cannot probe for objects it may not change.
+        governed = svc.linkerd_services(PolicyDocuments(linkerd=tuple(found))) if found else {None}
+        for service in governed - {None}:
+            may(request, service, "write")  # type: ignore[arg-type]
+        if None in governed:
+            request_acl(request).require("mesh", "", "write")
+        if not found:
+            raise NotFound(f"no {kind} {namespace}/{name}; GET /v1/tether/policy lists what is stored")
+        await svc.delete_linkerd(kind, namespace, name)
+        return reply(True)
+
+    @r.delete("/v1/tether/policy/istio/{namespace}/{name}", tags=["policy"],
+              **needs("intentions:write", on="the service it selects; mesh:write when there is no such policy"))
+    async def istio_delete(request: Request, namespace: str, name: str) -> Response:
+        found = [o for o in svc.istio_objects() if (o.namespace, o.name) == (namespace, name)]
+        if found:
+            may(request, found[0].service, "write")
+        else:  # checked before the 404, so a token cannot probe for policies
+            request_acl(request).require("mesh", "", "write")
+            raise NotFound(f"no AuthorizationPolicy {namespace}/{name}; GET /v1/tether/policy lists what is stored")
+        await svc.delete_istio(namespace, name)
         return reply(True)
 
     @r.get("/v1/tether/mesh", tags=["policy"], **needs("none", on="readable by all, as Consul's mesh config entry"))
@@ -221,6 +266,28 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
         return reply(scoped_state(svc.state(), scope), index=index)
 
     return r
+
+
+def unregistered_targets(docs: PolicyDocuments, services: Mapping[str, Any]) -> list[str]:
+    """Warnings for policies whose service is not in the catalog: applied, but no effect yet."""
+    out = []
+    for p in docs.server_policies:
+        if p.service not in services:
+            out.append(f"ServerPolicy {p.name}: service {p.service!r} is not registered, so it has no effect until it is")
+    for o in docs.linkerd:
+        for service in (o.value.services or ()) if o.kind == "Server" else ():
+            if service not in services:
+                out.append(f"Server {o.namespace}/{o.name}: service {service!r} (from spec.podSelector) is not "
+                           "registered, so it has no effect until it is")
+    for a in docs.istio:
+        if a.service not in services:
+            out.append(f"AuthorizationPolicy {a.namespace}/{a.name}: service {a.service!r} (from spec.selector) is not "
+                       "registered, so it has no effect until it is")
+    for i in docs.intentions:
+        if i.destination_name != "*" and i.destination_name not in services:
+            out.append(f"ServiceIntentions {i.destination_name}: service {i.destination_name!r} is not registered, "
+                       "so it has no effect until it is")
+    return out
 
 
 def authz_scope(request: Request) -> str | None:

@@ -22,6 +22,12 @@ Linkerd's model) with intentions (core/intentions.py, Consul's model) in four st
      identity (unauthenticated, or from another trust domain) matches no intention,
      not even `*`, so the default intention decides it.
 
+A **plaintext** caller (`Source.plaintext`: the inbound proxy saw no TLS ClientHello, so
+there is no handshake and no identity) is decided in step 3 alone: only an authorization
+with `unauthenticated` whose networks hold the caller's address admits it (Linkerd's
+`unauthenticated: true` / NetworkAuthentication); no default policy, audit mode or
+intention does, so a service without such a rule stays mutual-TLS only.
+
 Under `audit` a denial from step 4 becomes allowed with `audit=True`. The snapshot
 precomputes every index and every Decision at build time, so `decide` is a few dict
 lookups and returns a shared, immutable Decision; `explain=True` takes a slower,
@@ -67,6 +73,7 @@ class Source:
     identity: Any = None  # tether.core.spiffe.SpiffeId | None
     ip: Any = None  # str | ipaddress.IPv4Address | IPv6Address | None
     probe: bool = False
+    plaintext: bool = False  # no TLS at all (no ClientHello): only `unauthenticated` grants admit it
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +140,8 @@ class _Auth:
 class _Policy:
     """A ServerPolicy (or the mesh default) with its refusal Decisions prebuilt."""
 
-    __slots__ = ("policy", "label", "mode", "audit", "admits", "cluster_unauth", "auths", "refusals")
+    __slots__ = ("policy", "label", "mode", "audit", "admits", "cluster_unauth", "auths", "open_auths", "refusals",
+                 "plaintext_refusal")
 
     def __init__(self, policy: ServerPolicy | None, mode: DefaultPolicy) -> None:
         self.policy = policy
@@ -145,7 +153,11 @@ class _Policy:
         self.admits = tuple(default_admits(mode, c, False) for c in _CLASSES)
         self.cluster_unauth = mode is DefaultPolicy.CLUSTER_UNAUTHENTICATED
         self.auths = tuple(_Auth(a, self.label) for a in (policy.authorizations if policy else ()))
+        self.open_auths = tuple(a for a in self.auths if a.auth.unauthenticated)  # what can admit plaintext
         self.refusals = tuple(Decision(False, False, None, self._refusal(c)) for c in _CLASSES)
+        self.plaintext_refusal = Decision(False, False, None, (
+            f"plaintext client (no TLS): {self.label} has no `unauthenticated` authorization for its address; "
+            "without one a port accepts mutual TLS only"))
 
     def _refusal(self, caller: CallerClass) -> str:
         head = f"{self.label} is {self.mode.value}"
@@ -255,6 +267,11 @@ def decide(snapshot: PolicySnapshot, source: Source, destination: str, port: int
         pol = snapshot._mesh
     identity = source.identity
     td = snapshot.trust_domain
+    if source.plaintext:  # 3 alone: only an `unauthenticated` grant for this address admits it
+        for auth in pol.open_auths:
+            if auth.match(None, ip, td):
+                return auth.decision
+        return pol.plaintext_refusal
     # 3. explicit grants are final; otherwise the default policy may refuse the caller's class
     for auth in pol.auths:
         if auth.match(identity, ip, td):
@@ -303,6 +320,14 @@ def _explain_steps(snap: PolicySnapshot, source: Source, dst: str, port: int | N
     scope = f"{dst}:{port} or {dst}" if port is not None else dst
     where = "applies" if pol.policy else f"applies: no server policy covers {scope}"
     seen.append(Consideration("server-policy", pol.policy, True, f"{pol.label} ({pol.mode.value}) {where}"))
+    if source.plaintext:
+        for auth in pol.auths:
+            hit = auth.auth.unauthenticated and auth.match(None, ip, td)
+            why = auth.why(None, ip, td) if auth.auth.unauthenticated else "needs an identity; a plaintext client has none"
+            seen.append(Consideration("authorization", auth.auth, hit, why))
+            if hit:
+                return auth.decision
+        return pol.plaintext_refusal
     # 3. authorizations, then the policy's default
     for auth in pol.auths:
         hit = auth.match(ident, ip, td)

@@ -58,7 +58,6 @@ class ServicePort:
 class Endpoint:
     address: str  # an IP; a DNS name only with resolution DNS
     ports: tuple[tuple[str, int], ...] = ()  # port name -> number on this endpoint
-    weight: int | None = None
 
     def port_for(self, port: ServicePort) -> int:
         for name, number in self.ports:

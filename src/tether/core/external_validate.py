@@ -90,8 +90,6 @@ def _endpoint_problems(svc: ExternalService) -> list[str]:
                 out.append(f"{where}.ports: {name!r} names no port of this service ({', '.join(sorted(port_names))})")
             if not isinstance(number, int) or not 1 <= number <= 65535:
                 out.append(f"{where}.ports.{name} {number!r} must be in 1..65535")
-        if ep.weight is not None and (not isinstance(ep.weight, int) or not 1 <= ep.weight <= 2**32 - 1):
-            out.append(f"{where}.weight {ep.weight!r} must be a positive integer")
     return out
 
 

@@ -13,14 +13,15 @@ rest of Tether uses, so no second (pydantic) model of the same data is kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
 
 from tether.core.errors import InvalidInput, TooLarge
+from tether.core.k8s_input import expand_documents
 from tether.core.external import (
     Endpoint,
     ExternalService,
@@ -83,10 +84,17 @@ _KIND_HINTS = {
 
 @dataclass(frozen=True, slots=True)
 class ExternalConfig:
-    """What a set of documents declares. `policy` is None when no OutboundPolicy was given."""
+    """What a set of documents declares. `policy` is None when no OutboundPolicy was given.
+
+    `documents` are the entries as applied, keyed for storage (`services/<name>`,
+    `destination-rules/<namespace>/<name>`): a DestinationRule is an object of its own,
+    folded into its entry whenever the registry is read, so re-applying the entry keeps it
+    (one whose host no entry lists yet waits for one)."""
 
     services: tuple[ExternalService, ...] = ()
     policy: OutboundPolicy | None = None
+    documents: tuple[tuple[str, dict[str, Any]], ...] = field(default=(), compare=False)  # storage form
+    notes: tuple[str, ...] = field(default=(), compare=False)  # accepted with the meaning kept: warnings
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -118,42 +126,54 @@ def parse_external_yaml(text: str | bytes, *, source: str = "<input>") -> Extern
         docs = list(yaml.load_all(text, Loader=_StrictLoader))  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{source}: YAML does not parse: {exc}") from None
-    return parse_external_documents([d for d in docs if d is not None], source=source)
+    return parse_external_documents(docs, source=source)
 
 
-def parse_external_documents(docs: Iterable[object], *, source: str = "<input>") -> ExternalConfig:
-    """The same, for documents already decoded (e.g. a JSON API body)."""
+def parse_external_documents(docs: Iterable[object], *, source: str = "<input>",
+                             numbers: Sequence[str] | None = None) -> ExternalConfig:
+    """The same, for documents already decoded (e.g. a JSON API body). `numbers`: the
+    documents' numbers in a larger file they were taken from (already expanded)."""
     problems: list[str] = []
+    notes: list[str] = []
+    documents: list[tuple[str, dict[str, Any]]] = []
     services: list[tuple[str, ExternalService]] = []
     rules: list[tuple[str, str, list[tuple[int | None, TlsOrigination]]]] = []
     sans: dict[str, tuple[str, ...]] = {}
     policies: list[OutboundPolicy] = []
-    for i, doc in enumerate(docs, start=1):
-        r = _Reader(problems, f"{source} document {i}")
+    numbered = list(zip(numbers, docs)) if numbers is not None else expand_documents(docs)
+    for i, doc in numbered:
+        r = _Reader(problems, f"{source} document {i}", notes)
         head = r.mapping(doc, "", {"apiVersion", "kind", "metadata", "spec"}, required=("apiVersion", "kind"))
         if head is None:
             continue
         api, kind = r.string(head.get("apiVersion"), "apiVersion"), r.string(head.get("kind"), "kind")
-        meta = r.mapping(head.get("metadata"), "metadata", {"name", "namespace", "labels", "annotations"},
-                         required=("name",))
+        meta = r.mapping(head.get("metadata"), "metadata", _META_FIELDS, required=("name",))
         named = r.string((meta or {}).get("name"), "metadata.name") if meta is not None else None
+        namespace = r.string((meta or {}).get("namespace"), "metadata.namespace", optional=True) or "default"
         name = named or "?"
         r.where = f"{source} document {i} ({kind} {name!r})"
         spec = head.get("spec")
+        kept = {**head, "metadata": dict(meta or {})}
         if api == TETHER_API and kind == "ExternalService":
             svc = _tether_service(r, name, spec)
             if named:  # without a name the entry is reported above and not checked further
                 services.append((r.where, svc))
+                documents.append((f"services/{svc.name}", kept))
         elif api == TETHER_API and kind == "OutboundPolicy":
             policies.append(_tether_policy(r, spec))
         elif api in ISTIO_APIS and kind == "ServiceEntry":
-            svc, names = _istio_service_entry(r, name, spec, (meta or {}).get("annotations"))
+            # Entries of two namespaces must not collide: outside `default` the name carries the namespace.
+            entry = name if namespace == "default" else f"{name}.{namespace}"
+            svc, names = _istio_service_entry(r, entry, spec, (meta or {}).get("annotations"))
             if named:
                 services.append((r.where, svc))
-                sans[name] = names
+                sans[entry] = names
+                documents.append((f"services/{entry}", kept))
         elif api in ISTIO_APIS and kind == "DestinationRule":
             if (rule := _istio_destination_rule(r, spec)) is not None:
                 rules.append((r.where, *rule))
+                if named:
+                    documents.append((f"destination-rules/{namespace}/{name}", kept))
         elif api is not None and kind is not None:
             hint = _KIND_HINTS.get(kind, "this loader takes ExternalService and OutboundPolicy (tether.dev/v1), "
                                          "ServiceEntry and DestinationRule (networking.istio.io/v1alpha3|v1beta1|v1)")
@@ -165,18 +185,28 @@ def parse_external_documents(docs: Iterable[object], *, source: str = "<input>")
         problems += external_service_problems(svc, prefix=f"{where}: ")
     problems.sort(key=lambda p: int(m.group(1)) if (m := _DOC_NUMBER.match(p, len(source))) else 1 << 30)
     problems += [f"{source}: {p}" for p in registry_problems(svc for _, svc in merged)]
+    keys: dict[str, int] = {}
+    for n, (key, _) in enumerate(documents):
+        if key in keys and key.startswith("destination-rules/"):  # entries: registry_problems names them
+            problems.append(f"{source}: {key} is declared twice in these documents; keep one")
+        keys[key] = n
     raise_problems(problems, source)
-    return ExternalConfig(tuple(svc for _, svc in merged), policies[0] if policies else None)
+    return ExternalConfig(tuple(svc for _, svc in merged), policies[0] if policies else None, tuple(documents),
+                          tuple(notes))
 
 
 class _Reader:
     """Typed, path-naming field access that records problems instead of raising."""
 
-    def __init__(self, problems: list[str], where: str) -> None:
-        self.problems, self.where = problems, where
+    def __init__(self, problems: list[str], where: str, notes: list[str] | None = None) -> None:
+        self.problems, self.where, self.notes = problems, where, notes if notes is not None else []
 
     def bad(self, path: str, message: str) -> None:
         self.problems.append(f"{self.where}: {path + ': ' if path else ''}{message}")
+
+    def note(self, path: str, message: str) -> None:
+        """Accepted with its meaning kept, in a changed form: printed as a warning."""
+        self.notes.append(f"{self.where}: {path + ': ' if path else ''}{message}")
 
     def mapping(self, value: object, path: str, allowed: set[str] | frozenset[str],
                 required: tuple[str, ...] = (), refuse: bool = True) -> dict[str, Any] | None:
@@ -246,6 +276,7 @@ class _Reader:
 
 _SERVICE_FIELDS = {"hosts", "addresses", "ports", "location", "resolution", "endpoints"}
 _ENDPOINT_FIELDS = {"address", "ports", "weight"}
+_META_FIELDS = {"name", "namespace", "labels", "annotations"}
 _TLS_FIELDS = {"mode", "caCertificates", "clientCertificate", "privateKey", "sni", "subjectAltNames"}
 _TETHER_PROTOCOLS = {p.value: p for p in Protocol}
 _TETHER_RESOLUTIONS = {r.value: r for r in Resolution}
@@ -269,10 +300,11 @@ def _common_spec(r: _Reader, spec: dict[str, Any], protocols: dict[str, Protocol
         if (e := r.mapping(item, path, _ENDPOINT_FIELDS, ("address",))) is None:
             continue
         eports = r.table(e.get("ports"), f"{path}.ports")
-        weight = e.get("weight")
+        if "weight" in e:
+            r.bad(f"{path}.weight", "weighted balancing is not supported: Tether dials the endpoints in order, so a "
+                                    "weight would be ignored; drop it (or split the entry)")
         endpoints.append(Endpoint(r.string(e.get("address"), f"{path}.address") or "",
-                                  tuple((str(k), r.integer(v, f"{path}.ports.{k}") or 0) for k, v in eports.items()),
-                                  None if weight is None else r.integer(weight, f"{path}.weight")))
+                                  tuple((str(k), r.integer(v, f"{path}.ports.{k}") or 0) for k, v in eports.items())))
     location = spec.get("location", "MESH_EXTERNAL")
     return dict(hosts=tuple(h.lower() for h in r.strings(spec.get("hosts"), "spec.hosts")),
                 addresses=r.strings(spec.get("addresses"), "spec.addresses"), ports=tuple(ports),
@@ -334,9 +366,17 @@ def _istio_service_entry(r: _Reader, name: str, spec: object,
     for l7 in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB"):
         # Istio reads protocol names case-insensitively, so this loader does too.
         if any(isinstance(p, dict) and str(p.get("protocol", "")).upper() == l7 for p in ports):
-            r.bad("spec.ports", f"protocol {l7} is an L7 protocol; Tether proxies external traffic at L4: "
-                                "use TCP, or TLS for traffic routed by SNI")
-            protocols[l7] = Protocol.TCP  # reported once above; keep reading the rest
+            if s.get("addresses"):
+                # Matched by destination address, the port means the same at L4: carried as opaque TCP.
+                r.note("spec.ports", f"protocol {l7} is carried as opaque TCP to spec.addresses: Tether proxies "
+                                     "external traffic at L4, so who may reach which address is as written, but "
+                                     "nothing is HTTP-aware")
+            else:
+                r.bad("spec.ports", f"protocol {l7} is an L7 protocol, and without spec.addresses Istio tells such "
+                                    "entries apart by the HTTP Host header, which Tether (L4) cannot: give the "
+                                    "entry's addresses (its port is then carried as opaque TCP), or use TLS for "
+                                    "traffic routed by SNI")
+            protocols[l7] = Protocol.TCP
     common = _common_spec(r, s, protocols, _ISTIO_RESOLUTIONS, fold=True)
     if common["location"] == "MESH_INTERNAL":
         r.bad("spec.location", "MESH_INTERNAL is not supported: register mesh workloads as Tether services")
@@ -373,15 +413,18 @@ def _istio_destination_rule(r: _Reader, spec: object) -> tuple[str, list[tuple[i
 def _apply_destination_rules(services: list[tuple[str, ExternalService]],
                              rules: list[tuple[str, str, list[tuple[int | None, TlsOrigination]]]],
                              sans: dict[str, tuple[str, ...]], problems: list[str]) -> list[tuple[str, ExternalService]]:
-    """Fold each DestinationRule's TLS settings into the one entry that lists its host."""
+    """Fold each DestinationRule's TLS settings into the one entry that lists its host; a
+    rule whose host no entry lists is no error: it applies once such an entry is applied
+    (the registry's apply warns about it)."""
     out = list(services)
     done: dict[str, str] = {}
     for where, host, settings in rules:
         hits = [i for i, (_, svc) in enumerate(out) if host in svc.hosts]
-        if len(hits) != 1:
-            problems.append(f"{where}: spec.host {host!r} " + ("matches no ExternalService or ServiceEntry in these "
-                            "documents; apply them together" if not hits else "is listed by several entries: "
-                            + ", ".join(repr(out[i][1].name) for i in hits)))
+        if not hits:
+            continue
+        if len(hits) > 1:
+            problems.append(f"{where}: spec.host {host!r} is listed by several entries: "
+                            + ", ".join(repr(out[i][1].name) for i in hits))
             continue
         svc_where, svc = out[hits[0]]
         ports = {p.number for p in svc.ports}
@@ -414,8 +457,7 @@ def format_external_service(svc: ExternalService) -> dict[str, Any]:
     if svc.addresses:
         spec["addresses"] = list(svc.addresses)
     if svc.endpoints:
-        spec["endpoints"] = [_drop_none({"address": e.address, "ports": dict(e.ports) or None, "weight": e.weight})
-                             for e in svc.endpoints]
+        spec["endpoints"] = [_drop_none({"address": e.address, "ports": dict(e.ports) or None}) for e in svc.endpoints]
     t = svc.tls
     if t != TlsOrigination():
         spec["tls"] = _drop_none({"mode": str(t.mode), "caCertificates": t.ca_certificates,

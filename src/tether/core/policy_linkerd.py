@@ -1,25 +1,49 @@
-"""Linkerd policy kinds (`policy.linkerd.io/*`) translated into Tether server policies.
+"""Linkerd policy kinds (`policy.linkerd.io/*`) as stored objects, resolved into server policies.
 
 Server, ServerAuthorization, AuthorizationPolicy, MeshTLSAuthentication and
-NetworkAuthentication documents are read into strict models, then resolved across
-documents (a policy may precede its Server) into `ServerPolicy` values. What has no
-Tether meaning (routes, label expressions, named ports, namespace-wide identity
-wildcards, unauthenticatedTLS) is refused with the reason. Called by
-core/policy_yaml.py's `parse_policy_documents`; the mapping is in docs/authorization.md.
+NetworkAuthentication documents are each read on their own into a `LinkerdObject` (strict
+model, every field checked, nothing looked up elsewhere), so they can be applied one file
+at a time in any order, as with kubectl. `resolve_linkerd` then joins whatever objects
+exist into `ServerPolicy` values when a decision needs them:
+
+  * every ServerAuthorization and AuthorizationPolicy that targets a Server adds an
+    authorization to it (Linkerd adds them up); a Server applied again keeps them;
+  * an authorization whose Server does not exist yet has no effect (a note says so);
+  * an AuthorizationPolicy whose required authentication does not exist authorizes
+    nobody, as Linkerd's does (a note says so).
+
+Namespaces and trust domains are kept, never widened. Tether services share one
+namespace, which Linkerd documents call by their own `metadata.namespace`: an identity or
+service account of that namespace in Linkerd's default trust domain (`cluster.local`)
+is the Tether service of that name; one from *another* namespace cannot be told apart
+from a local service, so it is refused with its path. An identity in another trust
+domain stays in it (`spiffe://<td>/ns/<ns>/dc/*/svc/<sa>`): it matches only callers of
+that foreign domain. The mapping is in docs/authorization.md. Pure.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from tether.core.errors import InvalidInput
-from tether.core.policy import SERVER_DEFAULT_POLICY, Authorization, ServerPolicy, invalid_input, make_authorization, parse_default_policy
+from tether.core.named_ports import PORT_META_PREFIX
+from tether.core.policy import (
+    SERVER_DEFAULT_POLICY, Authorization, DefaultPolicy, ServerPolicy, invalid_input, make_authorization,
+    parse_default_policy, parse_identity_pattern,
+)
 from tether.core.policy_schema import _Network, _PolicyName, _Strict, messages, nets, register_fields, validate
 
+_PORT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 #: Pod labels that name the workload; a Linkerd Server selecting on one maps to that service.
 SERVICE_LABELS = ("app", "app.kubernetes.io/name")
+#: Linkerd's default identity trust domain: identities in it are this mesh's.
+LINKERD_LOCAL_TRUST_DOMAIN = "cluster.local"
+LINKERD_KINDS = ("Server", "ServerAuthorization", "AuthorizationPolicy", "MeshTLSAuthentication", "NetworkAuthentication")
 
 
 class _K8sMeta(BaseModel):
@@ -27,6 +51,7 @@ class _K8sMeta(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     name: str
     namespace: str = "default"
+    labels: dict[str, str] = {}
 
 
 class _LinkerdDoc(BaseModel):
@@ -99,24 +124,93 @@ class _NetworkAuthenticationSpec(_Strict):
     networks: list[_Network]
 
 
-_LINKERD_SPECS: dict[str, type[BaseModel]] = {
-    "Server": _ServerSpec,
-    "ServerAuthorization": _ServerAuthorizationSpec,
-    "AuthorizationPolicy": _AuthorizationPolicySpec,
-    "MeshTLSAuthentication": _MeshTLSAuthenticationSpec,
-    "NetworkAuthentication": _NetworkAuthenticationSpec,
-}
+_LINKERD_SPECS: dict[str, type[BaseModel]] = dict(zip(LINKERD_KINDS, (
+    _ServerSpec, _ServerAuthorizationSpec, _AuthorizationPolicySpec, _MeshTLSAuthenticationSpec,
+    _NetworkAuthenticationSpec,
+)))
 
 register_fields(*_LINKERD_SPECS.values(), _Client, _MeshTLS, _Ref, _Selector, _LinkerdDoc)
 
 
-# --- Linkerd kinds ---------------------------------------------------------------------------------
-# Read into models first, then resolved across documents (a policy may precede its Server).
-# Linkerd's Kubernetes namespaces have no Tether meaning: a service account name becomes
-# the Tether service name, and references resolve within the namespace as Linkerd's do.
+# --- values: one per object, independent of every other object ----------------------------------
 
 
-def parse_linkerd_doc(label: str, doc: dict[str, Any], errors: list[str]) -> tuple[_LinkerdDoc, BaseModel] | None:
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A client identity as Linkerd wrote it, namespace and trust domain kept.
+    `service=None` is every service account of the namespace; `any_identity` is `*`."""
+
+    service: str | None = None
+    namespace: str = ""
+    trust_domain: str | None = None  # None: this mesh's (Linkerd's cluster.local)
+    any_identity: bool = False
+
+    def pattern(self, trust_domain: str) -> str:
+        """The Tether identity pattern (core/policy.py) for this mesh's `trust_domain`."""
+        if self.any_identity:
+            return "*"
+        if self.trust_domain is None:
+            return self.service or f"spiffe://{trust_domain}/ns/*/dc/*/svc/*"
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/dc/*/svc/{self.service or '*'}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerValue:
+    """`services`: the services the podSelector names; None is every service (`matchLabels: {}`)."""
+
+    services: tuple[str, ...] | None
+    port: int | str
+    default_policy: DefaultPolicy
+    labels: tuple[tuple[str, str], ...] = ()  # the Server's own metadata.labels (for selectors)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Who an authorization admits: identities (empty = unauthenticated) from networks."""
+
+    identities: tuple[Identity, ...]
+    networks: tuple[tuple[str, tuple[str, ...]], ...]  # (cidr, except)
+
+    def authorization(self, name: str, trust_domain: str) -> Authorization:
+        return make_authorization(name, identities=[i.pattern(trust_domain) for i in self.identities],
+                                  unauthenticated=not self.identities,
+                                  networks=[{"cidr": c, "except": list(e)} for c, e in self.networks])
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAuthorizationValue:
+    server: str | None  # a Server by name, or
+    selector: tuple[tuple[str, str], ...] | None  # every Server of the namespace with these labels
+    grant: Grant
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationPolicyValue:
+    target_kind: str  # Server | Namespace
+    target: tuple[str, str]  # (namespace, name)
+    identity_ref: tuple[str, str, str] | None  # (kind, namespace, name) of a MeshTLSAuthentication
+    service_account: Identity | None  # a ServiceAccount ref, resolved in place
+    network_ref: tuple[str, str, str] | None  # (kind, namespace, name) of a NetworkAuthentication
+
+
+@dataclass(frozen=True, slots=True)
+class LinkerdObject:
+    """One applied Linkerd document: `doc` is its stored (re-appliable) form, `value` its meaning."""
+
+    kind: str
+    namespace: str
+    name: str
+    doc: dict[str, Any]
+    value: Any
+    notes: tuple[str, ...] = ()  # what is accepted with a changed form but the same meaning
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+def parse_linkerd_doc(label: str, doc: dict[str, Any], errors: list[str]) -> LinkerdObject | None:
+    """Read one document on its own; append every problem (with its path) to `errors`."""
     env = validate(_LinkerdDoc, doc, label, "", errors)
     if env is None:
         return None
@@ -129,137 +223,329 @@ def parse_linkerd_doc(label: str, doc: dict[str, Any], errors: list[str]) -> tup
         errors.append(f"{label}: Linkerd kind {env.kind!r} does not map; supported: {', '.join(_LINKERD_SPECS)}")
         return None
     spec = validate(model, env.spec, label, "spec.", errors)
-    return None if spec is None else (env, spec)
+    if spec is None:
+        return None
+    ns = env.metadata.namespace
+    try:
+        value = _VALUES[env.kind](spec, ns, env.metadata.labels)
+    except InvalidInput as exc:
+        errors.extend(f"{label}: {m}" for m in messages(exc))
+        return None
+    meta: dict[str, Any] = {"name": env.metadata.name, "namespace": ns}
+    if env.metadata.labels:
+        meta["labels"] = dict(env.metadata.labels)
+    stored = {"apiVersion": env.apiVersion, "kind": env.kind, "metadata": meta, "spec": doc.get("spec") or {}}
+    notes = ()
+    if isinstance(spec, _ServerSpec) and spec.proxyProtocol not in ("unknown", "opaque"):
+        notes = (f"{env.kind} {ns}/{env.metadata.name}: spec.proxyProtocol {spec.proxyProtocol!r} is carried as opaque "
+                 "TCP: Tether authorizes connections, so who may connect is as written, but nothing is "
+                 "protocol-aware",)
+    return LinkerdObject(env.kind, ns, env.metadata.name, stored, value, notes)
 
 
-def translate_linkerd(items: list[tuple[str, _LinkerdDoc, Any]], errors: list[str]) -> list[tuple[str, ServerPolicy]]:
-    servers: dict[tuple[str, str], dict[str, Any]] = {}
-    authns: dict[tuple[str, str], tuple[str, Any]] = {}
-    for label, env, spec in items:
-        key = (env.metadata.namespace, env.metadata.name)
-        try:
-            if isinstance(spec, _ServerSpec):
-                servers[key] = {"label": label, "spec": spec, "auths": []}
-            elif isinstance(spec, _MeshTLSAuthenticationSpec):
-                authns[("MeshTLSAuthentication", *key)] = ("identities", _mesh_tls_identities(spec))  # type: ignore[index]
-            elif isinstance(spec, _NetworkAuthenticationSpec):
-                authns[("NetworkAuthentication", *key)] = ("networks", nets(spec.networks))  # type: ignore[index]
-        except InvalidInput as exc:
-            errors.extend(f"{label}: {m}" for m in messages(exc))
-    for label, env, spec in items:
-        try:
-            if isinstance(spec, _ServerAuthorizationSpec):
-                _attach(servers, [_server_ref(spec.server, env.metadata.namespace)], _server_authorization(env.metadata.name, spec))
-            elif isinstance(spec, _AuthorizationPolicySpec):
-                targets = _policy_targets(spec.targetRef, env.metadata.namespace, servers)
-                _attach(servers, targets, _authorization_policy(env.metadata.name, env.metadata.namespace, spec, authns))
-        except InvalidInput as exc:
-            errors.extend(f"{label}: {m}" for m in messages(exc))
-    out = []
-    for (_, name), server in servers.items():
-        try:
-            service, port, default = _server_target(server["spec"])
-            out.append((server["label"], ServerPolicy(service, port, default, tuple(server["auths"]), name)))
-        except InvalidInput as exc:
-            errors.extend(f"{server['label']}: {m}" for m in messages(exc))
-    return out
-
-
-def _attach(servers: dict[tuple[str, str], dict[str, Any]], targets: list[tuple[str, str]], auth: Authorization) -> None:
-    for target in targets:
-        if target not in servers:
-            raise InvalidInput(f"Server {target[1]!r} in namespace {target[0]!r} is not among these documents")
-        servers[target]["auths"].append(auth)
-
-
-def _server_target(spec: _ServerSpec) -> tuple[str, int, Any]:
+def _server(spec: _ServerSpec, _ns: str, labels: dict[str, str]) -> ServerValue:
     errors = []
-    sel = spec.podSelector
-    labels = (sel.matchLabels or {}) if sel else {}
-    if spec.externalWorkloadSelector or sel is None or sel.matchExpressions or len(labels) != 1 or next(iter(labels)) not in SERVICE_LABELS:
-        errors.append("spec.podSelector: Tether maps a Server to the service named by one matchLabels entry "
-                      f"({' or '.join(SERVICE_LABELS)}: <service>); other selectors do not map")
+    services = _selected_services(spec)
+    if services is False:
+        errors.append("spec.podSelector: Tether maps a Server to services by the workload label "
+                      f"({' or '.join(SERVICE_LABELS)}): one matchLabels entry, a matchExpressions `In` on it, "
+                      "or `matchLabels: {}` (every service); other selectors do not map")
     if isinstance(spec.port, str):
-        errors.append(f"spec.port: named port {spec.port!r} does not map (Tether has no pod spec to resolve it); use the number")
+        if not _PORT_NAME.match(spec.port):
+            errors.append(f"spec.port: {spec.port!r} is neither a port number nor a port name (letters, digits, '-')")
+    elif not 1 <= spec.port <= 65535:
+        errors.append(f"spec.port: {spec.port} is not a port number (1-65535)")
     if errors:
         raise invalid_input(errors)
-    return next(iter(labels.values())), spec.port, parse_default_policy(spec.accessPolicy, field="spec.accessPolicy")  # type: ignore[return-value]
+    return ServerValue(services, spec.port, parse_default_policy(spec.accessPolicy, field="spec.accessPolicy"),  # type: ignore[arg-type]
+                       tuple(sorted(labels.items())))
 
 
-def _server_ref(ref: _ServerRef, namespace: str) -> tuple[str, str]:
-    if ref.selector is not None or not ref.name:
-        raise InvalidInput("spec.server: only `name` maps; a Server label selector does not")
-    return (namespace, ref.name)
+def _selected_services(spec: _ServerSpec) -> tuple[str, ...] | None | bool:
+    """The services a podSelector names, None for every one, False when it does not map."""
+    sel = spec.podSelector
+    if spec.externalWorkloadSelector or sel is None:
+        return False
+    labels, exprs = sel.matchLabels or {}, sel.matchExpressions or []
+    if not labels and not exprs:
+        return None if sel.matchLabels is not None else False
+    if labels and exprs or len(labels) > 1 or len(exprs) > 1:
+        return False
+    if labels:
+        key, value = next(iter(labels.items()))
+        return (value,) if key in SERVICE_LABELS else False
+    expr = exprs[0]
+    if not isinstance(expr, dict) or expr.get("key") not in SERVICE_LABELS or expr.get("operator") != "In" or set(expr) - {"key", "operator", "values"}:
+        return False
+    values = expr.get("values")
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        return False
+    return tuple(values)
 
 
-def _policy_targets(ref: _Ref, namespace: str, servers: dict[tuple[str, str], Any]) -> list[tuple[str, str]]:
-    if ref.kind == "Server":
-        return [(ref.namespace or namespace, ref.name)]
-    if ref.kind == "Namespace":
-        found = [key for key in servers if key[0] == namespace]
-        if ref.name != namespace or not found:
-            raise InvalidInput(f"spec.targetRef: Namespace {ref.name!r} must be the policy's own and hold a Server in these documents")
-        return found
-    raise InvalidInput(f"spec.targetRef: kind {ref.kind!r} does not map (L7 routes are not supported); target a Server or Namespace")
-
-
-def _server_authorization(name: str, spec: _ServerAuthorizationSpec) -> Authorization:
+def _server_authorization(spec: _ServerAuthorizationSpec, ns: str, _labels: Any) -> ServerAuthorizationValue:
+    ref = spec.server
+    selector = None
+    if (ref.name is None) == (ref.selector is None):
+        raise InvalidInput("spec.server: set exactly one of name or selector")
+    if ref.selector is not None:
+        if ref.selector.matchExpressions or not ref.selector.matchLabels:
+            raise InvalidInput("spec.server.selector: only matchLabels (one or more labels every selected Server "
+                               "carries) maps; matchExpressions do not")
+        selector = tuple(sorted(ref.selector.matchLabels.items()))
     client, tls = spec.client, spec.client.meshTLS
     if (tls is None) == (not client.unauthenticated):
         raise InvalidInput("spec.client: set exactly one of meshTLS or unauthenticated")
-    identities: list[str] = []
+    identities: list[Identity] = []
     if tls is not None:
         if tls.unauthenticatedTLS:
             raise InvalidInput("spec.client.meshTLS.unauthenticatedTLS does not map: Tether callers either present "
                                "a verified identity or are unauthenticated (use `unauthenticated: true` with networks)")
         if (tls.identities is None) == (tls.serviceAccounts is None):
             raise InvalidInput("spec.client.meshTLS: set exactly one of identities or serviceAccounts")
-        identities = [_linkerd_identity(t) for t in tls.identities or ()] + [sa.name for sa in tls.serviceAccounts or ()]
-    return make_authorization(name, identities=identities, unauthenticated=client.unauthenticated,
-                              networks=nets(client.networks), field="spec.client")
+        identities = _identities(tls.identities or (), ns, "spec.client.meshTLS.identities")
+        identities += [_service_account(sa.name, sa.namespace, ns, f"spec.client.meshTLS.serviceAccounts[{i}]")
+                       for i, sa in enumerate(tls.serviceAccounts or ())]
+    grant = _grant(identities, client.networks, "spec.client")
+    return ServerAuthorizationValue(ref.name, selector, grant)
 
 
-def _authorization_policy(name: str, namespace: str, spec: _AuthorizationPolicySpec, authns: dict) -> Authorization:
-    identities: list[list[str]] = []
-    networks: list[list[dict[str, Any]]] = []
-    for i, ref in enumerate(spec.requiredAuthenticationRefs):
-        if ref.kind == "ServiceAccount":
-            identities.append([ref.name])
-            continue
-        found = authns.get((ref.kind, ref.namespace or namespace, ref.name))
-        if ref.kind not in ("MeshTLSAuthentication", "NetworkAuthentication"):
-            raise InvalidInput(f"spec.requiredAuthenticationRefs[{i}]: kind {ref.kind!r} does not map")
-        if found is None:
-            raise InvalidInput(f"spec.requiredAuthenticationRefs[{i}]: {ref.kind} {ref.name!r} is not among these documents")
-        (identities if found[0] == "identities" else networks).append(found[1])
-    if not identities and not networks:
+#: The API group each referenced kind lives in (a ref may leave `group` out).
+_GROUPS = {"Server": "policy.linkerd.io", "MeshTLSAuthentication": "policy.linkerd.io",
+           "NetworkAuthentication": "policy.linkerd.io", "Namespace": "core", "ServiceAccount": "core"}
+
+
+def _check_groups(spec: _AuthorizationPolicySpec) -> None:
+    refs = [("spec.targetRef", spec.targetRef)]
+    refs += [(f"spec.requiredAuthenticationRefs[{i}]", r) for i, r in enumerate(spec.requiredAuthenticationRefs)]
+    errors = [f"{where}.group: {r.group!r} is not the group of {r.kind} ({_GROUPS[r.kind]!r}, or leave it out)"
+              for where, r in refs if r.kind in _GROUPS and r.group not in (None, "", _GROUPS[r.kind])]
+    if errors:
+        raise invalid_input(errors)
+
+
+def _authorization_policy(spec: _AuthorizationPolicySpec, ns: str, _labels: Any) -> AuthorizationPolicyValue:
+    _check_groups(spec)
+    ref = spec.targetRef
+    if ref.kind == "Namespace":
+        if ref.name != ns:
+            raise InvalidInput(f"spec.targetRef: Namespace {ref.name!r} must be the policy's own ({ns!r})")
+    elif ref.kind != "Server":
+        raise InvalidInput(f"spec.targetRef: kind {ref.kind!r} does not map (L7 routes are not supported); target a Server or Namespace")
+    identity_refs: list[tuple[str, str, str]] = []
+    accounts: list[Identity] = []
+    network_refs: list[tuple[str, str, str]] = []
+    for i, r in enumerate(spec.requiredAuthenticationRefs):
+        where = f"spec.requiredAuthenticationRefs[{i}]"
+        if r.kind == "ServiceAccount":
+            accounts.append(_service_account(r.name, r.namespace, ns, where))
+        elif r.kind == "MeshTLSAuthentication":
+            identity_refs.append((r.kind, r.namespace or ns, r.name))
+        elif r.kind == "NetworkAuthentication":
+            network_refs.append((r.kind, r.namespace or ns, r.name))
+        else:
+            raise InvalidInput(f"{where}: kind {r.kind!r} does not map")
+    if not spec.requiredAuthenticationRefs:
         raise InvalidInput("spec.requiredAuthenticationRefs: list at least one authentication")
-    if len(identities) > 1 or len(networks) > 1:
+    if len(identity_refs) + len(accounts) > 1 or len(network_refs) > 1:
         # Linkerd requires *all* refs; Tether's authorization holds one identity list and one network list.
         raise InvalidInput("spec.requiredAuthenticationRefs: at most one identity (MeshTLSAuthentication or "
                            "ServiceAccount) and one NetworkAuthentication map onto a Tether authorization")
-    return make_authorization(name, identities=identities[0] if identities else (), unauthenticated=not identities,
-                              networks=networks[0] if networks else (), field="spec")
+    return AuthorizationPolicyValue(ref.kind, (ref.namespace or ns, ref.name), identity_refs[0] if identity_refs else None,
+                                    accounts[0] if accounts else None, network_refs[0] if network_refs else None)
 
 
-def _mesh_tls_identities(spec: _MeshTLSAuthenticationSpec) -> list[str]:
+def _mesh_tls_authentication(spec: _MeshTLSAuthenticationSpec, ns: str, _labels: Any) -> tuple[Identity, ...]:
     if (spec.identities is None) == (spec.identityRefs is None):
         raise InvalidInput("spec: set exactly one of identities or identityRefs")
+    out = _identities(spec.identities or (), ns, "spec.identities")
     for i, ref in enumerate(spec.identityRefs or ()):
         if ref.kind != "ServiceAccount":
             raise InvalidInput(f"spec.identityRefs[{i}]: kind {ref.kind!r} does not map; only ServiceAccount does")
-    return [_linkerd_identity(t) for t in spec.identities or ()] + [r.name for r in spec.identityRefs or ()]
+        out.append(_service_account(ref.name, ref.namespace, ns, f"spec.identityRefs[{i}]"))
+    return tuple(out)
 
 
-def _linkerd_identity(text: str) -> str:
-    """`*` stays `*`; `<sa>.<ns>.serviceaccount.identity.linkerd.<td>` becomes service `<sa>`."""
+def _network_authentication(spec: _NetworkAuthenticationSpec, _ns: str, _labels: Any) -> Grant:
+    return _grant([], spec.networks, "spec")
+
+
+_VALUES = {
+    "Server": _server, "ServerAuthorization": _server_authorization, "AuthorizationPolicy": _authorization_policy,
+    "MeshTLSAuthentication": _mesh_tls_authentication, "NetworkAuthentication": _network_authentication,
+}
+
+
+def _grant(identities: list[Identity], networks: list[_Network], where: str) -> Grant:
+    grant = Grant(tuple(identities), tuple((c["cidr"], tuple(c["except"])) for c in nets(networks)))
+    grant.authorization("check", "check.invalid")  # validates the networks now, with the document's path
+    return grant
+
+
+def _identities(texts: Any, ns: str, where: str) -> list[Identity]:
+    out, errors = [], []
+    for i, text in enumerate(texts):
+        try:
+            out.append(_linkerd_identity(text, ns))
+        except InvalidInput as exc:
+            errors.append(f"{where}[{i}]: {exc.message}")
+    if errors:
+        raise invalid_input(errors)
+    return out
+
+
+def _service_account(name: str, namespace: str | None, ns: str, where: str) -> Identity:
+    if namespace not in (None, ns):
+        raise InvalidInput(_other_namespace(where, f"service account {name!r}", namespace, ns))  # type: ignore[arg-type]
+    try:
+        return _checked(Identity(service=name, namespace=ns))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc.message}") from None
+
+
+def _other_namespace(where: str, what: str, namespace: str, ns: str) -> str:
+    return (f"{where}: {what} is in namespace {namespace!r}, not this document's {ns!r}; Tether services share "
+            "one namespace, so a caller from another namespace cannot be told apart from a local one: refused "
+            "rather than widened")
+
+
+def _linkerd_identity(text: str, ns: str) -> Identity:
+    """`*`, or `<sa|*>.<ns>.serviceaccount.identity.<linkerd-ns>.<td>` with namespace and td kept."""
     if text == "*":
-        return text
+        return Identity(any_identity=True)
     labels = text.split(".")
-    if len(labels) < 6 or labels[2:5] != ["serviceaccount", "identity", "linkerd"]:
+    if len(labels) < 6 or labels[2:4] != ["serviceaccount", "identity"]:
         raise InvalidInput(f"identity {text!r} is not a Linkerd identity "
                            "(<serviceaccount>.<namespace>.serviceaccount.identity.linkerd.<trust-domain>) or '*'")
-    if "*" in text:
-        raise InvalidInput(f"identity {text!r}: a namespace-wide wildcard has no Tether equivalent (Tether services "
-                           "have no Kubernetes namespace); list the services, or use '*' for any authenticated client")
-    return labels[0]
+    sa, namespace, td = labels[0], labels[1], ".".join(labels[5:])
+    if ("*" in sa and sa != "*") or "*" in ".".join(labels[1:]):
+        raise InvalidInput(f"identity {text!r}: only the whole service-account label may be '*'")
+    if td == LINKERD_LOCAL_TRUST_DOMAIN and namespace != ns:
+        raise InvalidInput(_other_namespace("", f"identity {text!r}", namespace, ns).lstrip(": "))
+    local = td == LINKERD_LOCAL_TRUST_DOMAIN
+    return _checked(Identity(None if sa == "*" else sa, namespace, None if local else td))
+
+
+def _checked(identity: Identity) -> Identity:
+    """Raise InvalidInput unless the identity makes a valid Tether pattern (service name, trust domain)."""
+    parse_identity_pattern(identity.pattern("check.invalid"), field="")
+    return identity
+
+
+# --- resolution: the objects that exist, joined ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    policies: tuple[ServerPolicy, ...]
+    notes: tuple[str, ...]  # objects that exist but have no effect yet, and why
+    conflicts: tuple[str, ...]  # Servers that cover a port another Server covers
+
+
+def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = (),
+                    named_ports: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
+                    registered: Any = ()) -> Resolution:
+    """Join objects into server policies. `taken`: (service, port) scopes that a Tether
+    ServerPolicy already covers (a Server there is a conflict, as is a second Server for
+    one port: the first in `objects` keeps it). `named_ports` (core/named_ports.py) maps
+    (service, name) to numbers: a Server's named port becomes a policy per number; a name
+    no instance defines is a note (the Server has no effect until one does). `registered`:
+    the service names, for a Server selecting every service (`matchLabels: {}`)."""
+    by_key = {(o.kind, o.namespace, o.name): o for o in objects}
+    ordered = list(by_key.values())  # given order: of two overlapping Servers the first stays
+    servers = {(o.namespace, o.name): o for o in ordered if o.kind == "Server"}
+    grants: dict[tuple[str, str], list[tuple[str, Authorization]]] = {k: [] for k in servers}
+    notes: list[str] = []
+    for o in ordered:
+        if o.kind == "ServerAuthorization":
+            grant: Grant | None = o.value.grant
+            if o.value.server is not None:
+                targets = [(o.namespace, o.value.server)]
+            else:
+                want = set(o.value.selector)
+                targets = [k for k, srv in servers.items() if k[0] == o.namespace and want <= set(srv.value.labels)]
+                if not targets:
+                    labels = ", ".join(f"{k}={v}" for k, v in o.value.selector)
+                    notes.append(f"{o.kind} {o.namespace}/{o.name}: no Server of namespace {o.namespace!r} has the "
+                                 f"labels {labels}, so it has no effect until one does")
+        elif o.kind == "AuthorizationPolicy":
+            grant = _policy_grant(o, by_key, notes)
+            if o.value.target_kind == "Namespace":
+                targets = [k for k in servers if k[0] == o.namespace]
+                if not targets:
+                    notes.append(f"{o.kind} {o.namespace}/{o.name}: namespace {o.namespace!r} has no Server yet, "
+                                 "so it authorizes nothing until one is applied")
+            else:
+                targets = [o.value.target]
+        else:
+            continue
+        for target in targets:
+            if target not in servers:
+                notes.append(f"{o.kind} {o.namespace}/{o.name}: Server {target[1]!r} (namespace {target[0]!r}) does "
+                             "not exist, so it has no effect until that Server is applied")
+            elif grant is not None:
+                grants[target].append((o.kind, grant.authorization(o.name, trust_domain)))
+    policies, conflicts = [], []
+    scopes = {tuple(t): "a Tether ServerPolicy" for t in taken}
+    for key, server in servers.items():
+        value = server.value
+        for service, number in _scopes(value, named_ports or {}, registered):
+            scope = (service, number)
+            if scope in scopes:
+                conflicts.append(f"Server {key[0]}/{key[1]} covers {service}:{number}, which {scopes[scope]} "
+                                 "covers already; keep one")
+                continue
+            scopes[scope] = f"Server {key[0]}/{key[1]}"
+            policies.append(ServerPolicy(service, number, value.default_policy, _unique(grants[key]), key[1]))
+        if isinstance(value.port, str) and not _scopes(value, named_ports or {}, registered):
+            which = f"service {value.services[0]!r}" if value.services and len(value.services) == 1 else "the selected services"
+            notes.append(f"Server {key[0]}/{key[1]}: spec.port {value.port!r}: no instance of {which} names that port "
+                         f"(registration Meta {PORT_META_PREFIX}{value.port}), so it has no effect until one does")
+    return Resolution(tuple(policies), tuple(notes), tuple(conflicts))
+
+
+def _scopes(value: ServerValue, named_ports: Mapping[tuple[str, str], tuple[int, ...]],
+            registered: Any) -> list[tuple[str, int]]:
+    """The (service, port number) pairs a Server covers: its services (every registered one
+    for `matchLabels: {}`), each with its number or the numbers its named port resolves to."""
+    if value.services is not None:
+        services: Any = value.services
+    elif isinstance(value.port, str):
+        services = sorted({svc for svc, name in named_ports if name == value.port})
+    else:
+        services = sorted(registered)
+    if isinstance(value.port, int):
+        return [(svc, value.port) for svc in services]
+    return [(svc, n) for svc in services for n in named_ports.get((svc, value.port), ())]
+
+
+def _policy_grant(o: LinkerdObject, by_key: dict, notes: list[str]) -> Grant | None:
+    """The AuthorizationPolicy's grant, or None (it admits nobody) when a required
+    authentication is missing: Linkerd denies in that case too."""
+    v: AuthorizationPolicyValue = o.value
+    identities: tuple[Identity, ...] = (v.service_account,) if v.service_account else ()
+    networks: tuple[Any, ...] = ()
+    for ref in filter(None, (v.identity_ref, v.network_ref)):
+        found = by_key.get(ref)
+        if found is None:
+            notes.append(f"{o.kind} {o.namespace}/{o.name}: {ref[0]} {ref[2]!r} (namespace {ref[1]!r}) does not exist, "
+                         "so this policy authorizes nobody until it is applied")
+            return None
+        if ref[0] == "MeshTLSAuthentication":
+            identities = found.value
+        else:
+            networks = found.value.networks
+    return Grant(identities, networks)
+
+
+def _unique(grants: list[tuple[str, Authorization]]) -> tuple[Authorization, ...]:
+    """Authorization names are unique per policy; a ServerAuthorization and an
+    AuthorizationPolicy may share a name in Linkerd, so the later gets its kind as prefix."""
+    seen: set[str] = set()
+    out = []
+    for kind, auth in grants:
+        if auth.name in seen:
+            auth = Authorization(f"{kind.lower()}.{auth.name}", auth.identities, auth.unauthenticated, auth.networks)
+        seen.add(auth.name)
+        out.append(auth)
+    return tuple(out)

@@ -8,7 +8,9 @@ InvalidInput lists them all (also as `exc.errors`). `parse_policy_objects` does 
 for documents already decoded (the JSON API). Schema and examples: docs/authorization.md.
 
 Tether kinds (`apiVersion: tether.dev/v1`): MeshPolicy, ServerPolicy, ServiceIntentions.
-Linkerd kinds (`apiVersion: policy.linkerd.io/*`) are translated by core/policy_linkerd.py.
+Linkerd kinds (`apiVersion: policy.linkerd.io/*`) are read by core/policy_linkerd.py into
+objects of their own (`PolicyDocuments.linkerd`), joined into server policies only when a
+snapshot is built (`snapshot_from_documents`), so they may come in any order and any file.
 
 The reverse direction, `format_server_policy` / `format_mesh_policy`, gives the Tether
 document for a value: what the control plane stores under `policy/`, what `tether policy
@@ -20,7 +22,6 @@ the CLI decide from the same inputs with the same code.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,6 +33,7 @@ from tether.core.authz import PolicySnapshot, build_snapshot
 from tether.core.cidr import NetworkMatch, parse_network_match
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, intention_key, parse_intention
+from tether.core.k8s_input import expand_documents
 from tether.core.nesting import yaml_depth_problem
 from tether.core.policy import (
     DEFAULT_INTENTION,
@@ -44,20 +46,29 @@ from tether.core.policy import (
     parse_action,
     parse_default_policy,
 )
-from tether.core.policy_linkerd import SERVICE_LABELS, parse_linkerd_doc, translate_linkerd
+from tether.core.policy_istio import ISTIO_SECURITY_GROUP, IstioObject, parse_istio_authorization_policy, resolve_istio
+from tether.core.policy_linkerd import SERVICE_LABELS, LinkerdObject, parse_linkerd_doc, resolve_linkerd
 from tether.core.policy_schema import (
     _ActionName, _Identity, _IntentionName, _Network, _PolicyName, _Port, _ServiceName, _Strict,
     messages, register_fields, validate,
 )
 
 __all__ = [
-    "LINKERD_GROUP", "SERVICE_LABELS", "TETHER_API", "PolicyDocuments", "format_mesh_policy", "format_server_policy",
+    "LINKERD_GROUP", "SERVICE_LABELS", "all_server_policies", "TETHER_API", "PolicyDocuments", "format_mesh_policy", "format_server_policy",
     "merge_mesh_policy", "parse_policy_documents", "parse_policy_objects", "snapshot_from_documents",
     "snapshot_from_state",
 ]
 
 TETHER_API = "tether.dev/v1"
 LINKERD_GROUP = "policy.linkerd.io"
+_API_HINT = (f"authorization policy is {TETHER_API} (MeshPolicy, ServerPolicy, ServiceIntentions) or "
+             f"{LINKERD_GROUP}/* (Server, ServerAuthorization, AuthorizationPolicy, MeshTLSAuthentication, "
+             "NetworkAuthentication) or Istio's security.istio.io AuthorizationPolicy (its L4 subset); "
+             "`tether apply` also takes Istio networking.istio.io kinds")
+_API_HINTS = {
+    "networking.istio.io": "Istio networking kinds are external-service configuration: apply them with "
+                           "`tether apply -f` (or PUT /v1/tether/external-services)",
+}
 #: The name the mesh settings document carries (there is one per mesh).
 MESH_NAME = "mesh"
 
@@ -73,6 +84,8 @@ class PolicyDocuments:
     server_policies: tuple[ServerPolicy, ...] = ()
     mesh: MeshPolicy | None = None
     mesh_fields: frozenset[str] = frozenset()
+    linkerd: tuple[LinkerdObject, ...] = ()
+    istio: tuple[IstioObject, ...] = ()  # Istio AuthorizationPolicies (core/policy_istio.py)
 
 
 # --- schemas -----------------------------------------------------------------------------------
@@ -142,16 +155,20 @@ def parse_policy_documents(text: str, *, source: str = "<policy>") -> PolicyDocu
     return _parse(docs, source, errors)
 
 
-def parse_policy_objects(documents: Sequence[object], *, source: str = "<policy>") -> PolicyDocuments:
-    """As `parse_policy_documents`, for documents already decoded (e.g. a JSON array)."""
-    return _parse([(n, doc) for n, doc in enumerate(documents, start=1) if doc is not None], source, [])
+def parse_policy_objects(documents: Sequence[object], *, source: str = "<policy>",
+                         numbers: Sequence[str] | None = None) -> PolicyDocuments:
+    """As `parse_policy_documents`, for documents already decoded (e.g. a JSON array).
+    `numbers`: the documents' numbers in a larger file they were taken from (already expanded)."""
+    numbered = list(zip(numbers, documents)) if numbers is not None else expand_documents(documents)
+    return _parse([(n, doc) for n, doc in numbered if doc is not None], source, [])
 
 
-def _parse(docs: list[tuple[int, Any]], source: str, errors: list[str]) -> PolicyDocuments:
+def _parse(docs: list[tuple[str, Any]], source: str, errors: list[str]) -> PolicyDocuments:
     intentions: list[Intention] = []
     policies: list[tuple[str, ServerPolicy]] = []
     meshes: list[tuple[str, MeshPolicy, frozenset[str]]] = []
-    linkerd: list[tuple[str, Any, BaseModel]] = []
+    linkerd: list[tuple[str, LinkerdObject]] = []
+    istio: list[tuple[str, IstioObject]] = []
     for n, doc in docs:
         label = f"{source}: document {n}"
         if not isinstance(doc, dict):
@@ -164,18 +181,20 @@ def _parse(docs: list[tuple[int, Any]], source: str, errors: list[str]) -> Polic
         elif api.split("/")[0] == LINKERD_GROUP or api.startswith("gateway.networking.k8s.io/"):
             parsed = parse_linkerd_doc(label, doc, errors)
             if parsed is not None:
-                linkerd.append((label, *parsed))
+                linkerd.append((label, parsed))
+        elif api.split("/")[0] == ISTIO_SECURITY_GROUP:
+            if (authz := parse_istio_authorization_policy(label, doc, errors)) is not None:
+                istio.append((label, authz))
         else:
-            errors.append(f"{label}: apiVersion {api!r} is not supported; use {TETHER_API} or {LINKERD_GROUP}/v1beta1")
-    policies.extend(translate_linkerd(linkerd, errors))
-    _check_unique(intentions, policies, meshes, errors)
-    errors.sort(key=_document_number)  # Linkerd kinds are resolved last; report in file order
+            errors.append(f"{label}: apiVersion {api!r} is not supported: {_API_HINTS.get(api.split('/')[0], _API_HINT)}")
+    _check_unique(intentions, policies, meshes, [*linkerd, *istio], errors)
     if errors:
         exc = InvalidInput(f"{source}: {len(errors)} problem(s) in policy documents:\n  " + "\n  ".join(errors))
         exc.errors = tuple(errors)  # type: ignore[attr-defined]
         raise exc
     mesh, fields = (meshes[0][1], meshes[0][2]) if meshes else (None, frozenset[str]())
-    return PolicyDocuments(tuple(intentions), tuple(p for _, p in policies), mesh, fields)
+    return PolicyDocuments(tuple(intentions), tuple(p for _, p in policies), mesh, fields, tuple(o for _, o in linkerd),
+                           tuple(o for _, o in istio))
 
 
 def snapshot_from_documents(
@@ -184,9 +203,22 @@ def snapshot_from_documents(
     """A PolicySnapshot from parsed documents (plus intentions from elsewhere, e.g. the store)."""
     mesh = documents.mesh or MeshPolicy()
     return build_snapshot(
-        (*documents.intentions, *intentions), documents.server_policies, mesh.default_intention, mesh.default_policy,
+        (*documents.intentions, *intentions), all_server_policies(documents, trust_domain), mesh.default_intention,
+        mesh.default_policy,
         trust_domain, cluster_networks=mesh.cluster_networks, probe_networks=mesh.probe_networks, index=index,
     )
+
+
+def all_server_policies(documents: PolicyDocuments, trust_domain: str) -> tuple[ServerPolicy, ...]:
+    """The Tether server policies plus those the Linkerd objects resolve into; a Linkerd
+    Server covering a port another policy covers raises InvalidInput naming both."""
+    taken = [(p.service, p.port) for p in documents.server_policies]
+    resolved = resolve_linkerd(documents.linkerd, trust_domain, taken=taken)
+    taken += [(p.service, p.port) for p in resolved.policies]
+    istio = resolve_istio(documents.istio, trust_domain, taken=taken)
+    if resolved.conflicts or istio.conflicts:
+        raise InvalidInput("; ".join((*resolved.conflicts, *istio.conflicts)))
+    return (*documents.server_policies, *resolved.policies, *istio.policies)
 
 
 def merge_mesh_policy(current: MeshPolicy, given: MeshPolicy, fields: Iterable[str]) -> MeshPolicy:
@@ -275,21 +307,19 @@ def snapshot_from_state(
 # --- Tether kinds ---------------------------------------------------------------------------------
 
 
-def _load(text: str, source: str, errors: list[str]) -> list[tuple[int, Any]]:
-    docs: list[tuple[int, Any]] = []
+def _load(text: str, source: str, errors: list[str]) -> list[tuple[str, Any]]:
+    docs: list[Any] = []
     too_deep = yaml_depth_problem(text, source)
     if too_deep:
         errors.append(too_deep)
-        return docs
+        return []
     try:
-        for n, doc in enumerate(yaml.safe_load_all(text), start=1):
-            if doc is not None:  # an empty document (a trailing `---`) declares nothing
-                docs.append((n, doc))
+        docs.extend(yaml.safe_load_all(text))  # an empty document (a trailing `---`) declares nothing
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         errors.append(f"{source}: YAML does not parse{where}: {getattr(exc, 'problem', None) or exc}")
-    return docs
+    return expand_documents(docs)
 
 
 def _tether_doc(label: str, doc: dict[str, Any], intentions: list, policies: list, meshes: list, errors: list[str]) -> None:
@@ -343,7 +373,7 @@ def _intentions(spec: _IntentionsSpec, label: str, errors: list[str]) -> list[In
     return out
 
 
-def _check_unique(intentions: list[Intention], policies: list, meshes: list, errors: list[str]) -> None:
+def _check_unique(intentions: list[Intention], policies: list, meshes: list, linkerd: list, errors: list[str]) -> None:
     seen: dict[str, Intention] = {}
     for i in intentions:
         if i.key in seen:
@@ -357,11 +387,12 @@ def _check_unique(intentions: list[Intention], policies: list, meshes: list, err
         scopes.setdefault(key, label)
     for label, *_ in meshes[1:]:
         errors.append(f"{label}: only one MeshPolicy may be given ({meshes[0][0]} is the first)")
-
-
-def _document_number(message: str) -> int:
-    match = re.search(r": document (\d+)", message)
-    return int(match.group(1)) if match else 0
+    objects: dict[str, str] = {}
+    for label, obj in linkerd:
+        key = f"{type(obj).__name__} {obj.key}"
+        if key in objects:
+            errors.append(f"{label}: {obj.namespace}/{obj.name} is declared twice ({objects[key]}); keep one")
+        objects.setdefault(key, label)
 
 
 def _name_of(doc: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tether.core.duration import parse_duration
 from tether.core.errors import InvalidInput
+from tether.core.named_ports import port_meta_problem
 from tether.core.spiffe import validate_service_name
 from tether.core.normalize import OPAQUE, Shape, normalize, pydantic_errors, raise_if
 
@@ -171,6 +172,8 @@ class ServiceDefinition(_Model):
         for k, v in meta.items():
             if len(k) > 128 or len(v) > 512:
                 raise ValueError(f"Meta {k[:40]!r}: keys are limited to 128 and values to 512 characters")
+            if (problem := port_meta_problem(k, v)) is not None:  # a named port (core/named_ports.py)
+                raise ValueError(problem)
         return meta
 
 

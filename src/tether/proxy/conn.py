@@ -124,7 +124,7 @@ class Conn(Relay):
                 gate.heard(self)  # no longer silent: under pressure it gets the longer deadline
             kind = match_first_bytes(bytes(self.rmv[:4]))
             if kind is not None:
-                return self._hs_failed(kind, "first bytes are not a TLS handshake record")
+                return self.on_not_tls(kind, n)
         self.hs_rx += n
         self.inc.write(self.rmv[:n])
         self._hs_step()
@@ -147,11 +147,7 @@ class Conn(Relay):
         if not self._hs_send() or self.closed:
             return
         if done:
-            self.timer.cancel()
-            self.timer = None
-            gate = self.lst.gate
-            if gate is not None:
-                gate.done(self)
+            self.end_handshake_phase()
             # Stay registered (cheaper than re-registering): until the relay starts,
             # whatever the peer sends is parked in the BIO.
             self.loop.add_reader(self.tfd, self._park_t)
@@ -284,6 +280,20 @@ class Conn(Relay):
 
     def on_handshake_failed(self, reason: str, detail: str) -> None:
         self.finish("handshake-failure", f"{reason}: {detail}")
+
+    def on_not_tls(self, kind: str, n: int) -> None:
+        """The peer's first `n` bytes (in `rmv`) are not a TLS record: refused, unless a
+        subclass takes plaintext (the inbound listener does, when policy admits it)."""
+        self._hs_failed(kind, "first bytes are not a TLS handshake record")
+
+    def end_handshake_phase(self) -> None:
+        """Stop the handshake timer and leave the listener's handshake gate."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        gate = self.lst.gate
+        if gate is not None:
+            gate.done(self)
 
     def on_dial_ok(self, sock: socket.socket) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

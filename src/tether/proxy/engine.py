@@ -16,6 +16,8 @@ Everything runs on the event loop that calls the first `open_*`. `authorize` is
 decision has `.allowed: bool`, `.reason: str` and optionally `.audit: bool` (allowed,
 but would have been denied: flagged in the access log). It must be fast and synchronous:
 it runs on the accept path of every inbound connection. An exception counts as deny.
+An authorizer that also has `.plaintext(peer_ip, port) -> decision` decides inbound
+clients that sent no TLS at all; without it they are refused (mutual TLS only).
 
 Fail static: no update ever removes what the engine has unless the caller passes a
 replacement; a failed update (bad TLS material, bad spec) raises and leaves the current
@@ -183,7 +185,8 @@ class Engine:
         for conn in list(self.live):
             if conn.direction != "inbound" or conn.phase not in ("dial", "relay"):
                 continue
-            allowed, reason, _ = self.check(authorize, conn.source, conn.peer_ip, conn.lst.port)
+            allowed, reason, _ = self.check(authorize, conn.source, conn.peer_ip, conn.lst.port,
+                                            plaintext=conn.plaintext)
             if allowed:
                 continue
             dst = conn.destination()
@@ -194,10 +197,17 @@ class Engine:
             closed += 1
         return closed
 
-    def check(self, authorize: Authorizer, source: str | None, peer_ip: str, port: int) -> tuple[bool, str, bool]:
+    def check(self, authorize: Authorizer, source: str | None, peer_ip: str, port: int, *,
+              plaintext: bool = False) -> tuple[bool, str, bool]:
         """(allowed, reason, audit) from `authorize`; any failure of the authorizer denies."""
         try:
-            d = authorize(source, peer_ip, port)
+            if plaintext:
+                decide_plaintext = getattr(authorize, "plaintext", None)
+                if decide_plaintext is None:
+                    return False, "plaintext client: this proxy's authorizer accepts mutual TLS only", False
+                d = decide_plaintext(peer_ip, port)
+            else:
+                d = authorize(source, peer_ip, port)
             return bool(d.allowed), str(d.reason), bool(getattr(d, "audit", False))
         except Exception as e:  # a broken authorizer must fail closed, not crash the accept path
             log.error("authorizer failed for %s: %r (denying)", source, e)

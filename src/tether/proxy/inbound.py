@@ -4,6 +4,13 @@ Per connection: TLS handshake as server (client certificate required, chain veri
 against the roots) -> read the client's URI SAN -> `engine.check(source, ip, port)` ->
 on deny close and log the rule; on allow dial the local application (connect timeout)
 -> relay. The connection stays registered so a later `update_authorizer` can re-check it.
+
+Detected per connection: when the first bytes are not a TLS handshake record, the client
+is plaintext. When the authorizer decides plaintext (the sidecar's does), it is authorized
+as such (`engine.check(..., plaintext=True)`: only an `unauthenticated` rule for its
+address admits it, core/authz.py) and, if admitted, relayed unchanged (relay.ClearSession),
+else denied; with any other authorizer it is refused as a handshake failure, as before. A TLS client without a
+certificate still fails the handshake (`no-client-cert`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,10 @@ from time import monotonic
 
 from tether.core.admission import DEFAULT_MAX_PENDING_HANDSHAKES
 from tether.core.errors import InvalidInput
+import ssl
+
 from tether.proxy.conn import Conn
+from tether.proxy.relay import ClearSession
 
 #: Connect timeout towards the local app and the upstream instances (Consul's
 #: local_connect_timeout_ms / connect_timeout_ms default to 5000).
@@ -50,14 +60,15 @@ class InboundSpec:
 
 
 class InboundConn(Conn):
-    __slots__ = ("rule",)
+    __slots__ = ("rule", "plaintext")
 
     direction = "inbound"
 
     def __init__(self, lst, client, addr) -> None:
         super().__init__(lst, client, addr)
         self.rule = ""
-        self.t = client  # the accepted socket carries TLS
+        self.plaintext = False
+        self.t = client  # the accepted socket carries TLS (or, once detected, plaintext)
 
     def begin(self) -> None:
         eng = self.lst.engine
@@ -70,7 +81,7 @@ class InboundConn(Conn):
         return self.n_t, self.n_p
 
     def on_handshake(self) -> None:
-        uris = self.peer_uris()
+        uris = () if self.plaintext else self.peer_uris()
         self.source = next((u for u in uris if u.startswith("spiffe://")), None)
         self.phase = "authorize"
         if not self.authorize(self.lst.engine.authorizer):
@@ -80,10 +91,25 @@ class InboundConn(Conn):
         self.up_addr = f"{spec.local_app_host}:{spec.local_app_port}"
         self.dial_begin(spec.local_app_host, spec.local_app_port, spec.connect_timeout)
 
+    def on_not_tls(self, kind: str, n: int) -> None:
+        """A plaintext client: authorize it as one; if admitted, relay its bytes as they are.
+        An authorizer that cannot decide plaintext (mutual TLS only) refuses it as before."""
+        if getattr(self.lst.engine.authorizer, "plaintext", None) is None:
+            return super().on_not_tls(kind, n)
+        self.end_handshake_phase()
+        self.plaintext = True
+        self.add_flag("plaintext")
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ClearSession(self.inc, self.out)
+        self.inc.write(self.rmv[:n])  # the first bytes: delivered to the app once it is dialed
+        self.loop.add_reader(self.tfd, self._park_t)
+        self.on_handshake()
+
     def authorize(self, authorizer) -> bool:
         """Run `authorizer` for this connection; on deny, count it and close. True if allowed."""
         eng = self.lst.engine
-        allowed, reason, audit = eng.check(authorizer, self.source, self.peer_ip, self.lst.port)
+        allowed, reason, audit = eng.check(authorizer, self.source, self.peer_ip, self.lst.port,
+                                           plaintext=self.plaintext)
         if audit:
             self.add_flag("audit")
         if allowed:

@@ -42,6 +42,31 @@ DECRYPT_BUF = 262144
 DECRYPT_FLUSH = DECRYPT_BUF - 16384 - 256
 
 
+class ClearSession:
+    """Stands in for the TLS session when the peer speaks plaintext (an inbound client that
+    a Linkerd-style `unauthenticated` rule admits): bytes pass between the BIOs unchanged,
+    so the relay's one code path (back-pressure, half-close, parking) serves both. Not
+    the hot path: plaintext is the exception on a mesh port."""
+
+    __slots__ = ("inc", "out")
+
+    def __init__(self, inc: ssl.MemoryBIO, out: ssl.MemoryBIO) -> None:
+        self.inc, self.out = inc, out
+
+    def write(self, data) -> int:
+        return self.out.write(data)
+
+    def read(self, n: int, buf) -> int:
+        data = self.inc.read(n)
+        if not data:
+            raise WantRead("no plaintext buffered")
+        buf[:len(data)] = data
+        return len(data)
+
+    def shutdown(self) -> None:
+        """There is no close_notify in plaintext; the TCP write shutdown follows."""
+
+
 class Buffers:
     """Scratch buffers shared by every connection of one engine (one event loop thread)."""
 

@@ -260,3 +260,7 @@ class SnapshotAuthorizer:
                 self._ids[source] = identity
             identity = identity or None
         return decide(self.snapshot, Source(identity, peer_ip), self.service, self.port)
+
+    def plaintext(self, peer_ip: str, _listener_port: int) -> Decision:
+        """A client that sent no TLS: the same decide, as a plaintext caller."""
+        return decide(self.snapshot, Source(None, peer_ip, plaintext=True), self.service, self.port)
