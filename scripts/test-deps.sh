@@ -24,16 +24,23 @@ missing() {
   echo "${want[@]}"
 }
 
-# The `consul` npm package, the second real Consul client (tests/integration/test_node_consul_client.py).
-node_client="$(cd "$(dirname "$0")/.." && pwd)/.deps/node"
-if command -v npm >/dev/null && [ ! -d "$node_client/node_modules/consul" ]; then
-  mkdir -p "$node_client"
-  npm install --no-audit --no-fund --prefix "$node_client" consul@2.0.1 >/dev/null 2>&1 \
-    || echo "test-deps: FAILED: npm could not install the consul package; its smoke test will skip" >&2
-fi
+# The `consul` npm package, the second real Consul client (tests/integration/test_node_consul_client.py),
+# once the system packages are in place.
+node_client() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/.deps/node"
+  if command -v npm >/dev/null && [ ! -d "$dir/node_modules/consul" ]; then
+    mkdir -p "$dir"
+    npm install --no-audit --no-fund --prefix "$dir" consul@2.0.1 >/dev/null 2>&1 \
+      || echo "test-deps: FAILED: npm could not install the consul package; its smoke test will skip" >&2
+  fi
+}
 
 read -r -a want <<<"$(missing)"
-[ ${#want[@]} -eq 0 ] && exit 0
+if [ ${#want[@]} -eq 0 ]; then
+  node_client
+  exit 0
+fi
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "test-deps: MISSING ${want[*]} and cannot install them (not root, or no apt-get)." >&2
@@ -58,3 +65,4 @@ if [ ${#still[@]} -ne 0 ]; then
   exit 1
 fi
 echo "test-deps: installed ${want[*]}" >&2
+node_client

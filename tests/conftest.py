@@ -15,18 +15,15 @@ import pytest
 import httpx
 
 from tether.testing.agent import RunningAgent, open_in_process, start_dev_agent
-from tether.testing.ports import hold_range
+from tether.testing.ports import FOREIGN_SIDECAR_RANGE, hold_range
 
 
 pytest_plugins = ["tether.testing.suite"]  # CI turns missing-dependency skips into failures; the skip list
 
-#: Held for the whole session (the ports of it not already held by someone else).
-FOREIGN_RANGE = (21000, 21010)
-
 
 @pytest.fixture(scope="session", autouse=True)
 def foreign_sidecar_ports():
-    held = hold_range(*FOREIGN_RANGE)
+    held = hold_range(*FOREIGN_SIDECAR_RANGE)  # the ports of it nobody else holds already
     yield [s.getsockname()[1] for s in held]
     for sock in held:
         sock.close()

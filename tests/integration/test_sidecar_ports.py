@@ -16,11 +16,10 @@ import socket
 
 import pytest
 
-from conftest import FOREIGN_RANGE
 from proxy_kit import Mesh, port_of, roundtrip, wait_for
 from tether.core.duration import parse_duration
 from tether.core.registration import SIDECAR_CHECK_INTERVAL, SIDECAR_PORT_RANGE
-from tether.testing.ports import held_port
+from tether.testing.ports import FOREIGN_SIDECAR_RANGE, held_port
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +125,7 @@ def test_the_held_start_of_the_range_is_skipped(mesh, foreign_sidecar_ports):
     """tests/conftest.py listens on 21000-21010 for the whole session, as a foreign program
     (the ports of it that nobody else on the machine holds already: either way, every one of
     them is taken by someone, and the agent must take none)."""
-    first, last = FOREIGN_RANGE
+    first, last = FOREIGN_SIDECAR_RANGE
     taken = [p for p in range(first, last + 1) if not _bindable(p)]
     assert taken, "the session fixture holds what others on the machine do not"
     port = mesh.register("epsilon", mesh.app().port)

@@ -44,6 +44,11 @@ def held_port(host: str = "127.0.0.1") -> HeldPort:
     return HeldPort(host)
 
 
+#: The start of the agents' sidecar range, which the test session holds as a foreign program
+#: would (tests/conftest.py): no test may depend on a port range being free.
+FOREIGN_SIDECAR_RANGE = (21000, 21010)
+
+
 def hold_range(first: int, last: int, host: str = "127.0.0.1") -> list[socket.socket]:
     """Listen on every free port of first..last, as another program on the machine would;
     ports someone else holds already are left to them. Close the sockets to let go."""
