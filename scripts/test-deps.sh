@@ -18,6 +18,9 @@ missing() {
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
   command -v psql >/dev/null || want+=(postgresql-client)
   command -v redis-server >/dev/null || want+=(redis-server)
+  # Go's crypto/x509 and Node's tls judge Tether's chains (tests/ca/test_verifier_matrix.py).
+  command -v go >/dev/null || want+=(golang-go)
+  command -v node >/dev/null || want+=(nodejs)
   echo "${want[@]}"
 }
 

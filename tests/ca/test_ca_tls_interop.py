@@ -124,7 +124,8 @@ def test_dns_name_constraint_enforced_by_openssl_and_match_chain(builtin, web_id
 def test_root_constrains_no_uris_so_the_trust_domain_is_checked_by_the_mesh(builtin, db_id, tls_handshake):
     """The root has no URI subtree (cryptography's verifier refuses those): a leaf its key signs
     for another trust domain passes chain verification, and only the SPIFFE ID checks keep it
-    out (docs/identity.md, "Name constraints": the proxy's exact-ID check, trust-domain match)."""
+    out (docs/identity.md, "Name constraints and verifiers": the proxy's exact-ID check, the
+    trust-domain match)."""
     uri = "spiffe://other.tether/ns/default/dc/dc1/svc/web"
     cert, key = _forge_leaf(builtin, uri)
     forged = Identity(tx.format_cert_pem(cert), tx.format_private_key_pem(key))

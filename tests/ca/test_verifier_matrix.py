@@ -16,6 +16,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import verifier_kit as vk
@@ -100,7 +101,7 @@ CASES = build_cases()
 
 
 @pytest.fixture(scope="session")
-def go_verifier(tmp_path_factory) -> vk.Path:
+def go_verifier(tmp_path_factory) -> Path:
     """verify_chains.go compiled once per session, caches under the session's tmp."""
     if shutil.which("go") is None:
         pytest.skip(missing("go"))
@@ -109,7 +110,7 @@ def go_verifier(tmp_path_factory) -> vk.Path:
 
 @pytest.fixture(scope="module")
 def verdicts(request) -> Callable[[str], vk.Verdicts]:
-    """{verifier: verdicts}, each verifier run once over all CASES on first use."""
+    """verifier name -> its verdicts on CASES; each verifier runs once, on first use."""
     cache: dict[str, vk.Verdicts] = {}
 
     def get(verifier: str) -> vk.Verdicts:
@@ -121,7 +122,7 @@ def verdicts(request) -> Callable[[str], vk.Verdicts]:
                     pytest.skip(missing("node"))
                 cache[verifier] = vk.node(CASES)
             else:
-                cache[verifier] = getattr(vk, verifier)(CASES)
+                cache[verifier] = {"openssl": vk.openssl, "pyca": vk.pyca}[verifier](CASES)
         return cache[verifier]
 
     return get
