@@ -21,6 +21,10 @@ missing() {
   # A real 3-member etcd for the etcd store and multi-server tests (tether.testing.etcd).
   command -v etcd >/dev/null || want+=(etcd-server)
   command -v etcdctl >/dev/null || want+=(etcd-client)
+  # Go's crypto/x509 and Node's tls judge Tether's chains (tests/ca/test_verifier_matrix.py);
+  # Node's npm also installs the second Consul client (below).
+  command -v go >/dev/null || want+=(golang-go)
+  command -v node >/dev/null || want+=(nodejs)
   echo "${want[@]}"
 }
 

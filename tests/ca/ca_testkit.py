@@ -90,3 +90,12 @@ class ExternalPki:
     def intermediate_key_pem(self) -> str:
         return tx.format_private_key_pem(self.intermediate_key)
 
+
+
+def make_external_pki() -> ExternalPki:
+    """An organisation's root (10 years) and a mesh intermediate below it (pathLen 1)."""
+    root_key = tx.generate_private_key()
+    root = make_ca_cert("Example Corp Root CA", root_key, not_after=NOW + dt.timedelta(days=3650))
+    inter_key = tx.generate_private_key()
+    inter = make_ca_cert("Example Corp Mesh Intermediate", inter_key, issuer_cert=root, issuer_key=root_key, path_length=1)
+    return ExternalPki(root, root_key, inter, inter_key)

@@ -9,9 +9,8 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from ca_testkit import NOW, ExternalPki, make_ca_cert
+from ca_testkit import NOW, ExternalPki, make_external_pki
 
-from tether.ca import x509 as tx
 from tether.ca.builtin import BuiltinCA
 from tether.core.spiffe import SpiffeId, service_id
 from tether.testing.tls import mtls_handshake
@@ -44,11 +43,7 @@ def db_id(trust_domain: str) -> SpiffeId:
 
 @pytest.fixture
 def external_pki() -> ExternalPki:
-    root_key = tx.generate_private_key()
-    root = make_ca_cert("Example Corp Root CA", root_key, not_after=NOW + dt.timedelta(days=3650))
-    inter_key = tx.generate_private_key()
-    inter = make_ca_cert("Example Corp Mesh Intermediate", inter_key, issuer_cert=root, issuer_key=root_key, path_length=1)
-    return ExternalPki(root, root_key, inter, inter_key)
+    return make_external_pki()
 
 
 HandshakeFn = Callable[..., str | None]

@@ -1,5 +1,7 @@
 """OpenSSL accepts Tether's chains: plain, after rotation (cross-signed), external, name-constrained.
 
+(Four verifiers side by side, OpenSSL among them: test_verifier_matrix.py.)
+
 Every case is a real mutual-TLS handshake through Python's ssl module (OpenSSL's own
 verifier); a negative control beside each positive case shows the test can fail.
 """
@@ -19,6 +21,7 @@ from tether.ca.external import ExternalCA
 from tether.ca.rotation import plan_rotation
 from tether.core.chain import match_chain
 from tether.core.errors import InvalidInput
+from tether.core.spiffe import match_trust_domain, parse_spiffe_id, signing_id
 
 
 def test_leaves_of_one_root_verify_each_other(builtin, web_id, db_id, tls_handshake):
@@ -78,11 +81,14 @@ def test_rotation_by_supplied_private_key(builtin, trust_domain, web_id, db_id, 
     assert tls_handshake(issue(builtin, web_id), [old_root.root_cert_pem], db, [old_root.root_cert_pem]) is None
 
 
-def _forge_leaf(ca: BuiltinCA, uri: str, cn: str = "web") -> tuple[x509.Certificate, object]:
-    """A leaf signed by the root key with whatever URI we like, bypassing the CSR checks."""
+def _forge_leaf(ca: BuiltinCA, uri: str, cn: str = "web", dns: str | None = None) -> tuple[x509.Certificate, object]:
+    """A leaf signed by the root key with whatever names we like, bypassing the CSR checks."""
     root = tx.load_certificate_pem(ca.active_root().root_cert_pem)
     root_key = tx.load_private_key_pem(ca.state()["private_key_pem"])
     key = tx.generate_private_key()
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+    if dns is not None:
+        sans.append(x509.DNSName(dns))
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
@@ -92,21 +98,21 @@ def _forge_leaf(ca: BuiltinCA, uri: str, cn: str = "web") -> tuple[x509.Certific
         .not_valid_before(NOW - dt.timedelta(minutes=1))
         .not_valid_after(NOW + dt.timedelta(hours=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .sign(root_key, tx.signature_hash(root_key))
     )
     return cert, key
 
 
 @pytest.mark.parametrize(
-    "uri, cn",
+    "cn, dns",
     [
-        ("spiffe://other.tether/ns/default/dc/dc1/svc/web", "web"),  # foreign trust domain in the URI
-        (None, "web.example.com"),  # our URI, but a host-like CN outside the trust domain
+        ("web.example.com", None),  # a host-like CN outside the trust domain (OpenSSL checks it as DNS)
+        ("web", "web.example.com"),  # a DNS SAN outside the trust domain
     ],
 )
-def test_name_constraints_enforced_by_openssl_and_match_chain(builtin, web_id, db_id, tls_handshake, uri, cn):
-    cert, key = _forge_leaf(builtin, uri or web_id.uri, cn)
+def test_dns_name_constraint_enforced_by_openssl_and_match_chain(builtin, web_id, db_id, tls_handshake, cn, dns):
+    cert, key = _forge_leaf(builtin, web_id.uri, cn, dns)
     forged = Identity(tx.format_cert_pem(cert), tx.format_private_key_pem(key))
     roots = [builtin.active_root().root_cert_pem]
     error = tls_handshake(forged, roots, issue(builtin, db_id), roots)
@@ -115,13 +121,18 @@ def test_name_constraints_enforced_by_openssl_and_match_chain(builtin, web_id, d
         match_chain(cert, [], [tx.load_certificate_pem(roots[0])], now=NOW)
 
 
-def test_name_constraints_accept_mixed_case_trust_domain_uri(builtin, web_id, db_id, tls_handshake):
-    upper = web_id.uri.replace(web_id.trust_domain, web_id.trust_domain.upper())
-    cert, key = _forge_leaf(builtin, upper)
+def test_root_constrains_no_uris_so_the_trust_domain_is_checked_by_the_mesh(builtin, db_id, tls_handshake):
+    """The root has no URI subtree (cryptography's verifier refuses those): a leaf its key signs
+    for another trust domain passes chain verification, and only the SPIFFE ID checks keep it
+    out (docs/identity.md, "Name constraints and verifiers": the proxy's exact-ID check, the
+    trust-domain match)."""
+    uri = "spiffe://other.tether/ns/default/dc/dc1/svc/web"
+    cert, key = _forge_leaf(builtin, uri)
     forged = Identity(tx.format_cert_pem(cert), tx.format_private_key_pem(key))
     roots = [builtin.active_root().root_cert_pem]
     assert tls_handshake(forged, roots, issue(builtin, db_id), roots) is None
     assert len(match_chain(cert, [], [tx.load_certificate_pem(roots[0])], now=NOW)) == 2
+    assert not match_trust_domain(signing_id(builtin.trust_domain), parse_spiffe_id(uri))
 
 
 def test_external_ca_leaves_verify_through_the_intermediate(external_pki, trust_domain, web_id, db_id, tls_handshake):

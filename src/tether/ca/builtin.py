@@ -2,8 +2,9 @@
 
 Like Consul's built-in provider: the root is a SPIFFE signing certificate
 (`URI:spiffe://<trust-domain>`), valid 10 years, with a critical NameConstraints
-extension permitting URI and DNS names in the trust domain only, so even a stolen
-root key cannot mint identities OpenSSL would accept for another trust domain.
+extension permitting DNS names in the trust domain only. It constrains no URIs:
+`cryptography`'s verifier refuses every chain under a URI constraint, so the SPIFFE ID's
+trust domain is checked by the mesh instead (docs/identity.md, "Name constraints").
 Rotation ("give a new private key") is `from_private_key` plus ca.rotation.
 
 The private key lives in `state()`; the server persists that in its own store.
@@ -126,8 +127,9 @@ def make_root_cert(key: tx.PrivateKey, trust_domain: str, now: datetime) -> x509
     public = key.public_key()
     ski = x509.SubjectKeyIdentifier.from_public_key(public)
     spiffe_uri = format_spiffe_id(signing_id(td))
-    # URIs match the trust domain exactly; DNS covers it and its subdomains (Consul sets the DNS one).
-    permitted: list[x509.GeneralName] = [x509.UniformResourceIdentifier(td), x509.DNSName(td)]
+    # DNS only, as Consul: the trust domain and its subdomains. A URI subtree would make
+    # `cryptography.x509.verification` refuse every leaf ("unsupported name constraint").
+    permitted: list[x509.GeneralName] = [x509.DNSName(td)]
     # No dots in the CN: OpenSSL treats a dotted CN as a host name for name constraints.
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Tether CA {ski.digest[:4].hex()}")])
     return (

@@ -6,8 +6,8 @@ not a CA, path length, name constraints). It backs `tether ca inspect`, the exte
 checks and the tests. It is not the proxy's verifier: the proxy leaves that to OpenSSL,
 and the tests check that both agree on Tether's chains.
 
-Name constraints are checked for URI and DNS names only (the kinds Tether's roots
-constrain), with OpenSSL's rules: a URI constraint matches the URI's host exactly, or
+Name constraints are checked for URI and DNS names only (Tether's root constrains DNS;
+an organisation's external chain may constrain URIs too), with OpenSSL's rules: a URI constraint matches the URI's host exactly, or
 any subdomain when it starts with '.'; a DNS constraint matches the name and its
 subdomains. Pure: no clocks (now is passed), no I/O.
 """

@@ -1,6 +1,6 @@
 """Skips for a missing dependency, which CI turns into failures.
 
-`make test` installs what the suite needs (scripts/test-deps.sh: PostgreSQL, Redis,
+`make test` installs what the suite needs (scripts/test-deps.sh: PostgreSQL, Redis, Go, Node,
 iptables, iproute2, HAProxy, nginx, util-linux). A test that cannot run without one of them
 skips with `missing(...)` as its reason, so a developer's machine without root still runs
 the rest. Under CI (`CI=true`) such a skip is a failure (tests/conftest.py): `make test`
