@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 from fastapi import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse
 
 from tether.api.common import FILTER_APPLIED
 from tether.core.bexpr import parse_filter

@@ -248,3 +248,21 @@ def format_intention(i: Intention) -> dict[str, Any]:
     if i.modify_index is not None:
         out["ModifyIndex"] = i.modify_index
     return out
+
+
+def parse_state_intentions(raws: Any, known: Mapping[tuple[Any, Any], Intention] | None,
+                           errors: list[str]) -> list[Intention]:
+    """The `Intentions` of an authorization state (Consul intention objects), reusing those
+    `known` by (ID, ModifyIndex) so a watcher re-parses only what changed; each problem is
+    appended to `errors` (path `Intentions[n]`)."""
+    found: list[Intention] = []
+    for n, raw in enumerate(raws or ()):
+        reuse = known.get((raw.get("ID"), raw.get("ModifyIndex"))) if known and isinstance(raw, Mapping) else None
+        if reuse is not None:
+            found.append(reuse)
+            continue
+        try:
+            found.append(parse_intention(raw, path=f"Intentions[{n}]"))
+        except InvalidInput as exc:
+            errors.append(exc.message)
+    return found

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from tether.core.authz import PolicySnapshot, build_snapshot
 from tether.core.cidr import parse_network_match
 from tether.core.errors import InvalidInput
-from tether.core.intentions import Intention, parse_intention
+from tether.core.intentions import Intention, parse_state_intentions
 from tether.core.policy import (
     SERVER_DEFAULT_POLICY, MeshPolicy, ServerPolicy, make_authorization, parse_action, parse_default_policy,
 )
@@ -51,16 +51,7 @@ def snapshot_from_agent_state(state: Mapping[str, Any], trust_domain: str, *,
 
 def _read(state: Mapping[str, Any], td: str, known: Mapping[tuple[Any, Any], Intention]) -> PolicySnapshot:
     errors: list[str] = []
-    intentions = []
-    for n, raw in enumerate(state.get("Intentions") or ()):
-        reuse = known.get((raw.get("ID"), raw.get("ModifyIndex"))) if isinstance(raw, Mapping) else None
-        if reuse is not None:
-            intentions.append(reuse)
-            continue
-        try:
-            intentions.append(parse_intention(raw, path=f"Intentions[{n}]"))
-        except InvalidInput as exc:
-            errors.append(exc.message)
+    intentions = parse_state_intentions(state.get("Intentions"), known, errors)
     policies = []
     for n, doc in enumerate(state.get("Policies") or ()):
         spec = _spec(doc, "ServerPolicy", _SERVER_KEYS)

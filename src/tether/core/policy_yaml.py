@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from tether.core.authz import PolicySnapshot, build_snapshot
 from tether.core.cidr import NetworkMatch, parse_network_match
 from tether.core.errors import InvalidInput
-from tether.core.intentions import Intention, intention_key, parse_intention
+from tether.core.intentions import Intention, intention_key, parse_state_intentions
 from tether.core.k8s_input import expand_documents
 from tether.core.nesting import yaml_depth_problem
 from tether.core.policy import (
@@ -283,17 +283,7 @@ def snapshot_from_state(
     so a watcher re-parses only what changed. Raises InvalidInput listing every problem.
     """
     errors: list[str] = []
-    intentions: list[Intention] = []
-    for n, raw in enumerate(state.get("Intentions") or ()):
-        key = (raw.get("ID"), raw.get("ModifyIndex")) if isinstance(raw, Mapping) else None
-        reuse = known.get(key) if known and key else None  # type: ignore[arg-type]
-        if reuse is not None:
-            intentions.append(reuse)
-            continue
-        try:
-            intentions.append(parse_intention(raw, path=f"Intentions[{n}]"))
-        except InvalidInput as exc:
-            errors.append(exc.message)
+    intentions = parse_state_intentions(state.get("Intentions"), known, errors)
     try:
         docs = parse_policy_objects([state.get("Mesh"), *(state.get("Policies") or ())], source="policy state")
     except InvalidInput as exc:
