@@ -63,7 +63,7 @@ def _stale(op: CatalogOp, stored: dict[str, Any] | None) -> bool:
 
 
 def _node(op: CatalogOp, catalog: Catalog, dc: str, require: Require, parse_register: Callable) -> CatalogPlan:
-    name = next((v for k, v in op.body.items() if k.lower() == "node"), "")
+    name = _field(op.body, "node")
     if not isinstance(name, str) or not name:
         raise InvalidInput("Node.Node: missing")
     stored = catalog.node(name)
@@ -87,10 +87,9 @@ def _node(op: CatalogOp, catalog: Catalog, dc: str, require: Require, parse_regi
 
 def _service(op: CatalogOp, catalog: Catalog, dc: str, require: Require, parse_register: Callable) -> CatalogPlan:
     node_entry = catalog.store.get(f"{NODES}{op.node}")
-    service_id = next((v for k, v in op.body.items() if k.lower() == "id"), "") or \
-        next((v for k, v in op.body.items() if k.lower() == "service"), "")
+    service_id = _field(op.body, "id") or _field(op.body, "service")
     stored = next((s for s in catalog.node_services(op.node) if s["ID"] == service_id), None)
-    name = stored["Service"] if stored else next((v for k, v in op.body.items() if k.lower() == "service"), "")
+    name = stored["Service"] if stored else _field(op.body, "service")
     require("service", str(name), READ if op.verb == "get" else WRITE)
     if op.verb == "get":
         if stored is None:
@@ -119,9 +118,8 @@ def _service(op: CatalogOp, catalog: Catalog, dc: str, require: Require, parse_r
 
 def _check(op: CatalogOp, catalog: Catalog, dc: str, require: Require, parse_register: Callable,
            node_services: Callable[[str], list[dict[str, Any]]]) -> CatalogPlan:
-    node = next((v for k, v in op.body.items() if k.lower() == "node"), "")
-    check_id = next((v for k, v in op.body.items() if k.lower() in ("checkid", "id")), "") or \
-        next((v for k, v in op.body.items() if k.lower() == "name"), "")
+    node = _field(op.body, "node")
+    check_id = _field(op.body, "checkid", "id") or _field(op.body, "name")
     if not isinstance(node, str) or not node or not isinstance(check_id, str) or not check_id:
         raise InvalidInput("Check.Check: Node and CheckID (or Name) are required")
     entry = catalog.find_check(node, check_id)
@@ -158,3 +156,8 @@ def _check(op: CatalogOp, catalog: Catalog, dc: str, require: Require, parse_reg
                           "ModifyIndex": found.modify_index}} if found else None
 
     return CatalogPlan(ops=ops, guards=guards + cas, result=result)
+
+
+def _field(body: dict[str, Any], *names: str) -> Any:
+    """The first value whose key is one of `names` (lowercase): Consul reads these keys in any case."""
+    return next((v for k, v in body.items() if k.lower() in names), "")
