@@ -183,7 +183,7 @@ async def open_runtime(opts: Options) -> AsyncIterator[FastAPI]:
             app.include_router(authz_router(agent))
             app.include_router(ops_router(agent, functools.partial(reload, app, opts, strict=True),
                                           (lambda: cp.store.revision) if cp is not None else None))
-            leaves = LeafCache(link, datacenter=opts.datacenter)
+            leaves = LeafCache(link, datacenter=opts.datacenter, namespace_of=agent.namespace_of)
             await leaves.start()
             app.include_router(connect_router(leaves, resolver.effective_secret))
             app.state.config_services = ConfigServices(agent, opts.acl)

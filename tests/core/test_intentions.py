@@ -146,7 +146,9 @@ def test_parse_is_case_insensitive_like_gos_json_decoder() -> None:
     [
         ({"SourceName": "web", "DestinationName": "db", "Action": "allow", "Colour": "red"}, "Intention.Colour: unknown field"),
         ({"SourceName": "web", "DestinationName": "db", "Permissions": [{"Action": "allow"}]}, "L7 permissions are not supported"),
-        ({"SourceName": "web", "DestinationName": "db", "Action": "allow", "SourceNS": "team-a"}, "SourceNS: 'team-a' is not supported"),
+        ({"SourceName": "web", "DestinationName": "db", "Action": "allow", "SourceNS": "*"}, "SourceNS '*' needs the name '*'"),
+        ({"SourceName": "web", "DestinationName": "db", "Action": "allow", "DestinationNS": "a.b"}, "DestinationNS: namespace 'a.b'"),
+        ({"SourceName": "web", "DestinationName": "db", "Action": "allow", "SourcePartition": "p"}, "SourcePartition: 'p' is not supported"),
         ({"SourceName": "web", "DestinationName": "db", "Action": "allow", "SourcePeer": "other"}, "SourcePeer: 'other'"),
         ({"SourceName": "web", "DestinationName": "db"}, "Action: required"),
         ({"SourceName": "web", "DestinationName": "db", "Action": "allow", "Meta": ["x"]}, "Meta must be a map"),

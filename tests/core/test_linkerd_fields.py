@@ -47,8 +47,13 @@ apiVersion: policy.linkerd.io/v1alpha1
 kind: NetworkAuthentication
 metadata: {name: n, namespace: default}
 spec: {networks: [{cidr: 10.0.0.0/8, except: [10.9.0.0/16]}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, annotations: {config.linkerd.io/default-inbound-policy: deny}}
+spec: {}
 """))
-SERVER, SA, AP, MESH, NET = range(5)
+SERVER, SA, AP, MESH, NET, NAMESPACE = range(6)
 DROP = object()
 
 #: (model, field) -> (document, path under spec, new value, outcome, what a refusal/warning says)
@@ -71,7 +76,8 @@ FIELDS = {
     (L._MeshTLS, "serviceAccounts"): (SA, "client.meshTLS.serviceAccounts", [{"name": "api"}], "honoured", ""),
     (L._MeshTLS, "unauthenticatedTLS"): (SA, "client.meshTLS.unauthenticatedTLS", True, "refused", "spec.client.meshTLS.unauthenticatedTLS does not map"),
     (L._ServiceAccountRef, "name"): (SA, "client.meshTLS.serviceAccounts", [{"name": "api"}], "honoured", ""),
-    (L._ServiceAccountRef, "namespace"): (SA, "client.meshTLS.serviceAccounts", [{"name": "web", "namespace": "other"}], "refused", "serviceAccounts[0]: service account 'web' is in namespace 'other'"),
+    (L._ServiceAccountRef, "namespace"): (SA, "client.meshTLS.serviceAccounts", [{"name": "web", "namespace": "other"}], "honoured", ""),
+    (L._NamespaceSpec, "finalizers"): (NAMESPACE, "finalizers", ["kubernetes"], "warned", "spec.finalizers are Kubernetes' own"),
     (L._AuthorizationPolicySpec, "targetRef"): (AP, "targetRef.name", "other", "honoured", ""),
     (L._AuthorizationPolicySpec, "requiredAuthenticationRefs"): (AP, "requiredAuthenticationRefs", [{"kind": "ServiceAccount", "name": "api"}], "honoured", ""),
     (L._Ref, "group"): (AP, "targetRef.group", "gateway.networking.k8s.io", "refused", "spec.targetRef.group: 'gateway.networking.k8s.io' is not the group of Server"),
@@ -86,7 +92,8 @@ FIELDS = {
     (L._LinkerdDoc, "apiVersion"): (SERVER, None, "policy.linkerd.io/v1alpha1", "honoured", "the stored document keeps it"),
 }
 MODELS = [L._ServerSpec, L._Selector, L._ServerAuthorizationSpec, L._ServerRef, L._Client, L._MeshTLS, L._ServiceAccountRef,
-          L._AuthorizationPolicySpec, L._Ref, L._MeshTLSAuthenticationSpec, L._NetworkAuthenticationSpec, _Network]
+          L._AuthorizationPolicySpec, L._Ref, L._MeshTLSAuthenticationSpec, L._NetworkAuthenticationSpec, _Network,
+          L._NamespaceSpec]
 
 
 def test_every_field_of_every_linkerd_model_is_classified():

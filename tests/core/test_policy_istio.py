@@ -35,7 +35,7 @@ def snap(text: str):
 
 
 def svc(name: str, td: str = TD) -> Source:
-    return Source(SpiffeId(td, "default", "dc1", name), "198.51.100.1")
+    return Source(SpiffeId(td, "foo", "dc1", name), "198.51.100.1")  # the policy's namespace (namespaces are kept)
 
 
 def test_allow_rules_add_up_per_port_as_in_istio():
@@ -44,7 +44,7 @@ def test_allow_rules_add_up_per_port_as_in_istio():
     assert not decide(s, svc("sleep"), "httpbin", 9000).allowed  # sleep's rule names port 8000 only
     assert not decide(s, svc("sleep"), "httpbin", 7000).allowed  # no rule for 7000: denied
     assert decide(s, svc("curl"), "httpbin", 9000).allowed
-    assert decide(s, Source(SpiffeId(TD, "default", "dc1", "any"), "10.1.2.3"), "httpbin", 9000).allowed  # ns foo from 10/8
+    assert decide(s, Source(SpiffeId(TD, "foo", "dc1", "any"), "10.1.2.3"), "httpbin", 9000).allowed  # ns foo from 10/8
     assert not decide(s, Source(SpiffeId(TD, "default", "dc1", "any"), "198.51.100.1"), "httpbin", 9000).allowed
     assert decide(s, Source(None, "192.0.2.7", plaintext=True), "httpbin", 7000).allowed  # ipBlocks: any port
     assert not decide(s, svc("sleep", "other.example"), "httpbin", 8000).allowed  # another trust domain

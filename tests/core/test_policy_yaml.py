@@ -266,20 +266,23 @@ def test_linkerd_booksapp_maps_onto_server_policy() -> None:
     assert (pol.name, pol.service, pol.port, pol.default_policy) == ("authors", "authors", 7001, DefaultPolicy.DENY)
     by_name = {a.name: a for a in pol.authorizations}
     policy = by_name["authors-policy"]  # both refs must match: identities AND networks
-    assert [p.text for p in policy.identities] == ["books", "webapp"]
+    assert [p.text for p in policy.identities] == [f"spiffe://{TD}/ns/booksapp/dc/*/svc/books",
+                                                   f"spiffe://{TD}/ns/booksapp/dc/*/svc/webapp"]
     assert [str(n) for n in policy.networks] == ["10.0.0.0/8", "100.64.0.0/10"]
     assert by_name["kubelet"].unauthenticated and str(by_name["kubelet"].networks[0]) == "192.0.2.0/24"
-    assert [p.text for p in by_name["any-meshed"].identities] == ["admin"]
-    assert [p.text for p in by_name["ns-wide"].identities] == ["ops"]
+    assert [p.text for p in by_name["any-meshed"].identities] == [f"spiffe://{TD}/ns/booksapp/dc/*/svc/admin"]
+    assert [p.text for p in by_name["ns-wide"].identities] == [f"spiffe://{TD}/ns/booksapp/dc/*/svc/ops"]
 
 
 def test_linkerd_policy_decides() -> None:
     snap = snapshot_from_documents(parse(BOOKSAPP), TD)
-    books = SpiffeId(TD, "default", "dc1", "books")
+    books = SpiffeId(TD, "booksapp", "dc1", "books")
     assert decide(snap, Source(books, "10.3.0.1"), "authors", 7001).allowed
     assert not decide(snap, Source(books, "198.51.100.1"), "authors", 7001).allowed  # identity without network
     assert decide(snap, Source(None, "192.0.2.9"), "authors", 7001).allowed  # the kubelet range
-    assert not decide(snap, Source(SpiffeId(TD, "default", "dc1", "stranger"), "10.3.0.1"), "authors", 7001).allowed
+    assert not decide(snap, Source(SpiffeId(TD, "booksapp", "dc1", "stranger"), "10.3.0.1"), "authors", 7001).allowed
+    # the same service account name in another namespace is another caller
+    assert not decide(snap, Source(SpiffeId(TD, "default", "dc1", "books"), "10.3.0.1"), "authors", 7001).allowed
 
 
 def test_linkerd_identity_star_means_any_meshed_client() -> None:
@@ -333,8 +336,8 @@ spec: {podSelector: {matchLabels: {app: db}}, port: 5432}
          "unauthenticatedTLS does not map"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {selector: {matchExpressions: [{key: x, operator: Exists}]}}, client: {unauthenticated: true}}",
          "spec.server.selector: only matchLabels"),
-        (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: s}, client: {meshTLS: {identities: ['*.ns.serviceaccount.identity.linkerd.cluster.local']}}}",
-         "is in namespace 'ns', not this document's 'default'"),
+        (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: s}, client: {meshTLS: {identities: ['*.n_s.serviceaccount.identity.linkerd.cluster.local']}}}",
+         "namespace 'n_s' must be one DNS label"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: a}\nspec: {server: {name: s}, client: {meshTLS: {identities: ['web.example.com']}}}",
          "'web.example.com' is not a Linkerd identity"),
         (LINKERD_SERVER + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: HTTPRoute, name: r}, requiredAuthenticationRefs: [{kind: ServiceAccount, name: x}]}",
@@ -349,7 +352,7 @@ def test_linkerd_refusals_say_why(text: str, needle: str) -> None:
     assert needle in "\n".join(problems(text))
 
 
-def test_linkerd_namespace_wildcard_means_every_service_of_this_mesh_only() -> None:
+def test_linkerd_namespace_wildcard_means_every_service_of_that_namespace_only() -> None:
     docs = parse("""
         apiVersion: policy.linkerd.io/v1beta1
         kind: Server
@@ -369,8 +372,9 @@ def test_linkerd_namespace_wildcard_means_every_service_of_this_mesh_only() -> N
           requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: emojivoto-accounts}]
     """)
     snap = snapshot_from_documents(docs, TD)
-    assert decide(snap, Source(SpiffeId(TD, "default", "dc1", "web")), "emoji-svc", 8080).allowed
-    assert not decide(snap, Source(SpiffeId("other.example", "default", "dc1", "web")), "emoji-svc", 8080).allowed
+    assert decide(snap, Source(SpiffeId(TD, "emojivoto", "dc1", "web")), "emoji-svc", 8080).allowed
+    assert not decide(snap, Source(SpiffeId(TD, "default", "dc1", "web")), "emoji-svc", 8080).allowed
+    assert not decide(snap, Source(SpiffeId("other.example", "emojivoto", "dc1", "web")), "emoji-svc", 8080).allowed
     assert not decide(snap, Source(None, "127.0.0.1"), "emoji-svc", 8080).allowed
 
 

@@ -25,6 +25,7 @@ from tether.agent.ports import SidecarPorts
 from tether.control.server import HEARTBEAT_INTERVAL
 from tether.core.errors import InvalidInput, NotFound, PermissionDenied, TetherError
 from tether.core.health import NODE_CHECK_ID, NODE_CHECK_NAME, PASSING, STATUSES, alias_status, worst
+from tether.core.namespaces import DEFAULT_NAMESPACE, namespace_of
 from tether.core.registration import (
     SIDECAR_PORT_RANGE, SIDECAR_SUFFIX, candidate_ports, expand_registration, format_check, no_free_port, sidecar_listener,
 )
@@ -73,6 +74,10 @@ class Agent:
         # Called with the service document whenever a local service is added/removed
         # (the sidecar supervisor hooks in here).
         self.on_service_change: list[Callable[[str, dict[str, Any] | None], None]] = []
+
+    def namespace_of(self, service: str) -> str:
+        """The namespace of local service `service` (`default` when it is not registered here)."""
+        return next((namespace_of(s) for s in self.services.values() if s["Service"] == service), DEFAULT_NAMESPACE)
 
     @property
     def node_doc(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from tether.control.intentions_api import authz_scope, scoped_state
 from tether.core.authz import Source
 from tether.core.cidr import parse_ip
 from tether.core.errors import InvalidInput, Unavailable
-from tether.core.spiffe import SpiffeKind, parse_spiffe_id, validate_service_name
+from tether.core.spiffe import SpiffeKind, parse_spiffe_id, validate_namespace, validate_service_name
 
 _FIELDS = ("Target", "ClientCertURI", "ClientCertSerial", "Namespace", "Port", "ClientAddr", "Probe")
 
@@ -39,9 +39,9 @@ def authz_router(agent: Agent) -> APIRouter:
 
     @r.post("/v1/agent/connect/authorize", tags=["connect"], **needs("service:write", on="Target"))
     async def authorize(request: Request) -> Response:
-        source, target, port = parse_authorize(await read_json(request))
+        source, target, port, namespace = parse_authorize(await read_json(request))
         request_acl(request).require("service", target, "write")
-        decision = agent.authz.decide(source, target, port)
+        decision = agent.authz.decide(source, target, port, namespace=namespace)
         return json_response({"Authorized": decision.allowed, "Reason": decision.reason})
 
     @r.get("/v1/agent/connect/authz-snapshot", tags=["connect"],
@@ -60,8 +60,9 @@ def authz_router(agent: Agent) -> APIRouter:
     return r
 
 
-def parse_authorize(body: Any) -> tuple[Source, str, int | None]:
-    """(caller, target service, port) from an authorize request body; Consul's error texts."""
+def parse_authorize(body: Any) -> tuple[Source, str, int | None, str | None]:
+    """(caller, target service, port, target namespace or None for the one it is registered
+    in) from an authorize request body; Consul's error texts."""
     if not isinstance(body, dict):
         raise InvalidInput("Request decode failed: send a JSON object with Target and ClientCertURI")
     folded = {k.lower(): k for k in _FIELDS}
@@ -78,8 +79,12 @@ def parse_authorize(body: Any) -> tuple[Source, str, int | None]:
         validate_service_name(target)
     except InvalidInput as exc:
         raise InvalidInput(f"Target: {exc.message}") from None
-    if args.get("Namespace") not in (None, "", "default"):
-        raise InvalidInput(f"Namespace: {args['Namespace']!r} is not supported; Tether has one namespace")
+    namespace = args.get("Namespace") or None  # Consul Enterprise's: the Target's namespace
+    if namespace is not None:
+        try:
+            validate_namespace(namespace)
+        except InvalidInput as exc:
+            raise InvalidInput(f"Namespace: {exc.message}") from None
     addr = args.get("ClientAddr")
     if addr is not None:
         addr = str(parse_ip(addr))
@@ -101,4 +106,4 @@ def parse_authorize(body: Any) -> tuple[Source, str, int | None]:
     probe = args.get("Probe", False)
     if not isinstance(probe, bool):
         raise InvalidInput(f"Probe: {probe!r} must be true or false")
-    return Source(identity, addr, probe, plaintext=identity is None), target, port
+    return Source(identity, addr, probe, plaintext=identity is None), target, port, namespace

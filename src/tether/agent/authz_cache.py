@@ -76,12 +76,14 @@ class AuthzCache:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    def decide(self, source: Source, destination: str, port: int | None, *, explain: bool = False) -> Decision:
-        """Allow or deny one connection from the current snapshot (pure; no lock, no I/O)."""
+    def decide(self, source: Source, destination: str, port: int | None, *, explain: bool = False,
+               namespace: str | None = None) -> Decision:
+        """Allow or deny one connection from the current snapshot (pure; no lock, no I/O);
+        `namespace`: the destination's, by default the one it is registered in."""
         snap = self.snapshot
         if snap is None:
             return Decision(False, False, None, f"no authorization state yet: {self.refused or 'loading'}")
-        return decide(snap, source, destination, port, explain=explain)
+        return decide(snap, source, destination, port, explain=explain, namespace=namespace)
 
     async def wait_for_change(self, index: int, timeout: float) -> None:
         """Return once the snapshot's index differs from `index`, or after `timeout` seconds."""

@@ -35,7 +35,7 @@ from tether.agent.link import ServerLink
 from tether.ca import x509 as tx
 from tether.core.certwindow import is_expired, renewal_point, retry_delay
 from tether.core.errors import RateLimited, TetherError
-from tether.core.spiffe import service_id
+from tether.core.spiffe import DEFAULT_NAMESPACE, service_id
 
 log = logging.getLogger("tether.agent.leaves")
 
@@ -81,11 +81,13 @@ class LeafCache:
         clock: Callable[[], datetime] = utc_now,
         pause: Callable[[asyncio.Event, float], Awaitable[None]] | None = None,
         roots_wait: float = ROOTS_WAIT,
+        namespace_of: Callable[[str], str] = lambda _service: DEFAULT_NAMESPACE,
     ) -> None:
         """`rng` (draws in [0, 1)), `clock` (aware datetimes) and `pause` (wait for an event at
         most so many seconds) are what renewal timing depends on; tests pass their own."""
         self.link = link
         self.datacenter = datacenter
+        self.namespace_of = namespace_of  # a local service's namespace: the CA signs only the catalog's
         self.rng = rng
         self.clock = clock
         self.pause = pause or _wait
@@ -228,7 +230,7 @@ class LeafCache:
 
     async def _issue(self, service: str, previous: CachedLeaf | None = None) -> CachedLeaf:
         roots, _ = await self.roots()
-        spiffe = service_id(roots["TrustDomain"], self.datacenter, service)
+        spiffe = service_id(roots["TrustDomain"], self.datacenter, service, self.namespace_of(service))
         key = tx.generate_private_key()  # EC P-256; it never leaves this process
         requested_at = self.clock()
         renewing = previous.cert_pem if previous is not None and not is_expired(requested_at, previous.valid_before) \

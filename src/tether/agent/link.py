@@ -76,7 +76,8 @@ class LocalLink:
         agent's leaf route has already checked the caller's service:write; the token only
         names the requester for the rate limit's fair share."""
         requester = self.cp.acl.authorizer(token).accessor if self.cp.acl.enabled else "local"
-        return await self.cp.ca.sign(csr_pem, service, requester=requester, previous_cert_pem=previous_cert_pem)
+        return await self.cp.ca.sign(csr_pem, service, requester=requester, previous_cert_pem=previous_cert_pem,
+                                     namespace=self.cp.catalog.namespace_of(service))
 
     async def roots(self, index: int, wait: float) -> tuple[dict[str, Any], int]:
         """The CA roots, blocking while their index is still `index` (0: answer now)."""

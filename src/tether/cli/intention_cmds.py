@@ -19,8 +19,8 @@ from tether.cli.common import HttpAddr, Token, TokenFile, client, out, print_jso
 from tether.core.authz import Decision, PolicySnapshot, Source, decide
 from tether.core.policy import Authorization
 from tether.core.errors import InvalidInput
-from tether.core.intentions import Intention
-from tether.core.spiffe import DEFAULT_NAMESPACE, SpiffeId, validate_service_name
+from tether.core.intentions import Intention, split_qualified
+from tether.core.spiffe import SpiffeId, validate_namespace, validate_service_name
 
 intention_app = typer.Typer(help="Create and inspect intentions: which service may connect to which.",
                             no_args_is_help=True)
@@ -183,14 +183,17 @@ def check(
 
       tether intention check -explain -port 5432 web db
     """
-    for name, value in (("SRC", source), ("DST", destination)):
+    (src_ns, src), (dst_ns, dst) = split_qualified(source), split_qualified(destination)  # `name` or `ns/name`
+    for name, ns, value in (("SRC", src_ns, src), ("DST", dst_ns, dst)):
         try:
+            validate_namespace(ns)
             validate_service_name(value)
         except InvalidInput as exc:
             raise InvalidInput(f"{name}: {exc.message}") from None
-    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file), destination)
-    ident = SpiffeId(snapshot.trust_domain, DEFAULT_NAMESPACE, datacenter, source)
-    decision = decide(snapshot, Source(ident), destination, port, explain=explain)
+    snapshot, datacenter = fetch_snapshot(client(http_addr, token, token_file), dst)
+    ident = SpiffeId(snapshot.trust_domain, src_ns, datacenter, src)
+    decision = decide(snapshot, Source(ident), dst, port, explain=explain,
+                      namespace=dst_ns if "/" in destination else None)
     if explain:
         print_decision(decision, f"{source} -> {destination}" + (f":{port}" if port else ""))
     else:

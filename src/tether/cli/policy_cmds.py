@@ -20,7 +20,8 @@ from tether.cli.intention_cmds import fetch_snapshot, print_decision
 from tether.core.authz import Source, decide
 from tether.core.cidr import parse_ip
 from tether.core.errors import InvalidInput
-from tether.core.spiffe import DEFAULT_NAMESPACE, SpiffeId, parse_spiffe_id, validate_service_name
+from tether.core.intentions import split_qualified
+from tether.core.spiffe import SpiffeId, parse_spiffe_id, validate_namespace, validate_service_name
 
 policy_app = typer.Typer(help="Apply and inspect server policy (which callers a service port accepts).",
                          no_args_is_help=True)
@@ -139,12 +140,20 @@ def explain(
     elif source.lower().startswith("spiffe://"):
         identity = parse_spiffe_id(source)
     else:
-        identity = SpiffeId(snapshot.trust_domain, DEFAULT_NAMESPACE, datacenter, _service(source, "SRC"))
+        ns, name = split_qualified(source)  # `name` (the default namespace) or `ns/name`
+        identity = SpiffeId(snapshot.trust_domain, _namespace(ns, "SRC"), datacenter, _service(name, "SRC"))
     # '-' is a client without TLS, exactly what the inbound proxy decides for a plaintext connection.
     source_ = Source(identity, ip, probe, plaintext=identity is None)
     decision = decide(snapshot, source_, destination, int(raw_port), explain=True)
     print_decision(decision, f"{source} -> {destination}:{raw_port}" + (f" from {ip}" if ip else ""))
     raise typer.Exit(0 if decision.allowed else 1)
+
+
+def _namespace(value: str, what: str) -> str:
+    try:
+        return validate_namespace(value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{what}: {exc.message}") from None
 
 
 def _service(value: str, what: str) -> str:

@@ -22,12 +22,18 @@ from tether.control.server import ControlPlane
 from tether.core.acl import READ, WRITE
 from tether.core.errors import InvalidInput, NotFound
 from tether.core.health import STATUSES
+from tether.core.namespaces import ALL_NAMESPACES, DEFAULT_NAMESPACE, in_namespace, parse_ns_param
 from tether.core.registration import format_check, format_service
 from tether.core.normalize import OPAQUE, Shape, normalize, raise_if
 from tether.core.service import CHECK_SHAPE, parse_check_definition, parse_service_definition
 
 #: The service every Consul catalog lists: its servers (Tether's servers are this API).
 CONSUL_SERVICE = "consul"
+
+
+def ns_of(request: Request) -> str:
+    """Consul's `?ns=` (core/namespaces.py): `default` when absent, `*` for every namespace."""
+    return parse_ns_param(request.query_params.get("ns"))
 
 
 def server_router(cp: ControlPlane) -> APIRouter:
@@ -63,17 +69,19 @@ def server_router(cp: ControlPlane) -> APIRouter:
         ServiceMeta, Node, ...); a service is listed when one of its instances passes."""
         filtered = "filter" in request.query_params
         keep = request_filter(request)
+        ns = ns_of(request)
         index = await block(request, store, [SERVICES, NODES] if filtered else [SERVICES])
         if for_peer(request):
             services: dict[str, list[str]] = {}
         elif filtered:
             services = {}
-            for instance in catalog.all_instances():
+            for instance in in_namespace(catalog.all_instances(), ns):
                 if keep(views.catalog_service(catalog.node(instance["Node"]), instance)):
                     tags = services.setdefault(instance["Service"], [])
                     tags.extend(t for t in instance["Tags"] if t not in tags)
         else:
-            services = {CONSUL_SERVICE: [], **catalog.services()}
+            services = {**({CONSUL_SERVICE: []} if ns in (DEFAULT_NAMESPACE, ALL_NAMESPACES) else {}),
+                        **catalog.services(ns)}
         kept = request_acl(request).filter(services, lambda name: ("service", name))
         return json_response({name: sorted(services[name]) for name in kept}, index=index)
 
@@ -83,7 +91,8 @@ def server_router(cp: ControlPlane) -> APIRouter:
         keep = request_filter(request)
         index = await block(request, store, [f"{SERVICES}{name}/", NODES])
         tag = request.query_params.get("tag", "")
-        instances = [] if for_peer(request) else request_acl(request).filter(catalog.instances(name), node_of)
+        found = [] if for_peer(request) else in_namespace(catalog.instances(name), ns_of(request))
+        instances = request_acl(request).filter(found, node_of)
         out = [views.catalog_service(catalog.node(s["Node"]), s) for s in instances if not tag or tag in s["Tags"]]
         return json_response([e for e in out if keep(e)], index=index)
 
@@ -92,7 +101,7 @@ def server_router(cp: ControlPlane) -> APIRouter:
         request_acl(request).require("service", name, READ)
         keep = request_filter(request)
         index = await block(request, store, [SERVICES, NODES])
-        connect = [] if for_peer(request) else catalog.connect_instances(name)
+        connect = [] if for_peer(request) else in_namespace(catalog.connect_instances(name), ns_of(request))
         instances = request_acl(request).filter(connect, node_of)
         out = [views.catalog_service(catalog.node(s["Node"]), s) for s in instances]
         return json_response([e for e in out if keep(e)], index=index)
@@ -147,7 +156,7 @@ def server_router(cp: ControlPlane) -> APIRouter:
         request_acl(request).require("service", name, READ)
         keep = request_filter(request)
         index = await block(request, store, Catalog.health_prefixes(name))
-        instances = [] if for_peer(request) else catalog.instances(name)
+        instances = [] if for_peer(request) else in_namespace(catalog.instances(name), ns_of(request))
         entries = readable_entries(request, catalog.health(instances, passing=flag(request, "passing"),
                                                            tag=request.query_params.get("tag", "")))
         return json_response([v for v in map(views.health_service, entries) if keep(v)], index=index)
@@ -157,7 +166,7 @@ def server_router(cp: ControlPlane) -> APIRouter:
         request_acl(request).require("service", name, READ)
         keep = request_filter(request)
         index = await block(request, store, Catalog.health_prefixes(name, connect=True))
-        connect = [] if for_peer(request) else catalog.connect_instances(name)
+        connect = [] if for_peer(request) else in_namespace(catalog.connect_instances(name), ns_of(request))
         entries = readable_entries(request, catalog.health(connect, passing=flag(request, "passing")))
         return json_response([v for v in map(views.health_service, entries) if keep(v)], index=index)
 

@@ -38,7 +38,7 @@ from tether.core.certwindow import MIN_LEAF_TTL_SECONDS, ROOT_KEEP_LEAF_TTLS, ro
 from tether.core.chain import match_chain
 from tether.core.errors import Conflict, InvalidInput, RateLimited, Unavailable
 from tether.core.signing_limit import FairLimiter
-from tether.core.spiffe import TRUST_DOMAIN_SUFFIX, service_id, validate_trust_domain
+from tether.core.spiffe import DEFAULT_NAMESPACE, TRUST_DOMAIN_SUFFIX, service_id, validate_trust_domain
 from tether.store.base import Check, Delete, Entry, Op, Put, Store, wait_present
 
 log = logging.getLogger("tether.ca")
@@ -184,17 +184,18 @@ class CAService:
     # -- signing ---------------------------------------------------------------------
 
     async def sign(self, csr_pem: str, service: str, *, requester: str = "",
-                   previous_cert_pem: str | None = None) -> dict[str, Any]:
+                   previous_cert_pem: str | None = None, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
         """Sign a leaf CSR for `service` in this datacenter (after the caller's authorization).
 
         Returns the leaf with the active root's intermediates appended (what peers need),
         its validity, and the ID of the root it chains to. Raises RateLimited beyond
         CSRMaxPerSecond (shared fairly between `requester`s, renewals first: a renewal is a
         request carrying a still-valid leaf of this CA for the same service), and
-        InvalidInput/PermissionDenied for a bad or foreign CSR.
+        InvalidInput/PermissionDenied for a bad or foreign CSR. `namespace` is the one the
+        catalog holds for `service` (the caller looks it up): the CSR must ask for exactly that.
         """
         snap = self.snapshot()
-        expected = service_id(self.trust_domain, self.datacenter, service)
+        expected = service_id(self.trust_domain, self.datacenter, service, namespace)
         renewal = previous_cert_pem is not None and self._is_own_leaf(snap, previous_cert_pem, expected)
         wait = self._limit.take(requester, renewal=renewal)
         if wait > 0:

@@ -59,7 +59,8 @@ def ca_router(cp: ControlPlane) -> APIRouter:
         # The rate limit's fair share is per token (per client address with ACLs off).
         requester = acl.accessor() or (request.client.host if request.client else "")
         previous = body.get("PreviousCertPEM") if isinstance(body.get("PreviousCertPEM"), str) else None
-        return json_response(await ca.sign(csr, service, requester=requester, previous_cert_pem=previous))
+        return json_response(await ca.sign(csr, service, requester=requester, previous_cert_pem=previous,
+                                           namespace=cp.catalog.namespace_of(service)))
 
     return r
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from tether.core.errors import InvalidInput, NotFound
 from tether.core.health import STATUSES, all_passing, health_entry, worst
+from tether.core.namespaces import ALL_NAMESPACES, DEFAULT_NAMESPACE, namespace_conflict, namespace_of
 from tether.core.vip import format_virtual_ip
 from tether.store.base import Check, Delete, Entry, Op, Put, Store
 
@@ -89,6 +90,8 @@ class Catalog:
         _validate_segment("Node", name)
         ops: list[Op] = []
         self._put_if_changed(ops, f"{NODES}{name}", node)
+        services = list(services)
+        self._check_namespaces(name, services)
         for svc in services:
             _validate_segment("Service.ID", svc["ID"])
             if svc["Node"] != name:
@@ -112,6 +115,22 @@ class Catalog:
             self._put_if_changed(ops, key, check)
             self._put_if_changed(ops, _chk_pointer(name, check["CheckID"]), {"Key": key})
         return ops, cas
+
+    def _check_namespaces(self, node: str, services: list[dict[str, Any]]) -> None:
+        """Refuse a service name in a second namespace (core/namespaces.py); the instances
+        these documents replace (same node and ID) do not count."""
+        replaced = {(node, s["ID"]) for s in services}
+        names = {s["Service"] for s in services}
+        existing = {d["Service"]: namespace_of(d) for n in names for d in self.instances(n)
+                    if (d["Node"], d["ID"]) not in replaced}
+        problem = namespace_conflict(services, existing)
+        if problem:
+            raise InvalidInput(problem)
+
+    def namespace_of(self, service: str) -> str:
+        """The namespace `service` is registered in (`default` when it is not registered)."""
+        found = self.instances(service)
+        return namespace_of(found[0]) if found else DEFAULT_NAMESPACE
 
     def _allocate_virtual_ips(self, ops: list[Op], names: set[str]) -> list[Check]:
         """Give each new service name the next virtual IP, in the same transaction.
@@ -208,11 +227,12 @@ class Catalog:
         # The byid pointers cover node checks too: only the service checks are added here.
         return own + [with_indexes(e) for e in self._node_check_entries(node) if not e.key.startswith(NODE_CHECKS)]
 
-    def services(self) -> dict[str, list[str]]:
-        """{name: sorted union of tags}, as /v1/catalog/services returns."""
+    def services(self, ns: str = ALL_NAMESPACES) -> dict[str, list[str]]:
+        """{name: sorted union of tags} of namespace `ns`, as /v1/catalog/services returns."""
         out: dict[str, set[str]] = {}
         for e in self.store.list(SERVICES):
-            out.setdefault(e.value["Service"], set()).update(e.value["Tags"])
+            if ns == ALL_NAMESPACES or namespace_of(e.value) == ns:
+                    out.setdefault(e.value["Service"], set()).update(e.value["Tags"])
         return {name: sorted(tags) for name, tags in out.items()}
 
     def all_instances(self) -> list[dict[str, Any]]:

@@ -34,8 +34,9 @@ from typing import Any
 
 from tether.core.authz import PolicySnapshot, Source, decide
 from tether.core.errors import Conflict, InvalidInput, NotFound
-from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.intentions import Intention, format_intention, intention_key, parse_intention, split_qualified
 from tether.core.named_ports import named_ports
+from tether.core.namespaces import service_namespaces
 from tether.core.policy import MeshPolicy, ServerPolicy, parse_action
 from tether.core.policy_istio import IstioObject, resolve_istio
 from tether.core.policy_linkerd import LinkerdObject, Resolution, resolve_linkerd
@@ -65,7 +66,9 @@ _RETRIES = 5
 
 
 def _pointer(source: str, destination: str) -> str:
-    return f"{BY_NAME}{source}/{destination}"
+    """The name pointer of `source -> destination`, each `name` or `ns/name`."""
+    (src_ns, src), (dst_ns, dst) = split_qualified(source), split_qualified(destination)
+    return f"{BY_NAME}{intention_key(src, dst, src_ns, dst_ns)}"
 
 
 def _stored(i: Intention) -> dict[str, Any]:
@@ -142,15 +145,18 @@ class IntentionService:
             raise InvalidInput("ID: must not be set when creating an intention; the server assigns it")
         new = _with(intention, id=str(uuid.uuid4()))
         try:
-            await self.store.commit(self._put_ops(new), [Check(_pointer(new.source_name, new.destination_name), 0)])
+            await self.store.commit(self._put_ops(new), [Check(_pointer(new.source, new.destination), 0)])
         except Conflict:
-            raise self._duplicate(new.source_name, new.destination_name) from None
+            raise self._duplicate(new.source, new.destination) from None
         return self.get(new.id)  # type: ignore[arg-type]
 
     async def upsert_exact(self, source: str, destination: str, body: Mapping[str, Any]) -> Intention:
         """PUT /v1/connect/intentions/exact: create, or replace the pair's action/description/meta."""
-        fields = {k: v for k, v in body.items() if k.lower() not in ("sourcename", "destinationname", "id")}
-        given = parse_intention({**fields, "SourceName": source, "DestinationName": destination})
+        scope = ("sourcename", "destinationname", "sourcens", "destinationns", "id")
+        fields = {k: v for k, v in body.items() if k.lower() not in scope}
+        (src_ns, src), (dst_ns, dst) = split_qualified(source), split_qualified(destination)
+        given = parse_intention({**fields, "SourceName": src, "DestinationName": dst, "SourceNS": src_ns,
+                                 "DestinationNS": dst_ns})
         for _ in range(_RETRIES):
             pointer = self.store.get(_pointer(source, destination))
             if pointer is None:
@@ -174,21 +180,21 @@ class IntentionService:
         new = _with(parse_intention({k: v for k, v in body.items() if k.lower() != "id"}), id=intention_id)
         ops: list[Op] = self._put_ops(new)
         checks = [Check(f"{INTENTIONS}{intention_id}", old.modify_index or 0)]
-        if (new.source_name, new.destination_name) != (old.source_name, old.destination_name):
-            ops.append(Delete(_pointer(old.source_name, old.destination_name)))
-            checks.append(Check(_pointer(new.source_name, new.destination_name), 0))
+        if (new.source, new.destination) != (old.source, old.destination):
+            ops.append(Delete(_pointer(old.source, old.destination)))
+            checks.append(Check(_pointer(new.source, new.destination), 0))
         try:
             await self.store.commit(ops, checks)
         except Conflict:
-            if self.find_exact(new.source_name, new.destination_name) not in (None, old):
-                raise self._duplicate(new.source_name, new.destination_name) from None
+            if self.find_exact(new.source, new.destination) not in (None, old):
+                raise self._duplicate(new.source, new.destination) from None
             raise Conflict(f"intention {intention_id} changed while it was being updated; read it again and retry") from None
         return self.get(intention_id)
 
     async def delete(self, intention_id: str) -> Intention:
         old = self.get(intention_id)
         await self.store.commit(
-            [Delete(f"{INTENTIONS}{intention_id}"), Delete(_pointer(old.source_name, old.destination_name))]
+            [Delete(f"{INTENTIONS}{intention_id}"), Delete(_pointer(old.source, old.destination))]
         )
         return old
 
@@ -201,7 +207,7 @@ class IntentionService:
         return True
 
     def _put_ops(self, i: Intention) -> list[Op]:
-        return [Put(f"{INTENTIONS}{i.id}", _stored(i)), Put(_pointer(i.source_name, i.destination_name), {"ID": i.id})]
+        return [Put(f"{INTENTIONS}{i.id}", _stored(i)), Put(_pointer(i.source, i.destination), {"ID": i.id})]
 
     def _duplicate(self, source: str, destination: str) -> Conflict:
         existing = self.find_exact(source, destination)
@@ -251,7 +257,7 @@ class IntentionService:
     def _resolve(self, linkerd: Any, istio: Any, tether: Any) -> Resolution:
         td = self._trust_domain or "check.invalid"
         taken = [(p.service, p.port) for p in tether]
-        first = resolve_linkerd(linkerd, td, taken=taken, named_ports=self._named_ports(), registered=self._registered())
+        first = resolve_linkerd(linkerd, td, taken=taken, named_ports=self._named_ports(), namespaces=self.namespaces())
         second = resolve_istio(istio, td, taken=taken + [(p.service, p.port) for p in first.policies])
         return Resolution(first.policies + second.policies, first.notes, first.conflicts + second.conflicts)
 
@@ -297,8 +303,9 @@ class IntentionService:
     def _named_ports(self) -> dict[tuple[str, str], tuple[int, ...]]:
         return named_ports(e.value for e in self.store.list(CATALOG_SERVICES))
 
-    def _registered(self) -> set[str]:
-        return {e.value.get("Service", "") for e in self.store.list(CATALOG_SERVICES)}
+    def namespaces(self) -> dict[str, str]:
+        """{service: namespace} of every registered service (core/namespaces.py)."""
+        return service_namespaces(e.value for e in self.store.list(CATALOG_SERVICES))
 
     def linkerd_services(self, docs: PolicyDocuments) -> set[str | None]:
         """The services the file's Linkerd objects govern, for the ACL check: a Server's
@@ -343,9 +350,9 @@ class IntentionService:
             ops: list[Op] = []
             checks: list[Check] = []
             for i in docs.intentions:
-                pointer = self.store.get(_pointer(i.source_name, i.destination_name))
+                pointer = self.store.get(_pointer(i.source, i.destination))
                 ident = pointer.value["ID"] if pointer else str(uuid.uuid4())
-                checks.append(Check(_pointer(i.source_name, i.destination_name), pointer.modify_index if pointer else 0))
+                checks.append(Check(_pointer(i.source, i.destination), pointer.modify_index if pointer else 0))
                 ops += self._put_ops(_with(i, id=ident))
             for p in docs.server_policies:
                 ops.append(Put(server_policy_key(p.service, p.port), format_server_policy(p)))
@@ -402,6 +409,7 @@ class IntentionService:
             "Policies": [e.value for e in self.store.list(SERVERS)]
             + [format_server_policy(p) for p in self.resolution().policies],
             "Mesh": format_mesh_policy(self.mesh()),
+            "Namespaces": {k: v for k, v in self.namespaces().items() if v != DEFAULT_NAMESPACE},
         }
 
     def snapshot(self) -> PolicySnapshot:
@@ -415,17 +423,23 @@ class IntentionService:
         return snap
 
     def check(self, source: str, destination: str) -> bool:
-        """Consul's /check: would a connection from service `source` to `destination` be allowed?"""
-        return decide(self.snapshot(), self.source_for(source), destination, None).allowed
+        """Consul's /check: would a connection from service `source` to `destination` be
+        allowed? Each may be Consul's `ns/name`; a bare destination is in the namespace it is
+        registered in, a bare source in `default`."""
+        dst_ns, dst = split_qualified(destination)
+        return decide(self.snapshot(), self.source_for(source), dst, None,
+                      namespace=dst_ns if "/" in destination else None).allowed
 
     def source_for(self, name: str) -> Source:
-        """A caller with the identity of service `name` in this mesh's trust domain."""
+        """A caller with the identity of service `name` (the default namespace, as a Consul
+        SourceName without SourceNS) or `ns/name` in this mesh's trust domain."""
+        ns, svc = split_qualified(name)
         try:
-            ident = service_id(self._trust_domain, self._datacenter, name, DEFAULT_NAMESPACE)
+            ident = service_id(self._trust_domain, self._datacenter, svc, ns)
         except InvalidInput as exc:
             raise InvalidInput(f"source: {exc.message}") from None
         return Source(ident)
 
 
 def _with(i: Intention, *, id: str) -> Intention:  # noqa: A002 - Consul's field name
-    return Intention(i.source_name, i.destination_name, i.action, i.description, i.meta, id, i.source_type)
+    return Intention(i.source, i.destination, i.action, i.description, i.meta, id, i.source_type)

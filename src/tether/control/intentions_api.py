@@ -39,7 +39,7 @@ from tether.api.common import authorizer_dependency, block, int_param, json_resp
 from tether.control.intentions import AUTHZ_PREFIXES, INTENTIONS, LINKERD, POLICY, SERVERS
 from tether.control.server import ControlPlane
 from tether.core.errors import InvalidInput, NotFound
-from tether.core.intentions import Intention, format_intention, parse_intention
+from tether.core.intentions import Intention, format_intention, parse_intention, split_qualified
 from tether.core.nesting import check_json_depth
 from tether.core.utf8 import check_json_text
 from tether.core.policy_yaml import (
@@ -58,7 +58,7 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
     # -- exact (Consul 1.9+) ---------------------------------------------------------------
 
     def may(request: Request, destination: str, access: str) -> None:
-        request_acl(request).require(INTENTION, destination, access)
+        request_acl(request).require(INTENTION, split_qualified(destination)[1], access)
 
     def readable(request: Request, intentions: list[Intention]) -> list[Intention]:
         return request_acl(request).filter(intentions, lambda i: (INTENTION, i.destination_name))
@@ -182,7 +182,7 @@ def intentions_router(cp: ControlPlane) -> APIRouter:
         revision = await svc.apply(docs)
         return reply({
             "Index": revision,
-            "Intentions": [f"{i.source_name} -> {i.destination_name}" for i in docs.intentions],
+            "Intentions": [f"{i.source} -> {i.destination}" for i in docs.intentions],
             "ServerPolicies": [f"{p.name} ({p.scope})" for p in docs.server_policies],
             "Linkerd": [f"{o.kind} {o.namespace}/{o.name}" for o in docs.linkerd],
             "Istio": [f"AuthorizationPolicy {o.namespace}/{o.name}" for o in docs.istio],
@@ -321,6 +321,7 @@ def scoped_state(state: dict[str, Any], service: str | None) -> dict[str, Any]:
         **state,
         "Intentions": [i for i in state["Intentions"] if i["DestinationName"] in (service, "*")],
         "Policies": [p for p in state["Policies"] if p.get("spec", {}).get("service", "") == service],
+        "Namespaces": {k: v for k, v in (state.get("Namespaces") or {}).items() if k == service},
     }
 
 
@@ -339,7 +340,9 @@ def _pair(request: Request) -> tuple[str, str]:
     if missing:
         raise InvalidInput(f"{' and '.join(missing)}: required query parameter(s), e.g. ?source=web&destination=db")
     source, destination = request.query_params["source"], request.query_params["destination"]
-    Intention(source, destination, "allow")  # raises InvalidInput naming every bad value
+    (src_ns, src), (dst_ns, dst) = split_qualified(source), split_qualified(destination)
+    # `name` or Consul's `ns/name`; raises InvalidInput naming every bad value
+    Intention(src, dst, "allow", source_ns=src_ns, destination_ns=dst_ns)
     return source, destination
 
 

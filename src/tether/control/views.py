@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tether.core.namespaces import namespace_of
+
 _SERVICE_FIELDS = ("ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "SocketPath",
                    "Weights", "EnableTagOverride", "Kind", "Proxy", "Connect", "Datacenter",
                    "CreateIndex", "ModifyIndex")
@@ -13,6 +15,7 @@ def agent_service(svc: dict[str, Any]) -> dict[str, Any]:
     """/v1/agent/services and /v1/health/*'s Service element."""
     out = {k: svc[k] for k in _SERVICE_FIELDS if k in svc}
     out.setdefault("Connect", {})
+    out["Namespace"] = namespace_of(svc)  # Consul Enterprise's field; `default` for older documents
     return out
 
 
@@ -48,6 +51,7 @@ def catalog_service(node: dict[str, Any] | None, svc: dict[str, Any]) -> dict[st
         "ServiceEnableTagOverride": svc["EnableTagOverride"],
         "ServiceProxy": svc.get("Proxy", {}),
         "ServiceConnect": svc.get("Connect", {}),
+        "Namespace": namespace_of(svc),
         "CreateIndex": svc["CreateIndex"],
         "ModifyIndex": svc["ModifyIndex"],
     }

@@ -17,10 +17,16 @@ Linkerd's model) with intentions (core/intentions.py, Consul's model) in four st
      statement Tether has. Otherwise the policy's default classifies the caller
      (deny / all-authenticated / cluster-authenticated / ...) and may refuse it here.
   4. Intentions. A caller with a service identity in this mesh's trust domain is
-     judged by the highest-precedence intention that matches (source service,
-     destination); with none, by the default intention. A caller without such an
-     identity (unauthenticated, or from another trust domain) matches no intention,
-     not even `*`, so the default intention decides it.
+     judged by the highest-precedence intention that matches (source namespace and
+     service from its SPIFFE ID, destination namespace and service); with none, by the
+     default intention. A caller without such an identity (unauthenticated, or from
+     another trust domain) matches no intention, not even `*`, so the default intention
+     decides it.
+
+Namespaces (core/namespaces.py): the destination's namespace is the one its registration
+names (`PolicySnapshot.namespaces`, `default` for a service not listed there); an
+intention or identity pattern naming namespace X matches only callers whose SPIFFE ID
+says X, so no rule reaches past its namespace.
 
 A **plaintext** caller (`Source.plaintext`: the inbound proxy saw no TLS ClientHello, so
 there is no handshake and no identity) is decided in step 3 alone: only an authorization
@@ -38,13 +44,13 @@ tests/core/test_decide.py checks that with hypothesis).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.core.cidr import LOOPBACK_NETWORKS, NetworkMatch, NetworkSet, parse_network_match
 from tether.core.errors import InvalidInput
-from tether.core.intentions import ALLOW, WILDCARD, Intention, sort_key
+from tether.core.intentions import ALLOW, WILDCARD, Intention, match_intention, sort_key
 from tether.core.policy import (
     Authorization,
     CallerClass,
@@ -57,7 +63,7 @@ from tether.core.policy import (
     parse_action,
     parse_default_policy,
 )
-from tether.core.spiffe import validate_trust_domain
+from tether.core.spiffe import DEFAULT_NAMESPACE, validate_trust_domain
 
 PROBE_AUTHORIZATION_NAME = "agent-probe"
 _CLASSES = (CallerClass.UNAUTHENTICATED, CallerClass.LOCAL, CallerClass.FOREIGN)  # codes 0, 1, 2
@@ -106,6 +112,7 @@ class _Auth:
     def __init__(self, auth: Authorization, label: str) -> None:
         self.auth = auth
         self.any = auth.unauthenticated or any(p.kind is PatternKind.ANY for p in auth.identities)
+        # A bare service name is that service of the default namespace (core/policy.py).
         self.services = frozenset(p.service for p in auth.identities if p.kind is PatternKind.SERVICE)
         self.others = tuple(p for p in auth.identities if p.kind in (PatternKind.SPIFFE, PatternKind.SUFFIX))
         self.networks = NetworkSet(auth.networks) if auth.networks else None
@@ -120,7 +127,8 @@ class _Auth:
             return False
         if self.any:
             return True
-        if identity.trust_domain == trust_domain and identity.service in self.services:
+        if identity.trust_domain == trust_domain and identity.service in self.services \
+                and (identity.namespace or DEFAULT_NAMESPACE) == DEFAULT_NAMESPACE:
             return True
         return any(match_identity(p, identity, trust_domain) for p in self.others)
 
@@ -181,10 +189,9 @@ class PolicySnapshot:
     policies: tuple[ServerPolicy, ...]
     mesh: MeshPolicy
     index: int | None = None  # the store revision this snapshot reflects, if known
-    _exact: dict[tuple[str, str], _Pair] = field(default_factory=dict, repr=False)
-    _any_to: dict[str, _Pair] = field(default_factory=dict, repr=False)  # `*` -> dst
-    _from_any: dict[str, _Pair] = field(default_factory=dict, repr=False)  # src -> `*`
-    _star: _Pair | None = field(default=None, repr=False)  # `*` -> `*`
+    namespaces: Mapping[str, str] = field(default_factory=dict)  # service -> its namespace, when not default
+    # (src ns, src, dst ns, dst) -> the deciding pair; either name and namespace may be `*`
+    _by_key: dict[tuple[str, str, str, str], _Pair] = field(default_factory=dict, repr=False)
     _by_dst: dict[str, tuple[Intention, ...]] = field(default_factory=dict, repr=False)
     _policies: dict[tuple[str, int | None], _Policy] = field(default_factory=dict, repr=False)
     _mesh: _Policy | None = field(default=None, repr=False)
@@ -194,14 +201,23 @@ class PolicySnapshot:
     _probe: NetworkSet = field(default_factory=NetworkSet, repr=False)
     _probe_decision: Decision | None = field(default=None, repr=False)
 
-    def match_destination(self, destination: str) -> tuple[Intention, ...]:
-        """Intentions that can apply to `destination`, in evaluation order (Consul's
-        `/v1/connect/intentions/match?by=destination`)."""
-        return tuple(sorted(self._by_dst.get(destination, ()) + self._by_dst.get(WILDCARD, ()), key=sort_key))
+    def namespace_of(self, service: str) -> str:
+        """The namespace `service` is registered in (`default` unless the state says otherwise)."""
+        return self.namespaces.get(service, DEFAULT_NAMESPACE)
 
-    def match_source(self, source: str) -> tuple[Intention, ...]:
-        """Intentions whose source is `source` or `*`, in evaluation order (`?by=source`)."""
-        return tuple(i for i in self.intentions if i.source_name in (source, WILDCARD))
+    def match_destination(self, destination: str, namespace: str | None = None) -> tuple[Intention, ...]:
+        """Intentions that can apply to `destination` (in `namespace`, by default its own), in
+        evaluation order (Consul's `/v1/connect/intentions/match?by=destination`)."""
+        ns = self.namespace_of(destination) if namespace is None else namespace
+        found = self._by_dst.get(destination, ()) + self._by_dst.get(WILDCARD, ())
+        return tuple(sorted((i for i in found if i.destination_ns in (ns, WILDCARD)), key=sort_key))
+
+    def match_source(self, source: str, namespace: str | None = None) -> tuple[Intention, ...]:
+        """Intentions whose source is `source` (in `namespace`, by default its own) or `*`,
+        in evaluation order (`?by=source`)."""
+        ns = self.namespace_of(source) if namespace is None else namespace
+        return tuple(i for i in self.intentions
+                     if i.source_name in (source, WILDCARD) and i.source_ns in (ns, WILDCARD))
 
     def server_policy(self, service: str, port: int | None) -> ServerPolicy | None:
         """The ServerPolicy that governs (service, port), or None when the mesh default does."""
@@ -219,6 +235,7 @@ def build_snapshot(
     cluster_networks: Iterable[NetworkMatch | str] = (),
     probe_networks: Iterable[NetworkMatch | str] = LOOPBACK_NETWORKS,
     index: int | None = None,
+    namespaces: Mapping[str, str] | None = None,
 ) -> PolicySnapshot:
     """Validate and index everything once; raise InvalidInput listing every problem.
 
@@ -239,9 +256,10 @@ def build_snapshot(
         raise InvalidInput("cannot build policy snapshot: " + "; ".join(errors))
     mesh = MeshPolicy(mode, action, cluster, probe)
     probe_auth = Authorization(PROBE_AUTHORIZATION_NAME, unauthenticated=True, networks=probe)
-    exact, any_to, from_any, star, by_dst = _index(ordered)
+    by_key, by_dst = _index(ordered)
+    spaces = {k: v for k, v in (namespaces or {}).items() if v != DEFAULT_NAMESPACE}
     return PolicySnapshot(
-        td, ordered, pols, mesh, index, exact, any_to, from_any, star, by_dst, compiled,
+        td, ordered, pols, mesh, index, spaces, by_key, by_dst, compiled,
         _mesh=_Policy(None, mode),
         _default=_default_pair(action, "no intention matched"),
         _default_nosvc=_default_pair(action, "caller has no service identity in this mesh, so no intention applies"),
@@ -251,11 +269,13 @@ def build_snapshot(
     )
 
 
-def decide(snapshot: PolicySnapshot, source: Source, destination: str, port: int | None, *, explain: bool = False) -> Decision:
+def decide(snapshot: PolicySnapshot, source: Source, destination: str, port: int | None, *, explain: bool = False,
+           namespace: str | None = None) -> Decision:
     """Allow or deny one new connection from `source` to `destination`:`port` (steps in
-    the module docstring). With `explain=True` the Decision lists every rule considered."""
+    the module docstring); `namespace` is the destination's, by default the one the
+    snapshot knows for it. With `explain=True` the Decision lists every rule considered."""
     if explain:
-        return _explain(snapshot, source, destination, port)
+        return _explain(snapshot, source, destination, port, namespace)
     ip = source.ip
     # 1. probe rule
     if source.probe and snapshot._probe.match(ip):
@@ -279,19 +299,28 @@ def decide(snapshot: PolicySnapshot, source: Source, destination: str, port: int
     code = 0 if identity is None else 1 if identity.trust_domain == td else 2
     if not pol.admits[code] and not (pol.cluster_unauth and snapshot._cluster.match(ip)):
         return pol.refusals[code]
-    # 4. intentions, by precedence: 9 exact, 8 `*` -> dst, 6 src -> `*`, 5 `*` -> `*`
+    # 4. intentions, by precedence (9 down to 1: core/intentions.py)
     service = identity.service if code == 1 else ""
     if service:
-        pair = (
-            snapshot._exact.get((service, destination))
-            or snapshot._any_to.get(destination)
-            or snapshot._from_any.get(service)
-            or snapshot._star
-            or snapshot._default
-        )
+        pair = _lookup(snapshot, identity.namespace or DEFAULT_NAMESPACE, service,
+                       snapshot.namespaces.get(destination, DEFAULT_NAMESPACE) if namespace is None else namespace,
+                       destination)
     else:
         pair = snapshot._default_nosvc
     return pair[1] if pol.audit else pair[0]  # type: ignore[index]
+
+
+def _lookup(snapshot: PolicySnapshot, src_ns: str, src: str, dst_ns: str, dst: str) -> _Pair:
+    """The pair of the highest-precedence intention for the connection, else the default:
+    destination exact, ns/*, */*, and within each the source the same way."""
+    by_key = snapshot._by_key
+    if by_key:
+        for dn, d in ((dst_ns, dst), (dst_ns, WILDCARD), (WILDCARD, WILDCARD)):
+            for sn, s in ((src_ns, src), (src_ns, WILDCARD), (WILDCARD, WILDCARD)):
+                pair = by_key.get((sn, s, dn, d))
+                if pair is not None:
+                    return pair
+    return snapshot._default  # type: ignore[return-value]
 
 
 # --- explain: the slow path --------------------------------------------------------------------
@@ -299,13 +328,16 @@ def decide(snapshot: PolicySnapshot, source: Source, destination: str, port: int
 # Decisions), recording each rule looked at. Tests hold it equal to the fast path above.
 
 
-def _explain(snapshot: PolicySnapshot, source: Source, destination: str, port: int | None) -> Decision:
+def _explain(snapshot: PolicySnapshot, source: Source, destination: str, port: int | None,
+             namespace: str | None) -> Decision:
     seen: list[Consideration] = []
-    outcome = _explain_steps(snapshot, source, destination, port, seen)
+    dst_ns = snapshot.namespace_of(destination) if namespace is None else namespace
+    outcome = _explain_steps(snapshot, source, destination, dst_ns, port, seen)
     return Decision(outcome.allowed, outcome.audit, outcome.rule, outcome.reason, tuple(seen))
 
 
-def _explain_steps(snap: PolicySnapshot, source: Source, dst: str, port: int | None, seen: list[Consideration]) -> Decision:
+def _explain_steps(snap: PolicySnapshot, source: Source, dst: str, dst_ns: str, port: int | None,
+                   seen: list[Consideration]) -> Decision:
     ident, ip, td = source.identity, source.ip, snap.trust_domain
     # 1. probe rule
     if source.probe:
@@ -343,13 +375,16 @@ def _explain_steps(snap: PolicySnapshot, source: Source, dst: str, port: int | N
         return pol.refusals[_CLASSES.index(caller)]
     # 4. intentions, in evaluation order, first match decides
     service = ident.service if caller is CallerClass.LOCAL else ""
+    src_ns = (ident.namespace or DEFAULT_NAMESPACE) if service else ""
+    caller_name = service if src_ns == DEFAULT_NAMESPACE else f"{src_ns}/{service}"
     decided: Intention | None = None
-    for i in snap.match_destination(dst) if service else ():
-        hit = i.source_name in (WILDCARD, service)
+    for i in snap.match_destination(dst, dst_ns) if service else ():
+        hit = match_intention(i, service, dst, src_ns, dst_ns)
+        want = f"{i.source_ns}/{i.source_name}" if i.source_ns != DEFAULT_NAMESPACE else i.source_name
         if decided is not None:
-            why = f"not reached: {decided} decided first" if hit else f"source {service} is not {i.source_name}"
+            why = f"not reached: {decided} decided first" if hit else f"source {caller_name} is not {want}"
         else:
-            why = f"source {service} matches {i.source_name}" if hit else f"source {service} is not {i.source_name}"
+            why = f"source {caller_name} matches {want}" if hit else f"source {caller_name} is not {want}"
         seen.append(Consideration("intention", i, hit and decided is None, why))
         if hit and decided is None:
             decided = i
@@ -409,33 +444,21 @@ def _compile_policies(errors: list[str], policies: tuple[ServerPolicy, ...]) -> 
 
 
 def _index(ordered: tuple[Intention, ...]) -> tuple[Any, ...]:
-    exact: dict[tuple[str, str], _Pair] = {}
-    any_to: dict[str, _Pair] = {}
-    from_any: dict[str, _Pair] = {}
-    star: _Pair | None = None
+    by_key: dict[tuple[str, str, str, str], _Pair] = {}
     by_dst: dict[str, list[Intention]] = {}
     # `ordered` is in evaluation order (deny before allow at equal precedence), so the
     # first intention seen for a key is the one that decides: setdefault keeps it.
     for i in ordered:
-        pair = _intention_pair(i)
-        src, dst = i.source_name, i.destination_name
-        by_dst.setdefault(dst, []).append(i)
-        if src != WILDCARD and dst != WILDCARD:
-            exact.setdefault((src, dst), pair)
-        elif dst != WILDCARD:
-            any_to.setdefault(dst, pair)
-        elif src != WILDCARD:
-            from_any.setdefault(src, pair)
-        elif star is None:
-            star = pair
-    return exact, any_to, from_any, star, {k: tuple(v) for k, v in by_dst.items()}
+        by_dst.setdefault(i.destination_name, []).append(i)
+        by_key.setdefault((i.source_ns, i.source_name, i.destination_ns, i.destination_name), _intention_pair(i))
+    return by_key, {k: tuple(v) for k, v in by_dst.items()}
 
 
 # Intentions are frozen values and the agent reuses the unchanged ones between snapshots, so
 # their Decisions are built once, not on every rebuild (the bulk of a rebuild's cost otherwise).
 @functools.lru_cache(maxsize=1 << 16)
 def _intention_pair(i: Intention) -> _Pair:
-    reason = f"intention {i.source_name} -> {i.destination_name} ({i.action}, precedence {i.precedence})"
+    reason = f"intention {i.source} -> {i.destination} ({i.action}, precedence {i.precedence})"
     decision = Decision(i.action == ALLOW, False, i, reason)
     return decision, (decision if i.action == ALLOW else Decision(True, True, i, f"audit: would deny: {reason}"))
 

@@ -1,18 +1,24 @@
 """Intentions: Consul's service-to-service allow/deny rules, with Consul's precedence.
 
 An intention says "source service -> destination service: allow|deny" over logical
-names; either name may be the wildcard `*` (the whole name, never a part of one).
+names; either name may be the wildcard `*` (the whole name, never a part of one). Each
+side has a namespace (Consul's SourceNS / DestinationNS, `default` when not given, see
+core/namespaces.py); a namespace may be `*` only with the name `*` (Consul's rule), and
+an intention naming namespace X never matches a service of another namespace.
 This module holds the model, its validation (Consul's limits), precedence, matching
 and the Consul JSON shape. The per-connection decision that combines intentions with
 server policy lives in core/authz.py; the store keeps intentions and assigns IDs and
 indexes.
 
 Precedence is Consul's (agent/structs/intention.go, docs "Precedence and match order"):
-destination specificity counts before source specificity, and in CE namespaces are
-always "default" (exact), so the only values are
+destination specificity counts before source specificity; a side is exact (ns/name),
+name-wildcard (ns/*) or all-wildcard (*/*):
 
-    9  exact -> exact      8  * -> exact      6  exact -> *      5  * -> *
+    9  ns/a -> ns/b    8  ns/* -> ns/b    7  */* -> ns/b
+    6  ns/a -> ns/*    5  ns/* -> ns/*    4  */* -> ns/*
+    3  ns/a -> */*     2  ns/* -> */*     1  */* -> */*
 
+Intentions in the default namespace only (all of Consul CE's) use 9, 8, 6 and 5.
 Higher wins; at equal precedence deny wins over allow.
 """
 
@@ -25,15 +31,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from tether.core.errors import InvalidInput
-from tether.core.spiffe import validate_service_name
+from tether.core.spiffe import DEFAULT_NAMESPACE, validate_namespace, validate_service_name
 
 WILDCARD = "*"
 ALLOW: Literal["allow"] = "allow"
 DENY: Literal["deny"] = "deny"
 ACTIONS = (ALLOW, DENY)
 SOURCE_TYPE_CONSUL = "consul"
-#: Consul CE has one namespace; Tether intentions are namespace-less in the same way.
-DEFAULT_NAMESPACE = "default"
 
 # Consul's limits for opaque values (agent/structs: metaMaxKeyPairs & co.), kept so that
 # anything Consul accepts Tether accepts, and nothing unbounded reaches the store.
@@ -62,6 +66,8 @@ class Intention:
     source_type: str = SOURCE_TYPE_CONSUL
     create_index: int | None = field(default=None, compare=False, hash=False)
     modify_index: int | None = field(default=None, compare=False, hash=False)
+    source_ns: str = DEFAULT_NAMESPACE
+    destination_ns: str = DEFAULT_NAMESPACE
     precedence: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -69,37 +75,66 @@ class Intention:
         if problems:
             raise InvalidInput(f"intention {self.source_name!r} -> {self.destination_name!r}: " + "; ".join(problems))
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
-        object.__setattr__(self, "precedence", compute_precedence(self.source_name, self.destination_name))
+        object.__setattr__(self, "precedence", compute_precedence(
+            self.source_name, self.destination_name, self.source_ns, self.destination_ns))
 
     @property
     def key(self) -> str:
-        return intention_key(self.source_name, self.destination_name)
+        return intention_key(self.source_name, self.destination_name, self.source_ns, self.destination_ns)
+
+    @property
+    def source(self) -> str:
+        """`name`, or `ns/name` outside the default namespace (how Consul prints it)."""
+        return qualified(self.source_ns, self.source_name)
+
+    @property
+    def destination(self) -> str:
+        return qualified(self.destination_ns, self.destination_name)
 
     def __str__(self) -> str:
-        return f"{self.source_name} -> {self.destination_name} ({self.action}, precedence {self.precedence})"
+        return f"{self.source} -> {self.destination} ({self.action}, precedence {self.precedence})"
 
 
-def intention_key(source: str, destination: str) -> str:
+def qualified(namespace: str, name: str) -> str:
+    """`name` in the default namespace, else `namespace/name` (Consul's `ns/name` form)."""
+    return name if namespace == DEFAULT_NAMESPACE else f"{namespace}/{name}"
+
+
+def split_qualified(text: str) -> tuple[str, str]:
+    """(namespace, name) from `name` or `ns/name` (the exact and check query parameters)."""
+    ns, sep, name = text.rpartition("/")
+    return (ns, name) if sep else (DEFAULT_NAMESPACE, text)
+
+
+def intention_key(source: str, destination: str, source_ns: str = DEFAULT_NAMESPACE,
+                  destination_ns: str = DEFAULT_NAMESPACE) -> str:
     """The identity of an intention: at most one may exist per (source, destination).
 
-    The store uses it to refuse a duplicate (Conflict). Service names never contain
-    '/', so `<source>/<destination>` is unambiguous and safe inside store keys.
+    The store uses it to refuse a duplicate (Conflict). Names and namespaces never contain
+    '/', so `<source>/<destination>` (both in `default`, the form stored before namespaces)
+    and `<ns>/<source>/<ns>/<destination>` are unambiguous and safe inside store keys.
     """
-    return f"{source}/{destination}"
+    if source_ns == destination_ns == DEFAULT_NAMESPACE:
+        return f"{source}/{destination}"
+    return f"{source_ns}/{source}/{destination_ns}/{destination}"
 
 
-def compute_precedence(source: str, destination: str) -> int:
-    """Consul's precedence for a CE intention (namespaces exact): 9, 8, 6 or 5."""
-    # Consul: max is 9/6/3 for 2/1/0 exact destination parts, minus (2 - exact source parts);
-    # the namespace part is always exact here, so each side counts 2 or 1.
-    dst_exact = 1 + (destination != WILDCARD)
-    src_exact = 1 + (source != WILDCARD)
+def compute_precedence(source: str, destination: str, source_ns: str = DEFAULT_NAMESPACE,
+                       destination_ns: str = DEFAULT_NAMESPACE) -> int:
+    """Consul's precedence: 9/6/3 for 2/1/0 exact destination parts (namespace, name),
+    minus (2 - exact source parts). A `*` namespace comes only with a `*` name."""
+    dst_exact = (destination_ns != WILDCARD) + (destination != WILDCARD)
+    src_exact = (source_ns != WILDCARD) + (source != WILDCARD)
     return {2: 9, 1: 6, 0: 3}[dst_exact] - (2 - src_exact)
 
 
-def match_intention(intention: Intention, source: str, destination: str) -> bool:
-    """True when `intention` applies to a connection from service `source` to `destination`."""
-    return (intention.source_name in (WILDCARD, source)) and (intention.destination_name in (WILDCARD, destination))
+def match_intention(intention: Intention, source: str, destination: str, source_ns: str = DEFAULT_NAMESPACE,
+                    destination_ns: str = DEFAULT_NAMESPACE) -> bool:
+    """True when `intention` applies to a connection from service `source` to `destination`
+    (each in its namespace)."""
+    return (intention.source_ns in (WILDCARD, source_ns) and intention.source_name in (WILDCARD, source)
+            and intention.destination_ns in (WILDCARD, destination_ns)
+            and intention.destination_name in (WILDCARD, destination))
 
 
 def sort_key(intention: Intention) -> tuple[Any, ...]:
@@ -110,7 +145,9 @@ def sort_key(intention: Intention) -> tuple[Any, ...]:
     return (
         -intention.precedence,
         intention.action != DENY,
+        intention.source_ns,
         intention.source_name,
+        intention.destination_ns,
         intention.destination_name,
         intention.id or "",
         intention.description,
@@ -122,6 +159,8 @@ def intention_problems(i: Intention) -> list[str]:
     problems: list[str] = []
     for name, value in (("SourceName", i.source_name), ("DestinationName", i.destination_name)):
         problems.extend(_name_problems(name, value))
+    for name, ns, svc in (("SourceNS", i.source_ns, i.source_name), ("DestinationNS", i.destination_ns, i.destination_name)):
+        problems.extend(_namespace_problems(name, ns, svc))
     if i.action not in ACTIONS:
         problems.append(f"Action {i.action!r} must be 'allow' or 'deny'")
     if i.source_type != SOURCE_TYPE_CONSUL:
@@ -157,6 +196,17 @@ def _name_problems(field_name: str, value: object) -> list[str]:
     return []
 
 
+def _namespace_problems(field_name: str, ns: object, name: object) -> list[str]:
+    if ns == WILDCARD:
+        # Consul: a wildcard namespace with a specific name would match that name anywhere.
+        return [] if name == WILDCARD else [f"{field_name} '*' needs the name '*' too (a name is in one namespace)"]
+    try:
+        validate_namespace(ns)  # type: ignore[arg-type]
+    except InvalidInput as exc:
+        return [f"{field_name}: {exc.message}"]
+    return []
+
+
 def _meta_problems(meta: object) -> list[str]:
     if not isinstance(meta, Mapping):
         return ["Meta must be a map of strings to strings"]
@@ -183,16 +233,18 @@ _FIELDS = {
     "ID": "id", "SourceName": "source_name", "DestinationName": "destination_name",
     "SourceType": "source_type", "Action": "action", "Description": "description",
     "Meta": "meta", "CreateIndex": "create_index", "ModifyIndex": "modify_index",
+    "SourceNS": "source_ns", "DestinationNS": "destination_ns",
 }
 _READ_ONLY = {"Precedence", "CreatedAt", "UpdatedAt", "Hash", "LegacyID"}
 # Enterprise / peering scoping fields: accepted only when they say "the default scope".
-_SCOPES = {"SourceNS", "DestinationNS", "SourcePartition", "DestinationPartition", "SourcePeer", "SourceSamenessGroup"}
+_SCOPES = {"SourcePartition", "DestinationPartition", "SourcePeer", "SourceSamenessGroup"}
 
 
 def parse_intention(body: object, *, path: str = "Intention") -> Intention:
     """An Intention from Consul's JSON object (`POST /v1/connect/intentions` body and the
-    objects `GET` returns). Unknown fields, L7 `Permissions`, and namespaces, partitions
-    or peers other than the default are refused; every problem is reported at once."""
+    objects `GET` returns). Unknown fields, L7 `Permissions`, and partitions or peers other
+    than the default are refused; every problem is reported at once. SourceNS and
+    DestinationNS are kept (empty or absent is `default`)."""
     if not isinstance(body, Mapping):
         raise InvalidInput(f"{path}: expected a JSON object, got {type(body).__name__}")
     folded = {k.lower(): k for k in (*_FIELDS, *_READ_ONLY, *_SCOPES, "Permissions")}
@@ -208,7 +260,9 @@ def parse_intention(body: object, *, path: str = "Intention") -> Intention:
         elif canonical in _SCOPES:
             allowed = (None, "") if canonical in ("SourcePeer", "SourceSamenessGroup") else (None, "", DEFAULT_NAMESPACE)
             if value not in allowed:
-                errors.append(f"{path}.{canonical}: {value!r} is not supported; Tether has one namespace and no peers")
+                errors.append(f"{path}.{canonical}: {value!r} is not supported; Tether has one partition and no peers")
+        elif canonical in ("SourceNS", "DestinationNS"):
+            args[_FIELDS[canonical]] = value or DEFAULT_NAMESPACE
         elif canonical in _FIELDS:
             args[_FIELDS[canonical]] = "" if value is None and canonical == "Description" else value
     if "action" not in args:
@@ -231,9 +285,9 @@ def parse_intention(body: object, *, path: str = "Intention") -> Intention:
 def format_intention(i: Intention) -> dict[str, Any]:
     """Consul's JSON shape for `i` (what the HTTP API returns)."""
     out: dict[str, Any] = {
-        "SourceNS": DEFAULT_NAMESPACE,
+        "SourceNS": i.source_ns,
         "SourceName": i.source_name,
-        "DestinationNS": DEFAULT_NAMESPACE,
+        "DestinationNS": i.destination_ns,
         "DestinationName": i.destination_name,
         "SourceType": i.source_type,
         "Action": i.action,

@@ -18,7 +18,9 @@ defaults. How these combine with intentions per connection is in core/authz.py.
 Client identity patterns (Tether's form; Linkerd's `*` and `*.suffix` carried over):
 
     *                                     any authenticated caller, any trust domain
-    web                                   service `web` in this mesh's trust domain
+    web                                   service `web` of the default namespace, this
+                                          mesh's trust domain (as a Consul intention's
+                                          SourceName without SourceNS)
     spiffe://<td>/ns/<ns>/dc/<dc>/svc/<svc>   exactly that identity; any of the four
                                           parts may be `*` (the whole part)
     *.<suffix>                            identities whose name `<svc>.<ns>.<dc>.<td>`
@@ -39,7 +41,7 @@ from typing import Any
 from tether.core.cidr import LOOPBACK_NETWORKS, NetworkMatch, parse_network_match
 from tether.core.errors import InvalidInput
 from tether.core.intentions import ACTIONS, ALLOW, Action
-from tether.core.spiffe import validate_service_name, validate_trust_domain
+from tether.core.spiffe import DEFAULT_NAMESPACE, validate_service_name, validate_trust_domain
 
 
 class DefaultPolicy(enum.StrEnum):
@@ -200,7 +202,8 @@ def match_identity(pattern: IdentityPattern, identity: Any, local_trust_domain: 
     if not getattr(identity, "service", ""):
         return False  # only `*` covers identities that are not services
     if pattern.kind is PatternKind.SERVICE:
-        return identity.trust_domain == local_trust_domain and identity.service == pattern.service
+        return (identity.trust_domain == local_trust_domain and identity.service == pattern.service
+                and (identity.namespace or DEFAULT_NAMESPACE) == DEFAULT_NAMESPACE)
     if pattern.kind is PatternKind.SUFFIX:
         return identity_name(identity).endswith("." + pattern.suffix)
     return all(

@@ -12,13 +12,17 @@ exist into `ServerPolicy` values when a decision needs them:
   * an AuthorizationPolicy whose required authentication does not exist authorizes
     nobody, as Linkerd's does (a note says so).
 
-Namespaces and trust domains are kept, never widened. Tether services share one
-namespace, which Linkerd documents call by their own `metadata.namespace`: an identity or
-service account of that namespace in Linkerd's default trust domain (`cluster.local`)
-is the Tether service of that name; one from *another* namespace cannot be told apart
-from a local service, so it is refused with its path. An identity in another trust
-domain stays in it (`spiffe://<td>/ns/<ns>/dc/*/svc/<sa>`): it matches only callers of
-that foreign domain. The mapping is in docs/authorization.md. Pure.
+Namespaces and trust domains are kept, never widened (core/namespaces.py). A Linkerd
+namespace is the Tether namespace of that name: a Server selects the services of its own
+namespace only; an identity `<sa>.<ns>.serviceaccount.identity.linkerd.cluster.local` or a
+service account `{name, namespace}` is service `<sa>` of namespace `<ns>` in this mesh's
+trust domain (`spiffe://<td>/ns/<ns>/dc/*/svc/<sa>`), and `*.<ns>.serviceaccount...` is
+every service of `<ns>`. An identity in another trust domain stays in it
+(`spiffe://<td>/ns/<ns>/dc/*/svc/<sa>`): it matches only callers of that foreign domain.
+A `Namespace` document (`apiVersion: v1`) with the `config.linkerd.io/default-inbound-
+policy` annotation gives every service of the namespace that default for the ports no
+Server covers (Linkerd's per-namespace default). The mapping is in docs/authorization.md.
+Pure.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from pydantic import BaseModel, ConfigDict
 from tether.core.errors import InvalidInput
 from tether.core.named_ports import PORT_META_PREFIX
 from tether.core.policy import (
-    SERVER_DEFAULT_POLICY, Authorization, DefaultPolicy, ServerPolicy, invalid_input, make_authorization,
-    parse_default_policy, parse_identity_pattern,
+    SERVER_DEFAULT_POLICY, Authorization, DefaultPolicy, ServerPolicy, check_object_name, invalid_input,
+    make_authorization, parse_default_policy, parse_identity_pattern,
 )
+from tether.core.spiffe import validate_namespace
 from tether.core.policy_schema import _Network, _PolicyName, _Strict, messages, nets, register_fields, validate
 
 _PORT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -44,6 +49,11 @@ SERVICE_LABELS = ("app", "app.kubernetes.io/name")
 #: Linkerd's default identity trust domain: identities in it are this mesh's.
 LINKERD_LOCAL_TRUST_DOMAIN = "cluster.local"
 LINKERD_KINDS = ("Server", "ServerAuthorization", "AuthorizationPolicy", "MeshTLSAuthentication", "NetworkAuthentication")
+#: A Kubernetes Namespace document carries Linkerd's per-namespace default inbound policy.
+NAMESPACE_KIND = "Namespace"
+DEFAULT_INBOUND_POLICY = "config.linkerd.io/default-inbound-policy"
+#: Linkerd annotations that configure its proxy's injection or runtime, not who may connect.
+_PROXY_ANNOTATIONS = ("linkerd.io/", "config.linkerd.io/", "config.alpha.linkerd.io/")
 
 
 class _K8sMeta(BaseModel):
@@ -52,6 +62,7 @@ class _K8sMeta(BaseModel):
     name: str
     namespace: str = "default"
     labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
 
 
 class _LinkerdDoc(BaseModel):
@@ -124,9 +135,13 @@ class _NetworkAuthenticationSpec(_Strict):
     networks: list[_Network]
 
 
-_LINKERD_SPECS: dict[str, type[BaseModel]] = dict(zip(LINKERD_KINDS, (
+class _NamespaceSpec(_Strict):
+    finalizers: list[str] = []  # Kubernetes' own (namespace deletion): nothing for Tether to do
+
+
+_LINKERD_SPECS: dict[str, type[BaseModel]] = dict(zip((*LINKERD_KINDS, NAMESPACE_KIND), (
     _ServerSpec, _ServerAuthorizationSpec, _AuthorizationPolicySpec, _MeshTLSAuthenticationSpec,
-    _NetworkAuthenticationSpec,
+    _NetworkAuthenticationSpec, _NamespaceSpec,
 )))
 
 register_fields(*_LINKERD_SPECS.values(), _Client, _MeshTLS, _Ref, _Selector, _LinkerdDoc)
@@ -146,12 +161,11 @@ class Identity:
     any_identity: bool = False
 
     def pattern(self, trust_domain: str) -> str:
-        """The Tether identity pattern (core/policy.py) for this mesh's `trust_domain`."""
+        """The Tether identity pattern (core/policy.py) for this mesh's `trust_domain`:
+        always one namespace, so the rule reaches no caller of another."""
         if self.any_identity:
             return "*"
-        if self.trust_domain is None:
-            return self.service or f"spiffe://{trust_domain}/ns/*/dc/*/svc/*"
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/dc/*/svc/{self.service or '*'}"
+        return f"spiffe://{self.trust_domain or trust_domain}/ns/{self.namespace}/dc/*/svc/{self.service or '*'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +208,13 @@ class AuthorizationPolicyValue:
 
 
 @dataclass(frozen=True, slots=True)
+class NamespaceValue:
+    """A Namespace document: the default inbound policy of its services (None: the mesh's)."""
+
+    default_policy: DefaultPolicy | None
+
+
+@dataclass(frozen=True, slots=True)
 class LinkerdObject:
     """One applied Linkerd document: `doc` is its stored (re-appliable) form, `value` its meaning."""
 
@@ -225,6 +246,8 @@ def parse_linkerd_doc(label: str, doc: dict[str, Any], errors: list[str]) -> Lin
     spec = validate(model, env.spec, label, "spec.", errors)
     if spec is None:
         return None
+    if env.kind == NAMESPACE_KIND:
+        return _namespace_object(label, env, spec, errors)  # type: ignore[arg-type]
     ns = env.metadata.namespace
     try:
         value = _VALUES[env.kind](spec, ns, env.metadata.labels)
@@ -235,12 +258,53 @@ def parse_linkerd_doc(label: str, doc: dict[str, Any], errors: list[str]) -> Lin
     if env.metadata.labels:
         meta["labels"] = dict(env.metadata.labels)
     stored = {"apiVersion": env.apiVersion, "kind": env.kind, "metadata": meta, "spec": doc.get("spec") or {}}
-    notes = ()
+    notes: tuple[str, ...] = ()
     if isinstance(spec, _ServerSpec) and spec.proxyProtocol not in ("unknown", "opaque"):
         notes = (f"{env.kind} {ns}/{env.metadata.name}: spec.proxyProtocol {spec.proxyProtocol!r} is carried as opaque "
                  "TCP: Tether authorizes connections, so who may connect is as written, but nothing is "
                  "protocol-aware",)
     return LinkerdObject(env.kind, ns, env.metadata.name, stored, value, notes)
+
+
+def _namespace_object(label: str, env: _LinkerdDoc, spec: _NamespaceSpec, errors: list[str]) -> LinkerdObject | None:
+    """A Kubernetes Namespace: its `config.linkerd.io/default-inbound-policy` annotation is
+    the default of its services; other Linkerd annotations configure Linkerd's proxy
+    injection and runtime, which Tether's sidecars (one per registration) do not read:
+    `linkerd.io/inject` is a note, any other is refused rather than ignored."""
+    name, annotations = env.metadata.name, env.metadata.annotations
+    policy, notes, bad = None, [], []
+    for key, value in sorted(annotations.items()):
+        if key == DEFAULT_INBOUND_POLICY:
+            try:
+                policy = parse_default_policy(value, field=f"metadata.annotations[{key!r}]")
+            except InvalidInput as exc:
+                bad.append(exc.message)
+        elif key == "linkerd.io/inject":
+            notes.append(f"Namespace {name}: metadata.annotations['linkerd.io/inject'] is not needed: a Tether "
+                         "service gets its sidecar from its registration (Connect.SidecarService)")
+        elif key.startswith(_PROXY_ANNOTATIONS):
+            bad.append(f"metadata.annotations[{key!r}]: Linkerd proxy configuration does not map onto Tether; "
+                       f"only {DEFAULT_INBOUND_POLICY} does")
+    try:
+        check_object_name(name, field="metadata.name")
+        validate_namespace(name)
+    except InvalidInput as exc:
+        bad.append(f"metadata.name: {exc.message}")
+    if bad:
+        errors.extend(f"{label}: {m}" for m in bad)
+        return None
+    meta: dict[str, Any] = {"name": name}
+    kept = {k: v for k, v in annotations.items() if k == DEFAULT_INBOUND_POLICY}
+    if kept:
+        meta["annotations"] = kept
+    if spec.finalizers:
+        notes.append(f"Namespace {name}: spec.finalizers are Kubernetes' own (namespace deletion); Tether has "
+                     "nothing to finalize")
+    if policy is None:
+        notes.append(f"Namespace {name}: no {DEFAULT_INBOUND_POLICY} annotation, so its services keep the mesh "
+                     "default policy")
+    stored = {"apiVersion": env.apiVersion, "kind": NAMESPACE_KIND, "metadata": meta}
+    return LinkerdObject(NAMESPACE_KIND, name, name, stored, NamespaceValue(policy), tuple(notes))
 
 
 def _server(spec: _ServerSpec, _ns: str, labels: dict[str, str]) -> ServerValue:
@@ -303,7 +367,7 @@ def _server_authorization(spec: _ServerAuthorizationSpec, ns: str, _labels: Any)
                                "a verified identity or are unauthenticated (use `unauthenticated: true` with networks)")
         if (tls.identities is None) == (tls.serviceAccounts is None):
             raise InvalidInput("spec.client.meshTLS: set exactly one of identities or serviceAccounts")
-        identities = _identities(tls.identities or (), ns, "spec.client.meshTLS.identities")
+        identities = _identities(tls.identities or (), "spec.client.meshTLS.identities")
         identities += [_service_account(sa.name, sa.namespace, ns, f"spec.client.meshTLS.serviceAccounts[{i}]")
                        for i, sa in enumerate(tls.serviceAccounts or ())]
     grant = _grant(identities, client.networks, "spec.client")
@@ -358,7 +422,7 @@ def _authorization_policy(spec: _AuthorizationPolicySpec, ns: str, _labels: Any)
 def _mesh_tls_authentication(spec: _MeshTLSAuthenticationSpec, ns: str, _labels: Any) -> tuple[Identity, ...]:
     if (spec.identities is None) == (spec.identityRefs is None):
         raise InvalidInput("spec: set exactly one of identities or identityRefs")
-    out = _identities(spec.identities or (), ns, "spec.identities")
+    out = _identities(spec.identities or (), "spec.identities")
     for i, ref in enumerate(spec.identityRefs or ()):
         if ref.kind != "ServiceAccount":
             raise InvalidInput(f"spec.identityRefs[{i}]: kind {ref.kind!r} does not map; only ServiceAccount does")
@@ -382,11 +446,11 @@ def _grant(identities: list[Identity], networks: list[_Network], where: str) -> 
     return grant
 
 
-def _identities(texts: Any, ns: str, where: str) -> list[Identity]:
+def _identities(texts: Any, where: str) -> list[Identity]:
     out, errors = [], []
     for i, text in enumerate(texts):
         try:
-            out.append(_linkerd_identity(text, ns))
+            out.append(_linkerd_identity(text))
         except InvalidInput as exc:
             errors.append(f"{where}[{i}]: {exc.message}")
     if errors:
@@ -395,21 +459,14 @@ def _identities(texts: Any, ns: str, where: str) -> list[Identity]:
 
 
 def _service_account(name: str, namespace: str | None, ns: str, where: str) -> Identity:
-    if namespace not in (None, ns):
-        raise InvalidInput(_other_namespace(where, f"service account {name!r}", namespace, ns))  # type: ignore[arg-type]
+    """Service `name` of `namespace` (the document's own when the ref names none)."""
     try:
-        return _checked(Identity(service=name, namespace=ns))
+        return _checked(Identity(service=name, namespace=namespace or ns))
     except InvalidInput as exc:
         raise InvalidInput(f"{where}: {exc.message}") from None
 
 
-def _other_namespace(where: str, what: str, namespace: str, ns: str) -> str:
-    return (f"{where}: {what} is in namespace {namespace!r}, not this document's {ns!r}; Tether services share "
-            "one namespace, so a caller from another namespace cannot be told apart from a local one: refused "
-            "rather than widened")
-
-
-def _linkerd_identity(text: str, ns: str) -> Identity:
+def _linkerd_identity(text: str) -> Identity:
     """`*`, or `<sa|*>.<ns>.serviceaccount.identity.<linkerd-ns>.<td>` with namespace and td kept."""
     if text == "*":
         return Identity(any_identity=True)
@@ -420,8 +477,6 @@ def _linkerd_identity(text: str, ns: str) -> Identity:
     sa, namespace, td = labels[0], labels[1], ".".join(labels[5:])
     if ("*" in sa and sa != "*") or "*" in ".".join(labels[1:]):
         raise InvalidInput(f"identity {text!r}: only the whole service-account label may be '*'")
-    if td == LINKERD_LOCAL_TRUST_DOMAIN and namespace != ns:
-        raise InvalidInput(_other_namespace("", f"identity {text!r}", namespace, ns).lstrip(": "))
     local = td == LINKERD_LOCAL_TRUST_DOMAIN
     return _checked(Identity(None if sa == "*" else sa, namespace, None if local else td))
 
@@ -444,13 +499,17 @@ class Resolution:
 
 def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = (),
                     named_ports: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
-                    registered: Any = ()) -> Resolution:
+                    namespaces: Mapping[str, str] | None = None) -> Resolution:
     """Join objects into server policies. `taken`: (service, port) scopes that a Tether
     ServerPolicy already covers (a Server there is a conflict, as is a second Server for
     one port: the first in `objects` keeps it). `named_ports` (core/named_ports.py) maps
     (service, name) to numbers: a Server's named port becomes a policy per number; a name
-    no instance defines is a note (the Server has no effect until one does). `registered`:
-    the service names, for a Server selecting every service (`matchLabels: {}`)."""
+    no instance defines is a note (the Server has no effect until one does). `namespaces`:
+    every registered service's namespace. A Server selects services of its own namespace
+    only, and a Namespace's default inbound policy covers that namespace's registered
+    services (except where a Tether ServerPolicy for the whole service is in `taken`: the
+    per-service default wins). None (a file read offline): a selected service is taken to
+    be in the Server's namespace, and namespace defaults cover nothing yet."""
     by_key = {(o.kind, o.namespace, o.name): o for o in objects}
     ordered = list(by_key.values())  # given order: of two overlapping Servers the first stays
     servers = {(o.namespace, o.name): o for o in ordered if o.kind == "Server"}
@@ -489,7 +548,8 @@ def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = (),
     scopes = {tuple(t): "a Tether ServerPolicy" for t in taken}
     for key, server in servers.items():
         value = server.value
-        for service, number in _scopes(value, named_ports or {}, registered):
+        found = _scopes(value, key[0], named_ports or {}, namespaces, notes, f"Server {key[0]}/{key[1]}")
+        for service, number in found:
             scope = (service, number)
             if scope in scopes:
                 conflicts.append(f"Server {key[0]}/{key[1]} covers {service}:{number}, which {scopes[scope]} "
@@ -497,23 +557,45 @@ def resolve_linkerd(objects: Any, trust_domain: str, *, taken: Any = (),
                 continue
             scopes[scope] = f"Server {key[0]}/{key[1]}"
             policies.append(ServerPolicy(service, number, value.default_policy, _unique(grants[key]), key[1]))
-        if isinstance(value.port, str) and not _scopes(value, named_ports or {}, registered):
+        if isinstance(value.port, str) and not found:
             which = f"service {value.services[0]!r}" if value.services and len(value.services) == 1 else "the selected services"
             notes.append(f"Server {key[0]}/{key[1]}: spec.port {value.port!r}: no instance of {which} names that port "
                          f"(registration Meta {PORT_META_PREFIX}{value.port}), so it has no effect until one does")
+    policies += _namespace_defaults(ordered, namespaces, scopes)
     return Resolution(tuple(policies), tuple(notes), tuple(conflicts))
 
 
-def _scopes(value: ServerValue, named_ports: Mapping[tuple[str, str], tuple[int, ...]],
-            registered: Any) -> list[tuple[str, int]]:
-    """The (service, port number) pairs a Server covers: its services (every registered one
-    for `matchLabels: {}`), each with its number or the numbers its named port resolves to."""
+def _namespace_defaults(ordered: list[LinkerdObject], namespaces: Mapping[str, str] | None,
+                        scopes: Mapping[tuple[str, int | None], str]) -> list[ServerPolicy]:
+    """A whole-service policy with the namespace's default for each registered service of a
+    Namespace that has one; ports a Server covers keep the Server's (more specific) policy."""
+    out = []
+    for o in ordered:
+        if o.kind != NAMESPACE_KIND or o.value.default_policy is None:
+            continue
+        for service in sorted(s for s, ns in (namespaces or {}).items() if ns == o.name):
+            if (service, None) not in scopes:  # a Tether ServerPolicy for the whole service: its own default
+                out.append(ServerPolicy(service, None, o.value.default_policy, (), f"namespace.{o.name}"))
+    return out
+
+
+def _scopes(value: ServerValue, ns: str, named_ports: Mapping[tuple[str, str], tuple[int, ...]],
+            namespaces: Mapping[str, str] | None, notes: list[str], what: str) -> list[tuple[str, int]]:
+    """The (service, port number) pairs a Server of namespace `ns` covers: its services of that
+    namespace (every registered one for `matchLabels: {}`), each with its number or the
+    numbers its named port resolves to. A selected service of another namespace is a note."""
     if value.services is not None:
         services: Any = value.services
     elif isinstance(value.port, str):
         services = sorted({svc for svc, name in named_ports if name == value.port})
     else:
-        services = sorted(registered)
+        services = sorted(namespaces or ())
+    if namespaces is not None:
+        elsewhere = [s for s in services if namespaces.get(s, ns) != ns]
+        if value.services is not None:
+            notes.extend(f"{what}: service {s!r} is registered in namespace {namespaces[s]!r}, not {ns!r}, so this "
+                         "Server does not select it" for s in elsewhere)
+        services = [s for s in services if s not in elsewhere]
     if isinstance(value.port, int):
         return [(svc, value.port) for svc in services]
     return [(svc, n) for svc in services for n in named_ports.get((svc, value.port), ())]

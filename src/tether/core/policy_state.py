@@ -20,6 +20,7 @@ from tether.core.authz import PolicySnapshot, build_snapshot
 from tether.core.cidr import parse_network_match
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, parse_state_intentions
+from tether.core.namespaces import state_namespaces
 from tether.core.policy import (
     SERVER_DEFAULT_POLICY, MeshPolicy, ServerPolicy, make_authorization, parse_action, parse_default_policy,
 )
@@ -69,7 +70,7 @@ def _read(state: Mapping[str, Any], td: str, known: Mapping[tuple[Any, Any], Int
         raise InvalidInput("authorization state: " + "; ".join(errors))
     return build_snapshot(intentions, policies, mesh.default_intention, mesh.default_policy, td,
                           cluster_networks=mesh.cluster_networks, probe_networks=mesh.probe_networks,
-                          index=state.get("Index"))
+                          index=state.get("Index"), namespaces=state_namespaces(state))
 
 
 def _spec(doc: Any, kind: str, keys: frozenset[str]) -> Mapping[str, Any]:

@@ -34,6 +34,7 @@ from tether.core.cidr import NetworkMatch, parse_network_match
 from tether.core.errors import InvalidInput
 from tether.core.intentions import Intention, intention_key, parse_state_intentions
 from tether.core.k8s_input import expand_documents
+from tether.core.namespaces import state_namespaces
 from tether.core.nesting import yaml_depth_problem
 from tether.core.policy import (
     DEFAULT_INTENTION,
@@ -47,7 +48,9 @@ from tether.core.policy import (
     parse_default_policy,
 )
 from tether.core.policy_istio import ISTIO_SECURITY_GROUP, IstioObject, parse_istio_authorization_policy, resolve_istio
-from tether.core.policy_linkerd import SERVICE_LABELS, LinkerdObject, parse_linkerd_doc, resolve_linkerd
+from tether.core.policy_linkerd import (
+    NAMESPACE_KIND, SERVICE_LABELS, LinkerdObject, parse_linkerd_doc, resolve_linkerd,
+)
 from tether.core.policy_schema import (
     _ActionName, _Identity, _IntentionName, _Network, _PolicyName, _Port, _ServiceName, _Strict,
     messages, register_fields, validate,
@@ -178,7 +181,8 @@ def _parse(docs: list[tuple[str, Any]], source: str, errors: list[str]) -> Polic
         api = str(doc.get("apiVersion", ""))
         if api == TETHER_API:
             _tether_doc(label, doc, intentions, policies, meshes, errors)
-        elif api.split("/")[0] == LINKERD_GROUP or api.startswith("gateway.networking.k8s.io/"):
+        elif api.split("/")[0] == LINKERD_GROUP or api.startswith("gateway.networking.k8s.io/") or (
+                api == "v1" and doc.get("kind") == NAMESPACE_KIND):  # its Linkerd default inbound policy
             parsed = parse_linkerd_doc(label, doc, errors)
             if parsed is not None:
                 linkerd.append((label, parsed))
@@ -198,22 +202,27 @@ def _parse(docs: list[tuple[str, Any]], source: str, errors: list[str]) -> Polic
 
 
 def snapshot_from_documents(
-    documents: PolicyDocuments, trust_domain: str, *, intentions: Iterable[Intention] = (), index: int | None = None
+    documents: PolicyDocuments, trust_domain: str, *, intentions: Iterable[Intention] = (), index: int | None = None,
+    namespaces: Mapping[str, str] | None = None,
 ) -> PolicySnapshot:
-    """A PolicySnapshot from parsed documents (plus intentions from elsewhere, e.g. the store)."""
+    """A PolicySnapshot from parsed documents (plus intentions from elsewhere, e.g. the store);
+    `namespaces` maps services to their namespace (core/namespaces.py)."""
     mesh = documents.mesh or MeshPolicy()
     return build_snapshot(
-        (*documents.intentions, *intentions), all_server_policies(documents, trust_domain), mesh.default_intention,
-        mesh.default_policy,
+        (*documents.intentions, *intentions), all_server_policies(documents, trust_domain, namespaces),
+        mesh.default_intention, mesh.default_policy,
         trust_domain, cluster_networks=mesh.cluster_networks, probe_networks=mesh.probe_networks, index=index,
+        namespaces=namespaces,
     )
 
 
-def all_server_policies(documents: PolicyDocuments, trust_domain: str) -> tuple[ServerPolicy, ...]:
-    """The Tether server policies plus those the Linkerd objects resolve into; a Linkerd
-    Server covering a port another policy covers raises InvalidInput naming both."""
+def all_server_policies(documents: PolicyDocuments, trust_domain: str,
+                        namespaces: Mapping[str, str] | None = None) -> tuple[ServerPolicy, ...]:
+    """The Tether server policies plus those the Linkerd objects resolve into (`namespaces`:
+    the registered services' namespaces, when known); a Linkerd Server covering a port
+    another policy covers raises InvalidInput naming both."""
     taken = [(p.service, p.port) for p in documents.server_policies]
-    resolved = resolve_linkerd(documents.linkerd, trust_domain, taken=taken)
+    resolved = resolve_linkerd(documents.linkerd, trust_domain, taken=taken, namespaces=namespaces)
     taken += [(p.service, p.port) for p in resolved.policies]
     istio = resolve_istio(documents.istio, trust_domain, taken=taken)
     if resolved.conflicts or istio.conflicts:
@@ -291,7 +300,12 @@ def snapshot_from_state(
         docs = PolicyDocuments()
     if errors:
         raise InvalidInput("authorization state: " + "; ".join(errors))
-    return snapshot_from_documents(docs, trust_domain, intentions=intentions, index=state.get("Index"))
+    try:
+        namespaces = state_namespaces(state)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message) from None
+    return snapshot_from_documents(docs, trust_domain, intentions=intentions, index=state.get("Index"),
+                                   namespaces=namespaces)
 
 
 # --- Tether kinds ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator
 
 from tether.core.errors import InvalidInput
 from tether.core.health import SIDECAR_LISTENING_CHECK
+from tether.core.namespaces import DEFAULT_NAMESPACE
 from tether.core.service import CheckDefinition, ProxyDefinition, ServiceDefinition, Upstream
 
 SIDECAR_SUFFIX = "-sidecar-proxy"
@@ -142,6 +143,7 @@ def _sidecar_definition(d: ServiceDefinition) -> ServiceDefinition | None:
         "Port": base.Port or config.get("bind_port") or 0,
         "Tags": base.Tags or d.Tags,
         "Meta": base.Meta or d.Meta,
+        "Namespace": d.Namespace,  # a sidecar is in its service's namespace
         # Peers dial the catalog's address: a listener on one address is advertised there.
         "Address": base.Address or specific or d.Address,
         "Proxy": ProxyDefinition.model_validate(proxy),
@@ -192,6 +194,7 @@ def format_service(d: ServiceDefinition, *, node: str, datacenter: str) -> dict[
         "EnableTagOverride": d.EnableTagOverride,
         "Kind": d.Kind,
         "Datacenter": datacenter,
+        "Namespace": d.Namespace or DEFAULT_NAMESPACE,
     }
     if d.Proxy is not None:
         doc["Proxy"] = format_proxy(d.Proxy.model_dump())

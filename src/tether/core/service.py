@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tether.core.duration import parse_duration
 from tether.core.errors import InvalidInput
 from tether.core.named_ports import port_meta_problem
-from tether.core.spiffe import validate_service_name
+from tether.core.spiffe import validate_namespace, validate_service_name
 from tether.core.normalize import OPAQUE, Shape, normalize, pydantic_errors, raise_if
 
 
@@ -225,6 +225,11 @@ def check_service_definition(d: ServiceDefinition, path: str, errors: list[str])
             validate_service_name(d.Name)
         except InvalidInput as exc:
             errors.append(f"{path}.Name: {exc}")
+    if d.Namespace:  # it is part of the service's SPIFFE ID (core/namespaces.py)
+        try:
+            validate_namespace(d.Namespace)
+        except InvalidInput as exc:
+            errors.append(f"{path}.Namespace: {exc}")
     if d.ID and ("/" in d.ID or len(d.ID) > 255):
         errors.append(f"{path}.ID: {d.ID!r} must be at most 255 characters without '/'")
     if d.Kind == "connect-proxy":
@@ -240,6 +245,9 @@ def check_service_definition(d: ServiceDefinition, path: str, errors: list[str])
             errors.append(f"{path}.Connect.SidecarService.ID: cannot be set (it is always <id>-sidecar-proxy)")
         if sidecar.Kind not in ("", "connect-proxy"):
             errors.append(f"{path}.Connect.SidecarService.Kind: is always connect-proxy")
+        if sidecar.Namespace not in ("", d.Namespace or "default"):
+            errors.append(f"{path}.Connect.SidecarService.Namespace: a sidecar is in its service's namespace "
+                          f"({d.Namespace or 'default'!r})")
     upstreams = d.Proxy.Upstreams if d.Proxy else ()
     if d.Connect and d.Connect.SidecarService and d.Connect.SidecarService.Proxy:
         upstreams += d.Connect.SidecarService.Proxy.Upstreams

@@ -138,6 +138,11 @@ def validate_service_name(name: str) -> str:
     return _validate_label(name, "service name")
 
 
+def validate_namespace(namespace: str) -> str:
+    """Check a namespace is one DNS label (it appears in SPIFFE IDs and SNI); return it."""
+    return _validate_label(namespace, "namespace")
+
+
 def validate_trust_domain(trust_domain: str) -> str:
     """Check and lower-case a trust domain such as `<cluster-uuid>.tether`."""
     td = trust_domain.lower() if isinstance(trust_domain, str) else ""

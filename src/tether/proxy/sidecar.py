@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, TextIO
 
 from tether.core.errors import InvalidInput, NotFound, TetherError, Unavailable
-from tether.core.spiffe import format_spiffe_id, parse_spiffe_id, service_id
+from tether.core.spiffe import DEFAULT_NAMESPACE, format_spiffe_id, parse_spiffe_id, service_id
 from tether.proxy.agentclient import AgentClient
 from tether.proxy.engine import Engine
 from tether.proxy.leafdeadline import LeafDeadline
@@ -108,6 +108,7 @@ class Sidecar:
         self.proxy_id = options.proxy_id
         self.trust_domain = ""
         self.datacenter = ""
+        self.namespace = DEFAULT_NAMESPACE
         self.admin: tuple[str, int] | None = None
         self.registered_id = ""
         self.health = SourceHealth(f"agent at {self.client.addr}", self._failed, self._ok)
@@ -157,7 +158,9 @@ class Sidecar:
         leaf = await self.client.get(f"/v1/agent/connect/ca/leaf/{plan.service}")
         # The leaf names our datacenter; asking /v1/agent/self would need agent:read, which a
         # service's token does not have (nor does it in Consul).
-        self.datacenter = plan.datacenter or parse_spiffe_id(leaf.body["ServiceURI"]).datacenter
+        own = parse_spiffe_id(leaf.body["ServiceURI"])
+        self.datacenter = plan.datacenter or own.datacenter
+        self.namespace = own.namespace  # an upstream without DestinationNamespace is in ours
         roots = await self.client.get("/v1/agent/connect/ca/roots")
         authz = await self.client.get("/v1/agent/connect/authz-snapshot", {"service": plan.service})
         self._leaf, self._roots = leaf.body, roots.body
@@ -283,12 +286,17 @@ class Sidecar:
                     log.error("inbound %s: %s", spec.service, e)
         self._install_authorizer()
 
+    def _upstream_params(self, up: UpstreamPlan) -> dict[str, str]:
+        """The health query for an upstream's instances: passing, in its datacenter and namespace."""
+        return {"passing": "1", "ns": up.namespace or self.namespace, **({"dc": up.datacenter} if up.datacenter else {})}
+
     async def _open_upstream(self, up: UpstreamPlan) -> None:
-        params = {"passing": "1", **({"dc": up.datacenter} if up.datacenter else {})}
+        params = self._upstream_params(up)
         path = f"/v1/health/connect/{up.name}"
         first = await self.client.get(path, params)
         instances = await resolve_instances(instances_from_health(first.body))
-        spiffe = format_spiffe_id(service_id(self.trust_domain, up.datacenter or self.datacenter, up.name))
+        spiffe = format_spiffe_id(service_id(self.trust_domain, up.datacenter or self.datacenter, up.name,
+                                             up.namespace or self.namespace))
         spec = UpstreamSpec(up.name, up.bind_port, spiffe, bind_host=up.bind_host, policy=up.policy,
                             connect_timeout=up.connect_timeout)
         lst = await self.engine.open_upstream(spec, instances)
@@ -393,8 +401,7 @@ class Sidecar:
             self.deadline.set_leaf(self._leaf)
             self._set_authz((await c.get("/v1/agent/connect/authz-snapshot", {"service": self.plan.service})).body)
             for name, (up, _, _) in list(self._upstreams.items()):
-                params = {"passing": "1", **({"dc": up.datacenter} if up.datacenter else {})}
-                entries = (await c.get(f"/v1/health/connect/{name}", params)).body
+                entries = (await c.get(f"/v1/health/connect/{name}", self._upstream_params(up))).body
                 if name in self.engine.upstreams:
                     self.engine.update_upstream(name, await resolve_instances(instances_from_health(entries)))
         except (TetherError, OSError, ValueError, KeyError, TypeError) as e:

@@ -47,6 +47,7 @@ class UpstreamPlan:
     bind_host: str = DEFAULT_UPSTREAM_BIND
     datacenter: str = ""  # "" = the local datacenter
     policy: str = ROUND_ROBIN
+    namespace: str = ""  # DestinationNamespace; "" = the proxy's own (as Consul defaults it)
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
 
@@ -201,7 +202,8 @@ def _upstream(errors: list[str], up: Mapping[str, Any], where: str) -> UpstreamP
     if len(errors) != problems:
         return None
     return UpstreamPlan(name=name, bind_port=port, bind_host=up.get("LocalBindAddress") or DEFAULT_UPSTREAM_BIND,
-                        datacenter=up.get("Datacenter") or "", policy=policy, connect_timeout=timeout)
+                        datacenter=up.get("Datacenter") or "", policy=policy, connect_timeout=timeout,
+                        namespace=up.get("DestinationNamespace") or "")
 
 
 def _check_unique(errors: list[str], plans: Sequence[UpstreamPlan]) -> None:
