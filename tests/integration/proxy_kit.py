@@ -173,23 +173,26 @@ class Mesh:
         return held.port
 
     def register(self, name: str, port: int, *, id: str = "", upstreams: list[dict] | None = None,
-                 config: dict | None = None, meta: dict[str, str] | None = None) -> int:
-        """Register `name` with a sidecar on a port the agent chooses; returns that port."""
+                 config: dict | None = None, meta: dict[str, str] | None = None, namespace: str = "") -> int:
+        """Register `name` (in `namespace`, else `default`) with a sidecar on a port the agent
+        chooses; returns that port."""
         proxy: dict[str, Any] = {"upstreams": upstreams or []}
         if config:
             proxy["config"] = config
         body: dict[str, Any] = {"name": name, "port": port, "connect": {"sidecar_service": {"proxy": proxy}}}
         if meta:
             body["meta"] = meta
+        if namespace:
+            body["namespace"] = namespace
         if id:
             body["id"] = id
         self.api.put("/v1/agent/service/register", json=body).raise_for_status()
         return self.api.get(f"/v1/agent/service/{id or name}-sidecar-proxy").json()["Port"]
 
-    def healthy(self, name: str, count: int = 1) -> list:
+    def healthy(self, name: str, count: int = 1, namespace: str = "default") -> list:
         return wait_for(f"{count} passing connect instance(s) of {name}", lambda: (
             lambda e: e if len(e) >= count else None)(
-                self.api.get(f"/v1/health/connect/{name}", params={"passing": "1"}).json()))
+                self.api.get(f"/v1/health/connect/{name}", params={"passing": "1", "ns": namespace}).json()))
 
     def flowing(self, port: int) -> None:
         """Wait until an echo round trip through upstream `port` works (the sidecar's pool has

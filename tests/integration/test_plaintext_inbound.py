@@ -90,7 +90,7 @@ def decided(mesh: Mesh, client: str, port: int) -> bool | None:
     snap = snapshot_from_state(state, state["TrustDomain"])
     if client == "tls-no-cert":
         return None
-    source = (Source(SpiffeId(snap.trust_domain, "default", "dc1", "voter"), "127.0.0.1") if client == "mesh"
+    source = (Source(SpiffeId(snap.trust_domain, "emojivoto", "dc1", "voter"), "127.0.0.1") if client == "mesh"
               else Source(None, "127.0.0.1", plaintext=True))
     return decide(snap, source, "web-svc", port).allowed
 
@@ -98,7 +98,7 @@ def decided(mesh: Mesh, client: str, port: int) -> bool | None:
 def explained(mesh: Mesh, client: str, port: int) -> bool | None:
     if client == "tls-no-cert":
         return None
-    r = run_cli("policy", "explain", "voter" if client == "mesh" else "-", f"web-svc:{port}", "-addr", "127.0.0.1",
+    r = run_cli("policy", "explain", "emojivoto/voter" if client == "mesh" else "-", f"web-svc:{port}", "-addr", "127.0.0.1",
                 addr=mesh.agent.url)
     assert r.returncode in (0, 1), r.stderr
     return r.returncode == 0
@@ -106,10 +106,11 @@ def explained(mesh: Mesh, client: str, port: int) -> bool | None:
 
 def test_one_table_drives_decide_explain_and_the_sidecar(mesh):
     app = mesh.app()
-    public = mesh.register("web-svc", app.port)
+    public = mesh.register("web-svc", app.port, namespace="emojivoto")  # the policy's namespace
     upstream = mesh.port()
-    mesh.register("voter", 1, upstreams=[{"destination_name": "web-svc", "local_bind_port": upstream}])
-    mesh.healthy("web-svc")
+    mesh.register("voter", 1, namespace="emojivoto",
+                  upstreams=[{"destination_name": "web-svc", "local_bind_port": upstream}])
+    mesh.healthy("web-svc", namespace="emojivoto")
     for cidr in (INSIDE, OUTSIDE):
         r = mesh.api.put("/v1/tether/policy", content=textwrap.dedent(POLICY.format(port=app.port, cidr=cidr)).encode())
         assert r.status_code == 200, r.text

@@ -442,4 +442,5 @@ class IntentionService:
 
 
 def _with(i: Intention, *, id: str) -> Intention:  # noqa: A002 - Consul's field name
-    return Intention(i.source, i.destination, i.action, i.description, i.meta, id, i.source_type)
+    return Intention(i.source_name, i.destination_name, i.action, i.description, i.meta, id, i.source_type,
+                     source_ns=i.source_ns, destination_ns=i.destination_ns)

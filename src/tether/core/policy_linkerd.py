@@ -313,7 +313,7 @@ def _server(spec: _ServerSpec, _ns: str, labels: dict[str, str]) -> ServerValue:
     if services is False:
         errors.append("spec.podSelector: Tether maps a Server to services by the workload label "
                       f"({' or '.join(SERVICE_LABELS)}): one matchLabels entry, a matchExpressions `In` on it, "
-                      "or `matchLabels: {}` (every service); other selectors do not map")
+                      "or `podSelector: {}` (every service of the namespace); other selectors do not map")
     if isinstance(spec.port, str):
         if not _PORT_NAME.match(spec.port):
             errors.append(f"spec.port: {spec.port!r} is neither a port number nor a port name (letters, digits, '-')")
@@ -331,8 +331,8 @@ def _selected_services(spec: _ServerSpec) -> tuple[str, ...] | None | bool:
     if spec.externalWorkloadSelector or sel is None:
         return False
     labels, exprs = sel.matchLabels or {}, sel.matchExpressions or []
-    if not labels and not exprs:
-        return None if sel.matchLabels is not None else False
+    if not labels and not exprs:  # `podSelector: {}` or `matchLabels: {}`: every pod (Kubernetes' empty selector)
+        return None
     if labels and exprs or len(labels) > 1 or len(exprs) > 1:
         return False
     if labels:
