@@ -79,3 +79,11 @@ async def test_intentions_keep_their_namespaces_and_check_decides_with_them(api)
     # ... and that deny names `default`: it does not reach team-c, where the dev agent's default (allow) decides
     assert await allowed("team-c/web", "db")
     assert await allowed("team-a/web", "team-b/db")
+
+
+async def test_a_service_moved_to_another_namespace_gets_a_leaf_naming_it(api):
+    assert (await register(api, "mover", "team-a")).status_code == 200
+    assert "/ns/team-a/" in (await api.get("/v1/agent/connect/ca/leaf/mover")).json()["ServiceURI"]
+    assert (await api.put("/v1/agent/service/deregister/mover")).status_code == 200
+    assert (await register(api, "mover", "team-b")).status_code == 200
+    assert "/ns/team-b/" in (await api.get("/v1/agent/connect/ca/leaf/mover")).json()["ServiceURI"]  # not the cached one

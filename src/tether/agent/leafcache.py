@@ -35,7 +35,7 @@ from tether.agent.link import ServerLink
 from tether.ca import x509 as tx
 from tether.core.certwindow import is_expired, renewal_point, retry_delay
 from tether.core.errors import RateLimited, TetherError
-from tether.core.spiffe import DEFAULT_NAMESPACE, service_id
+from tether.core.spiffe import DEFAULT_NAMESPACE, parse_spiffe_id, service_id
 
 log = logging.getLogger("tether.agent.leaves")
 
@@ -202,7 +202,10 @@ class LeafCache:
 
     def _usable(self, entry: CachedLeaf) -> bool:
         active = self.active_root_id
-        return not is_expired(self.clock(), entry.valid_before) and (active is None or entry.root_id == active)
+        # A service registered again in another namespace needs a leaf naming that namespace.
+        same_namespace = parse_spiffe_id(entry.service_uri).namespace == self.namespace_of(entry.service)
+        return (not is_expired(self.clock(), entry.valid_before) and (active is None or entry.root_id == active)
+                and same_namespace)
 
     async def _refresh(self, service: str, *, force: bool) -> CachedLeaf:
         """Sign a new leaf (one at a time per service).

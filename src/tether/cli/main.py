@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "connect": ("connect_cmds", "connect_app", "group"),
     "apply": ("apply_cmds", "apply", "command"),
     "delete": ("apply_cmds", "delete", "command"),
+    "get": ("get_cmds", "get", "command"),
     "external": ("apply_cmds", "external_app", "group"),
     "ca": ("ca_cmds", "ca_app", "group"),
     "proxy": ("gateway_cmds", "proxy", "command"),

@@ -362,11 +362,18 @@ class IntentionService:
                 ops.append(Put(ISTIO + a.key, a.doc))
             if docs.mesh is not None:
                 ops.append(Put(MESH_KEY, format_mesh_policy(merge_mesh_policy(self.mesh(), docs.mesh, docs.mesh_fields))))
+            # What is stored already as written is not rewritten: re-applying a file (or what
+            # `tether get -o yaml` printed) changes nothing and wakes no watcher.
+            ops = [op for op in ops if not self._unchanged(op)]
             try:
                 return await self.store.commit(ops, checks)
             except Conflict:
                 continue  # an intention of the file was created or changed meanwhile: re-plan
         raise Conflict("the policy kept changing under this apply; retry")
+
+    def _unchanged(self, op: Op) -> bool:
+        stored = self.store.get(op.key) if isinstance(op, Put) else None
+        return stored is not None and stored.value == op.value  # type: ignore[union-attr]
 
     async def set_mesh(self, docs: PolicyDocuments) -> MeshPolicy:
         if docs.mesh is None or docs.intentions or docs.server_policies:

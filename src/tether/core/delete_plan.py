@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tether.core.errors import InvalidInput
-from tether.core.policy_linkerd import LINKERD_KINDS
+from tether.core.policy_linkerd import LINKERD_KINDS, NAMESPACE_KIND
 
 DeleteRequest = tuple[str, str, dict[str, Any]]
 
@@ -24,6 +24,8 @@ def delete_requests(doc: object) -> list[DeleteRequest]:
     name, ns = meta.get("name"), meta.get("namespace") or "default"
     if group == "policy.linkerd.io" and kind in LINKERD_KINDS and name:
         return [(f"{kind} {ns}/{name}", f"/v1/tether/policy/linkerd/{kind}/{ns}/{name}", {})]
+    if doc.get("apiVersion") == "v1" and kind == NAMESPACE_KIND and name:  # its default inbound policy
+        return [(f"Namespace {name} (its default inbound policy)", f"/v1/tether/policy/linkerd/{kind}/{name}/{name}", {})]
     if group == "tether.dev" and kind == "ServerPolicy" and spec.get("service"):
         port = spec.get("port")
         scope = f"{spec['service']}:{port}" if port else f"{spec['service']} (all ports)"
