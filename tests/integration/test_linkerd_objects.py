@@ -279,3 +279,18 @@ async def test_a_server_does_not_select_a_service_of_another_namespace(api):
     assert any("Server emojivoto/voting-grpc: service 'voting-svc' is registered in namespace 'default', not "
                "'emojivoto'" in w for w in r.json()["Warnings"]), r.json()["Warnings"]
     assert await allowed(api, "vote-bot", "voting-svc", 8080, ns="default")  # not emojivoto's: the mesh default
+
+
+async def test_a_namespace_default_covers_its_registered_services_and_policy_get_shows_it(api):
+    await register(api, "tally", 9000, {})  # in emojivoto
+    await register(api, "outsider", 9000, {}, namespace="default")
+    r = await apply(api, """
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: emojivoto, annotations: {config.linkerd.io/default-inbound-policy: deny}}
+    """)
+    assert r.status_code == 200, r.text
+    assert not await allowed(api, "web", "tally", 9000)  # deny: no Server needed
+    assert await allowed(api, "web", "outsider", 9000, ns="default")  # another namespace: the mesh default
+    docs = (await api.get("/v1/tether/policy/tally")).json()
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [("Namespace", "emojivoto")]

@@ -5,6 +5,8 @@ catalog holds, intentions keep SourceNS/DestinationNS and /check decides with th
 
 from __future__ import annotations
 
+import json
+
 from tether.core.spiffe import parse_spiffe_id
 
 
@@ -87,3 +89,17 @@ async def test_a_service_moved_to_another_namespace_gets_a_leaf_naming_it(api):
     assert (await api.put("/v1/agent/service/deregister/mover")).status_code == 200
     assert (await register(api, "mover", "team-b")).status_code == 200
     assert "/ns/team-b/" in (await api.get("/v1/agent/connect/ca/leaf/mover")).json()["ServiceURI"]  # not the cached one
+
+
+def test_the_intention_cli_takes_ns_slash_name(dev_agent):
+    from tether.testing.agent import run_cli as tether
+
+    r = tether("intention", "create", "-deny", "team-a/web", "team-b/db", addr=dev_agent.addr)
+    assert r.returncode == 0 and "Created: team-a/web => team-b/db (deny)" in r.stdout, r.stderr
+    got = tether("intention", "get", "team-a/web", "team-b/db", "-json", addr=dev_agent.addr)
+    assert got.returncode == 0 and (json.loads(got.stdout)["SourceNS"], json.loads(got.stdout)["Precedence"]) == (
+        "team-a", 9)
+    assert tether("intention", "check", "team-a/web", "team-b/db", addr=dev_agent.addr).returncode == 1  # denied
+    assert tether("intention", "check", "team-c/web", "team-b/db", addr=dev_agent.addr).returncode == 0  # not named
+    bad = tether("intention", "create", "-allow", "Team_A/web", "db", addr=dev_agent.addr)
+    assert bad.returncode == 2 and "SourceNS: namespace 'Team_A' is invalid" in bad.stderr

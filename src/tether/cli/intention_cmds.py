@@ -19,20 +19,24 @@ from tether.cli.common import HttpAddr, Token, TokenFile, client, out, print_jso
 from tether.core.authz import Decision, PolicySnapshot, Source, decide
 from tether.core.policy import Authorization
 from tether.core.errors import InvalidInput
-from tether.core.intentions import Intention, split_qualified
+from tether.core.intentions import DEFAULT_NAMESPACE, Intention, qualified, split_qualified
 from tether.core.spiffe import SpiffeId, validate_namespace, validate_service_name
 
 intention_app = typer.Typer(help="Create and inspect intentions: which service may connect to which.",
                             no_args_is_help=True)
 
 
-def _check_pair(source: str, destination: str) -> None:
-    """Validate both names locally so a typo exits 2 with the offending value named."""
-    Intention(source, destination, "allow")
+def _check_pair(source: str, destination: str) -> Intention:
+    """Validate both (`name` or Consul's `ns/name`) locally so a typo exits 2 with the
+    offending value named."""
+    (src_ns, src), (dst_ns, dst) = split_qualified(source), split_qualified(destination)
+    return Intention(src, dst, "allow", source_ns=src_ns, destination_ns=dst_ns)
 
 
 def _describe(i: dict[str, Any]) -> str:
-    return f"{i['SourceName']} => {i['DestinationName']} ({i['Action']})"
+    src = qualified(i.get("SourceNS") or DEFAULT_NAMESPACE, i["SourceName"])
+    dst = qualified(i.get("DestinationNS") or DEFAULT_NAMESPACE, i["DestinationName"])
+    return f"{src} => {dst} ({i['Action']})"
 
 
 def _meta(pairs: list[str]) -> dict[str, str]:
@@ -47,8 +51,8 @@ def _meta(pairs: list[str]) -> dict[str, str]:
 
 @intention_app.command("create")
 def create(
-    source: str = typer.Argument(..., help="Source service name, or '*'."),
-    destination: str = typer.Argument(..., help="Destination service name, or '*'."),
+    source: str = typer.Argument(..., help="Source service name (or NS/NAME), or '*'."),
+    destination: str = typer.Argument(..., help="Destination service name (or NS/NAME), or '*'."),
     allow: bool = typer.Option(False, "-allow", "--allow", help="Allow the connection (the default)."),
     deny: bool = typer.Option(False, "-deny", "--deny", help="Deny the connection."),
     replace: bool = typer.Option(False, "-replace", "--replace", help="Replace an existing intention for the pair."),
@@ -64,12 +68,15 @@ def create(
 
       tether intention create -deny '*' db
 
+      tether intention create -allow team-a/web team-b/db
+
       tether intention create -replace -deny -description "maintenance" web db
     """
     if allow and deny:
         raise typer.BadParameter("give -allow or -deny, not both", param_hint="-allow/-deny")
-    _check_pair(source, destination)
-    body = {"SourceName": source, "DestinationName": destination, "SourceType": "consul",
+    pair = _check_pair(source, destination)
+    body = {"SourceNS": pair.source_ns, "SourceName": pair.source_name, "DestinationNS": pair.destination_ns,
+            "DestinationName": pair.destination_name, "SourceType": "consul",
             "Action": "deny" if deny else "allow", "Description": description, "Meta": _meta(meta)}
     api = client(http_addr, token, token_file)
     if replace:

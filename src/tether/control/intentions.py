@@ -39,7 +39,7 @@ from tether.core.named_ports import named_ports
 from tether.core.namespaces import service_namespaces
 from tether.core.policy import MeshPolicy, ServerPolicy, parse_action
 from tether.core.policy_istio import IstioObject, resolve_istio
-from tether.core.policy_linkerd import LinkerdObject, Resolution, resolve_linkerd
+from tether.core.policy_linkerd import NAMESPACE_KIND, LinkerdObject, Resolution, resolve_linkerd
 from tether.core.policy_yaml import (
     PolicyDocuments, format_mesh_policy, format_server_policy, merge_mesh_policy, parse_policy_objects,
     snapshot_from_state,
@@ -298,6 +298,8 @@ class IntentionService:
             if hit:
                 out.append(o)
         out += [o for o in objects if (o.kind, o.namespace, o.name) in refs]
+        # a Namespace whose default inbound policy covers the service (policy `namespace.<ns>`)
+        out += [o for o in objects if o.kind == NAMESPACE_KIND and f"namespace.{o.name}" in covering]
         return [o.doc for o in out]
 
     def _named_ports(self) -> dict[tuple[str, str], tuple[int, ...]]:
