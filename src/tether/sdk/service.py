@@ -76,8 +76,9 @@ class Service:
         if self._refused is not None:  # an ACL refusal: waiting longer would not help
             self._stopped.set()
             raise PermissionDenied(self._refused)
-        # Our leaf names the datacenter (asking /v1/agent/self would need agent:read).
-        self.datacenter = parse_spiffe_id(self._leaf["ServiceURI"]).datacenter
+        # Our leaf names the datacenter and namespace (asking /v1/agent/self would need agent:read).
+        own = parse_spiffe_id(self._leaf["ServiceURI"])
+        self.datacenter, self.namespace = own.datacenter, own.namespace
 
     # -- keeping material current ----------------------------------------------------
 
@@ -161,13 +162,21 @@ class Service:
 
     # -- client side -----------------------------------------------------------------
 
+    def _target(self, service: str) -> tuple[str, str]:
+        """(namespace, name) of `service`: Consul's `ns/name`, or a name in this service's own
+        namespace (as Consul defaults an upstream's DestinationNamespace)."""
+        ns, _, name = service.rpartition("/")
+        return ns or self.namespace, name
+
     def expected_id(self, service: str) -> str:
         assert self.material is not None
-        return f"spiffe://{self.material.trust_domain}/ns/default/dc/{self.datacenter}/svc/{service}"
+        ns, name = self._target(service)
+        return f"spiffe://{self.material.trust_domain}/ns/{ns}/dc/{self.datacenter}/svc/{name}"
 
     def endpoints(self, service: str) -> list[tuple[str, int]]:
-        """Healthy Connect endpoints of `service` (its proxies, or native instances)."""
-        entries = self._http.get(f"/v1/health/connect/{service}", params={"passing": "1"}).json()
+        """Healthy Connect endpoints of `service` (`name` or `ns/name`: its proxies, or native instances)."""
+        ns, name = self._target(service)
+        entries = self._http.get(f"/v1/health/connect/{name}", params={"passing": "1", "ns": ns}).json()
         found = [(e["Service"]["Address"] or e["Node"]["Address"], e["Service"]["Port"]) for e in entries]
         random.shuffle(found)
         return found
