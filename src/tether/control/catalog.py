@@ -7,6 +7,7 @@ Key layout (one document per key, so each blocking query watches only what it re
     catalog/checks/<service>/<node>/<check-id>    check bound to a service instance
     catalog/nodechecks/<node>/<check-id>          node-level check (e.g. serfHealth)
     catalog/vips/<service>                        {"IP": "240.x.y.z"}: the service's virtual IP
+    catalog/namespaces/<service>                  {"Namespace": ns}: the one namespace of the name
     catalog/byid/<node>/svc/<id>                  {"Key": ...}: where an instance lives
     catalog/byid/<node>/chk/<check-id>            {"Key": ...}: where a check lives
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from tether.core.errors import InvalidInput, NotFound
+from tether.core.errors import Conflict, InvalidInput, NotFound
 from tether.core.health import STATUSES, all_passing, health_entry, worst
 from tether.core.namespaces import ALL_NAMESPACES, DEFAULT_NAMESPACE, namespace_conflict, namespace_of
 from tether.core.vip import format_virtual_ip
@@ -35,6 +36,8 @@ NODE_CHECKS = "catalog/nodechecks/"
 BY_ID = "catalog/byid/"
 VIPS = "catalog/vips/"
 VIP_COUNTER = "meta/vip-counter"
+NAMESPACE_CLAIMS = "catalog/namespaces/"
+_RETRIES = 3
 
 
 def service_key(name: str, node: str, service_id: str) -> str:
@@ -76,7 +79,14 @@ class Catalog:
         services: Iterable[dict[str, Any]] = (),
         checks: Iterable[dict[str, Any]] = (),
     ) -> int:
-        """Upsert a node and, optionally, service instances and checks on it, atomically."""
+        """Upsert a node and, optionally, service instances and checks on it, atomically. A
+        write that lost a race for a name's namespace claim or a virtual IP is planned again."""
+        services, checks = list(services), list(checks)
+        for _ in range(_RETRIES - 1):
+            try:
+                return await self.store.commit(*self.register_ops(node, services, checks))
+            except Conflict:
+                continue
         return await self.store.commit(*self.register_ops(node, services, checks))
 
     def register_ops(
@@ -91,7 +101,7 @@ class Catalog:
         ops: list[Op] = []
         self._put_if_changed(ops, f"{NODES}{name}", node)
         services = list(services)
-        self._check_namespaces(name, services)
+        claims = self._claim_namespaces(ops, name, services)
         for svc in services:
             _validate_segment("Service.ID", svc["ID"])
             if svc["Node"] != name:
@@ -103,7 +113,7 @@ class Catalog:
                 ops.append(Delete(old.key))
             self._put_if_changed(ops, key, svc)
             self._put_if_changed(ops, _svc_pointer(name, svc["ID"]), {"Key": key})
-        cas = self._allocate_virtual_ips(ops, {s["Service"] for s in services if s["Kind"] == ""})
+        cas = claims + self._allocate_virtual_ips(ops, {s["Service"] for s in services if s["Kind"] == ""})
         for check in checks:
             _validate_segment("CheckID", check["CheckID"])
             if check.get("Status") not in STATUSES:
@@ -116,9 +126,12 @@ class Catalog:
             self._put_if_changed(ops, _chk_pointer(name, check["CheckID"]), {"Key": key})
         return ops, cas
 
-    def _check_namespaces(self, node: str, services: list[dict[str, Any]]) -> None:
+    def _claim_namespaces(self, ops: list[Op], node: str, services: list[dict[str, Any]]) -> list[Check]:
         """Refuse a service name in a second namespace (core/namespaces.py); the instances
-        these documents replace (same node and ID) do not count."""
+        these documents replace (same node and ID) do not count. Each name's namespace is
+        also claimed under catalog/namespaces/<name>, compare-and-set, so two registrations
+        racing to put one new name in two namespaces cannot both commit (a claim left by
+        instances since removed is taken over)."""
         replaced = {(node, s["ID"]) for s in services}
         names = {s["Service"] for s in services}
         existing = {d["Service"]: namespace_of(d) for n in names for d in self.instances(n)
@@ -126,6 +139,12 @@ class Catalog:
         problem = namespace_conflict(services, existing)
         if problem:
             raise InvalidInput(problem)
+        guards = []
+        for svc in {s["Service"]: s for s in services}.values():
+            claim = self.store.get(NAMESPACE_CLAIMS + svc["Service"])
+            guards.append(Check(NAMESPACE_CLAIMS + svc["Service"], claim.modify_index if claim else 0))
+            self._put_if_changed(ops, NAMESPACE_CLAIMS + svc["Service"], {"Namespace": namespace_of(svc)})
+        return guards
 
     def namespace_of(self, service: str) -> str:
         """The namespace `service` is registered in (`default` when it is not registered)."""
